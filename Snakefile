@@ -1,0 +1,27 @@
+# Reproduction pipeline for "Symmetries in Overparametrized Neural Networks: A Mean-Field View".
+# Rules live in workflow/rules/*.smk; all science lives in the mfsym library (src/mfsym).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/heuristic.smk"
+include: "workflow/rules/noether.smk"
+include: "workflow/rules/paper.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

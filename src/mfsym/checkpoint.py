@@ -1,0 +1,112 @@
+"""Checkpoints of plain arrays, verified before they are trusted.
+
+A checkpoint is an ``.npz`` archive (``allow_pickle=False`` on both ends) holding named
+arrays plus two entries:
+
+* ``__meta__``: a JSON string describing what was being computed (the fingerprint);
+* ``__sha256__``: the SHA-256 of every array's name, dtype, shape and bytes.
+
+Writes are atomic (temporary file in the same folder, ``fsync``, ``os.replace``) and the
+previous checkpoint is kept as ``<name>.prev.npz``.  :func:`load_checkpoint` rejects a
+file that is truncated, fails its checksum or describes a different computation, logs
+why, and falls back to the previous one; if neither is valid it returns ``None`` (start
+afresh).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, corrupted or belongs to another computation."""
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _prev_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".npz") + ".prev.npz")
+
+
+def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Atomically write ``arrays`` and ``meta`` to ``path``; keep the old file as ``.prev``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in arrays.items():
+        if v.dtype == object:
+            raise TypeError(f"checkpoint array {k!r} has dtype object; only plain arrays allowed")
+    payload = dict(arrays)
+    payload["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+    payload["__sha256__"] = np.array(_digest(arrays))
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.replace(path, _prev_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray]:
+    """Read and verify one checkpoint file; raises :class:`CheckpointError` if invalid."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from exc
+    if "__meta__" not in contents or "__sha256__" not in contents:
+        raise CheckpointError(f"checkpoint {path} lacks its metadata or checksum")
+    meta = json.loads(str(contents.pop("__meta__")))
+    stored = str(contents.pop("__sha256__"))
+    if _digest(contents) != stored:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 check (corrupted)")
+    if expected_meta is not None and meta != json.loads(json.dumps(expected_meta, sort_keys=True)):
+        raise CheckpointError(f"checkpoint {path} belongs to a different computation")
+    return contents
+
+
+def load_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray] | None:
+    """The newest valid checkpoint at ``path`` (or its ``.prev``), else ``None``."""
+    path = Path(path)
+    for candidate in (path, _prev_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            arrays = read_checkpoint(candidate, expected_meta)
+        except CheckpointError as exc:
+            log.warning("skipping checkpoint: %s", exc)
+            continue
+        log.info("resuming from checkpoint %s", candidate)
+        return arrays
+    return None
+
+
+def remove_checkpoint(path) -> None:
+    """Delete a checkpoint and its ``.prev`` (after the result it protects is written)."""
+    path = Path(path)
+    for candidate in (path, _prev_path(path)):
+        candidate.unlink(missing_ok=True)
