@@ -223,7 +223,7 @@ def stream_seed(seed: int, n_particles: int) -> int:
 # snapshot schedule
 # ---------------------------------------------------------------------------------------
 def snapshot_times(T: float, n: int, spacing: str) -> np.ndarray:
-    """Nominal snapshot times in [0, T]: 0, then n−1 points log- (from T/1000) or linearly spaced."""
+    """Nominal snapshot times in [0, T]: 0, then n−1 points log- (from T/1000) or linear."""
     if spacing == "linear":
         return np.linspace(0.0, T, n)
     return np.concatenate([[0.0], np.geomspace(T / 1000.0, T, n - 1)])
@@ -244,8 +244,9 @@ def snapshot_steps(config: TrainConfig, n_particles: int) -> np.ndarray:
 class _Streams:
     """Per-seed generators; a chunk is ``x (k, C, B, dx)``, ``g (k, C, B)``, ``ξ (k, C, N, D)``."""
 
-    def __init__(self, seeds, n_particles, config, group, device, dtype):
+    def __init__(self, seeds, n_particles, config, group, device, dtype, x_train=None):
         self.seeds = list(seeds)
+        self.x_train = x_train
         self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
         self.dx, self.dz, self.order = group.dim_x, group.dim_z, group.order
         self.gens = []
@@ -256,10 +257,16 @@ class _Streams:
 
     def next_chunk(self, size: int):
         kw = {"device": self.device, "dtype": self.dtype}
-        bsz = self.cfg.batch_size
+        fixed = self.x_train is not None
+        bsz = self.x_train.shape[0] if fixed else self.cfg.batch_size
         xs, gs, xis = [], [], []
         for gen in self.gens:  # one draw per seed and chunk, not per step or run
-            xs.append(self.cfg.input_std * torch.randn(size, bsz, self.dx, generator=gen, **kw))
+            if fixed:
+                xs.append(self.x_train.expand(size, -1, -1))
+            else:
+                xs.append(
+                    self.cfg.input_std * torch.randn(size, bsz, self.dx, generator=gen, **kw)
+                )
             gs.append(
                 torch.randint(0, self.order, (size, bsz), generator=gen, device=self.device)
             )
@@ -296,10 +303,11 @@ class _Block:
         pe = eng.p_e
         drift = [projects_drift(s) for s in schemes]
         noise = [projects_noise(s, eng.init) for s in schemes]
+        noise_p = [eng.p_sub if s != "EA" else pe for s in schemes]
         self.any_ea = any(drift)
         self.p_drift = torch.stack([pe if d else eye for d in drift])
         self.any_noise_proj = any(noise)
-        self.p_noise = torch.stack([pe if d else eye for d in noise])
+        self.p_noise = torch.stack([p if d else eye for d, p in zip(noise, noise_p, strict=True)])
         # teacher clouds, padded to a common size with zero weights
         tps = [eng.teachers[r.teacher].particles for r in runs]
         kmax = max(t.shape[0] for t in tps)
@@ -476,7 +484,10 @@ class _Block:
 # the engine
 # ---------------------------------------------------------------------------------------
 class _Engine:
-    def __init__(self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval):
+    def __init__(
+        self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval,
+        x_train=None, subspace=None,
+    ):
         self.group, self.unit, self.cfg = group, unit, cfg
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
         self.device = resolve_device(cfg.device)
@@ -487,6 +498,10 @@ class _Engine:
         self.gy = torch.tensor(group.y, **kw)
         self.p_e = torch.as_tensor(group.reynolds(), **kw)
         self.p_e64 = torch.as_tensor(group.reynolds(), device=self.device, dtype=torch.float64)
+        self.p_sub = self.p_e if subspace is None else torch.as_tensor(subspace, **kw)
+        self.subspace = subspace
+        if x_train is not None:
+            x_train = torch.as_tensor(np.asarray(x_train), **kw)
         self.identity_index = group.identity_index()
         self.identity = torch.tensor(self.identity_index, device=self.device)
         seeds = sorted({r.seed for r in runs})
@@ -498,7 +513,10 @@ class _Engine:
         if x_eval is None:
             x_eval = evaluation_inputs(cfg.n_eval, group.dim_x, cfg.input_std, cfg.eval_seed)
         self.x_eval = torch.as_tensor(np.asarray(x_eval), **kw).unsqueeze(0)
-        self.streams = _Streams(seeds, n_particles, cfg, group, self.device, self.dtype)
+        self.x_train = x_train
+        self.streams = _Streams(
+            seeds, n_particles, cfg, group, self.device, self.dtype, x_train=x_train
+        )
         seed_index = {s: i for i, s in enumerate(seeds)}
         self.snap_steps = snapshot_steps(cfg, n_particles)
         families: dict[int, list[int]] = {}
@@ -516,6 +534,9 @@ class _Engine:
         for s in sorted(self.init_particles):
             h.update(np.ascontiguousarray(self.init_particles[s]).tobytes())
         h.update(np.ascontiguousarray(self.x_eval.cpu().numpy()).tobytes())
+        for extra in (self.x_train, self.subspace):
+            if extra is not None:
+                h.update(np.ascontiguousarray(torch.as_tensor(extra).cpu().numpy()).tobytes())
         return {
             "config": {k: v for k, v in self.cfg.to_dict().items() if k not in ("log_every_s",)},
             "runs": [asdict(r) for r in self.runs],
@@ -624,6 +645,8 @@ def train_stack(
     *,
     init_particles: Mapping[int, np.ndarray] | None = None,
     x_eval: np.ndarray | None = None,
+    x_train: np.ndarray | None = None,
+    subspace: np.ndarray | None = None,
     checkpoint_path=None,
     threads: int | None = None,
     label: str = "",
@@ -632,6 +655,10 @@ def train_stack(
 
     ``init_particles`` maps seed → (N, D) initial cloud (default: :func:`initial_particles`);
     ``x_eval`` is the fixed (n_eval, dx) risk sample (default: :func:`evaluation_inputs`).
+    ``x_train`` (n_train, dx): instead of fresh samples, every step uses this whole fixed
+    training set (full-batch gradient descent; ``batch_size`` is then ignored).
+    ``subspace`` (D, D): an orthogonal projector replacing P_E wherever non-EA runs project
+    their noise (SI-type starts), e.g. the candidate subspace E_j of the discovery heuristic.
     With ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and
     a valid checkpoint there is resumed from (same final result as an uninterrupted run).
     Raises :class:`TrainingDiverged` if any run becomes non-finite.
@@ -656,9 +683,25 @@ def train_stack(
         raise ValueError("the stack lists the same (teacher, scheme, seed) run twice")
     if group.dim_z != unit.dim_z:
         raise ValueError(f"group acts on D={group.dim_z} but the unit has D={unit.dim_z}")
+    if x_train is not None:
+        xt = np.asarray(x_train)
+        if xt.ndim != 2 or xt.shape[1] != group.dim_x or xt.shape[0] == 0:
+            raise ValueError(f"x_train must have shape (n, {group.dim_x}), got {xt.shape}")
+    if subspace is not None:
+        p = np.asarray(subspace, dtype=np.float64)
+        if p.shape != (group.dim_z, group.dim_z) or not (
+            np.allclose(p, p.T, atol=1e-8) and np.allclose(p @ p, p, atol=1e-8)
+        ):
+            raise ValueError(
+                f"subspace must be an orthogonal projector of shape ({group.dim_z}, "
+                f"{group.dim_z}) (symmetric, idempotent), got shape {p.shape}"
+            )
     if threads:
         torch.set_num_threads(int(threads))
-    eng = _Engine(group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval)
+    eng = _Engine(
+        group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
+        x_train=x_train, subspace=subspace,
+    )
     wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
     order = np.concatenate([b.idx for b in eng.blocks])
     inv = np.argsort(order)
