@@ -67,7 +67,7 @@ def make_activation(name: str, leaky_slope: float = 0.1) -> Activation:
         return Activation(
             name,
             lambda h: torch.nn.functional.leaky_relu(h, slope),
-            lambda h, a: torch.where(h > 0, 1.0, slope).to(h.dtype),
+            lambda h, a: torch.where(h > 0, h.new_tensor(1.0), h.new_tensor(slope)),
             True,
         )
     if name == "linear":
@@ -76,6 +76,11 @@ def make_activation(name: str, leaky_slope: float = 0.1) -> Activation:
 
 
 def _check_shapes(unit: Unit, theta: torch.Tensor, x: torch.Tensor) -> None:
+    if theta.dim() < 2 or x.dim() < 2:
+        raise ValueError(
+            f"{unit.name} unit expects particles (..., N, D) and inputs (..., S, dx), got "
+            f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
+        )
     if theta.shape[-1] != unit.dim_z:
         raise ValueError(
             f"{unit.name} unit expects particles of size D={unit.dim_z} in the last axis, "
