@@ -162,19 +162,29 @@ class FiniteGroup:
         return int(round(np.trace(self.reynolds())))
 
     # ---- actions on clouds -------------------------------------------------------------
+    def _cloud(self, cloud) -> np.ndarray:
+        """The cloud as an array, checked to have shape (..., N, D) with D = dim_z."""
+        arr = np.asarray(cloud)
+        if arr.ndim < 2 or arr.shape[-1] != self.dim_z:
+            raise ValueError(
+                f"group {self.name!r}: a cloud must have shape (..., N, D) with "
+                f"D = {self.dim_z}, got {arr.shape}"
+            )
+        return arr
+
     def act(self, cloud: np.ndarray, g: int) -> np.ndarray:
         """``(M_g)#ν``: apply M_g to every atom; cloud shape (..., N, D)."""
-        return np.asarray(cloud) @ self.z[g].T
+        return self._cloud(cloud) @ self.z[g].T
 
     def symmetrize(self, cloud: np.ndarray) -> np.ndarray:
         """Atoms of ``ν^G``: shape (..., |G|·N, D), element-major (all of g₀ν, then g₁ν…)."""
-        cloud = np.asarray(cloud)
+        cloud = self._cloud(cloud)
         images = np.einsum("gij,...nj->...gni", self.z, cloud)
         return images.reshape(*cloud.shape[:-2], self.order * cloud.shape[-2], cloud.shape[-1])
 
     def project(self, cloud: np.ndarray) -> np.ndarray:
         """Atoms of ``(P_E)#ν``: every atom mapped to its orthogonal projection on E^G."""
-        return np.asarray(cloud) @ self.reynolds()
+        return self._cloud(cloud) @ self.reynolds()
 
     def distance_to_fixed(self, cloud: np.ndarray) -> np.ndarray:
         """Root-mean-square distance of the atoms to E^G, ``(mean_i ‖z_i − P_E z_i‖²)^{1/2}``."""
