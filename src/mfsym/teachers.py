@@ -59,6 +59,25 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def _is_c2_on_matrix_unit(group: FiniteGroup) -> bool:
+    """True iff G = {I, P} acts alike on X = Y = R² and by ``M_g = g ⊗ g`` on Z = R^{2×2}.
+
+    The App. F coordinates (row-major 2×2 matrices, the basis I/√2, P/√2 of E^G) mean
+    something only for this representation; any other one would silently give an "SI"
+    teacher off E^G.
+    """
+    if group.order != 2 or group.dim_x != 2 or group.dim_y != 2 or group.dim_z != 4:
+        return False
+    # A FiniteGroup of order 2 holds the identity and one other, distinct element; if both
+    # act as I or P on X and Y alike, and as g ⊗ g on Z, they are exactly I and P.
+    allowed = (np.eye(2), np.array([[0.0, 1.0], [1.0, 0.0]]))
+    return all(
+        any(np.allclose(gx, m) and np.allclose(gy, m) for m in allowed)
+        and np.allclose(gz, np.kron(gy, gx))
+        for gx, gy, gz in zip(group.x, group.y, group.z, strict=True)
+    )
+
+
 def paper_teachers(group: FiniteGroup, scale: float = PAPER_TEACHER_SCALE) -> dict[str, Teacher]:
     """The three App. F teachers for C₂ acting on the 2×2 matrix unit (D = 4).
 
@@ -66,11 +85,12 @@ def paper_teachers(group: FiniteGroup, scale: float = PAPER_TEACHER_SCALE) -> di
     * WI: those five plus their images ``M_P θ`` (10 particles);
     * SI: ``scale × (a I/√2 + b P/√2)`` for the five (a, b) pairs.
     """
-    if group.order != 2 or group.dim_z != 4 or group.dim_fixed != 2:
+    if not _is_c2_on_matrix_unit(group):
         raise ValueError(
-            "the paper's teachers are defined for C₂ acting on the 2×2 matrix unit "
-            f"(|G| = 2, D = 4); got group {group.name!r} with |G| = {group.order}, "
-            f"D = {group.dim_z}; use random_teacher for other settings"
+            "the paper's teachers are defined for C₂ = {I, P} acting on X = Y = R² and on "
+            "the 2×2 matrix unit by M_g z = g z gᵀ (|G| = 2, D = 4); got group "
+            f"{group.name!r} with |G| = {group.order}, D = {group.dim_z} and another action; "
+            "use random_teacher for other settings"
         )
     arbitrary = scale * _PAPER_ARBITRARY_ROWS
     basis = np.stack([np.eye(2).ravel(), np.array([[0.0, 1.0], [1.0, 0.0]]).ravel()], axis=1)
