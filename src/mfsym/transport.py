@@ -65,12 +65,33 @@ def rmd(a, b) -> float:
     return float(np.sqrt(rmd2(a, b)))
 
 
+#: Tolerance on ``max|P − Pᵀ|`` and ``max|P² − P|`` for a matrix accepted as a projector.
+PROJECTOR_ATOL = 1e-6
+
+
+def _projector(projector, dim: int) -> np.ndarray:
+    """Check that ``projector`` is an orthogonal projector on R^dim (P = Pᵀ = P², (D, D)).
+
+    The closed form below holds only for such P, so anything else is refused.
+    """
+    p = np.asarray(projector, dtype=np.float64)
+    if p.shape != (dim, dim):
+        raise ValueError(f"projector must have shape ({dim}, {dim}), got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("projector contains non-finite entries")
+    asym, idem = np.abs(p - p.T).max(), np.abs(p @ p - p).max()
+    if max(asym, idem) > PROJECTOR_ATOL:
+        raise ValueError(
+            f"projector is not an orthogonal projector: max|P − Pᵀ| = {asym:.3g}, "
+            f"max|P² − P| = {idem:.3g} (allowed ≤ {PROJECTOR_ATOL})"
+        )
+    return p
+
+
 def w2_squared_to_projection(cloud, projector) -> float:
     """Closed form ``W₂²(ν, P#ν) = mean_i ‖z_i − P z_i‖²`` for an orthogonal projector P."""
     a = _atoms("cloud", cloud)
-    p = np.asarray(projector, dtype=np.float64)
-    if p.shape != (a.shape[1], a.shape[1]):
-        raise ValueError(f"projector must have shape ({a.shape[1]}, {a.shape[1]}), got {p.shape}")
+    p = _projector(projector, a.shape[1])
     resid = a - a @ p.T
     return float((resid**2).sum(axis=1).mean())
 
@@ -78,8 +99,9 @@ def w2_squared_to_projection(cloud, projector) -> float:
 def rmd_to_projected(cloud, projector) -> float:
     """RMD(ν, P#ν) by the closed form (the distance of ν from laws supported on range P)."""
     a = _atoms("cloud", cloud)
-    m2 = second_moment(a) + second_moment(a @ np.asarray(projector, dtype=np.float64).T)
-    return float(np.sqrt(_ratio(w2_squared_to_projection(a, projector), m2)))
+    p = _projector(projector, a.shape[1])
+    m2 = second_moment(a) + second_moment(a @ p.T)
+    return float(np.sqrt(_ratio(w2_squared_to_projection(a, p), m2)))
 
 
 def rmd_to_symmetrized(cloud, group) -> float:
