@@ -1,1 +1,45 @@
-# (rules of this stage are added here)
+# The manuscript: result datasets -> TeX macros and claims table -> paper/ms.pdf (latexmk).
+# Not part of `rule all` (the rest of the pipeline needs no LaTeX): `snakemake paper`.
+from mfsym.paper_build import figures_in_tex
+
+PAPER_TEX = "paper/ms.tex"
+PAPER_OUTPUT = "paper/output"
+
+
+rule paper_numbers:
+    input:
+        summary=f"{config['results_dir']}/summary.nc",
+        heuristic=f"{config['results_dir']}/heuristic.nc",
+    output:
+        macros=f"{PAPER_OUTPUT}/numbers.tex",
+        table=f"{PAPER_OUTPUT}/claims.tex",
+        claims=f"{PAPER_OUTPUT}/claims.json",
+    params:
+        sections={key: config[key] for key in ("group", "unit", "training") if key in config},
+        criteria=config["paper"]["criteria"],
+        digits=config["paper"]["digits"],
+    log:
+        f"{config['results_dir']}/logs/paper_numbers.log",
+    script:
+        "../scripts/paper_numbers.py"
+
+
+rule paper:
+    input:
+        tex=PAPER_TEX,
+        macros=rules.paper_numbers.output.macros,
+        table=rules.paper_numbers.output.table,
+        figures=expand(
+            "{results}/figures/{name}.pdf",
+            results=config["results_dir"],
+            name=figures_in_tex(PAPER_TEX),
+        ),
+    output:
+        pdf="paper/ms.pdf",
+    params:
+        build_dir=config["paper"]["build_dir"],
+        timeout_s=config["paper"]["latex_timeout_s"],
+    log:
+        f"{config['results_dir']}/logs/paper_build.log",
+    script:
+        "../scripts/paper_build.py"

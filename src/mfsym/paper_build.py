@@ -1,0 +1,137 @@
+"""Build the manuscript PDF with latexmk in a staging folder, then move it into place.
+
+Staging layout (the folder is wiped first, so no stale input survives)::
+
+    <build_dir>/ms.tex
+    <build_dir>/output/<generated>.tex     (measured numbers, claims table)
+    <build_dir>/figures/<name>.pdf         (the figures named in ms.tex)
+    <build_dir>/out/                        (latexmk's -outdir: aux, log, pdf)
+
+latexmk runs as ``latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=out ms.tex``;
+the finished PDF is copied next to the destination and renamed onto it (``os.replace``),
+so a failed build never leaves a partial ``ms.pdf``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+TEX_DEBIAN_PACKAGES = (
+    "latexmk",
+    "texlive-latex-base",
+    "texlive-latex-recommended",
+    "texlive-fonts-recommended",
+    "lmodern",
+)
+TEX_PROGRAMS = ("latexmk", "pdflatex")
+_INCLUDE_RE = re.compile(r"^[^%\n]*?\\includegraphics(?:\[[^\]]*\])?\{([^}]+)\}", re.M)
+
+
+class LatexMissing(RuntimeError):
+    """latexmk or pdflatex is not installed."""
+
+
+class LatexFailed(RuntimeError):
+    """latexmk returned an error; the message holds the end of the TeX log."""
+
+
+def missing_latex_programs() -> list[str]:
+    return [p for p in TEX_PROGRAMS if shutil.which(p) is None]
+
+
+def require_latex() -> None:
+    """Raise :class:`LatexMissing` naming the Debian packages to install."""
+    missing = missing_latex_programs()
+    if missing:
+        raise LatexMissing(
+            f"building the manuscript needs {', '.join(missing)}, not found on PATH; on "
+            f"Debian/Ubuntu install: apt-get install -y {' '.join(TEX_DEBIAN_PACKAGES)}"
+        )
+
+
+def figures_in_tex(tex_path) -> list[str]:
+    """Names of the figures ``\\includegraphics`` loads in a TeX file (comments ignored)."""
+    text = Path(tex_path).read_text(encoding="utf-8")
+    names = []
+    for match in _INCLUDE_RE.finditer(text):
+        name = Path(match.group(1).strip()).stem
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _stage(build_dir: Path, tex: Path, generated: Iterable, figures: Iterable) -> None:
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    (build_dir / "output").mkdir(parents=True)
+    (build_dir / "figures").mkdir()
+    shutil.copy2(tex, build_dir / tex.name)
+    for path in map(Path, generated):
+        shutil.copy2(path, build_dir / "output" / path.name)
+    for path in map(Path, figures):
+        shutil.copy2(path, build_dir / "figures" / path.name)
+
+
+def _check_figures(tex: Path, figures: list[Path]) -> None:
+    have = {p.stem for p in figures}
+    missing = [name for name in figures_in_tex(tex) if name not in have]
+    if missing:
+        raise FileNotFoundError(f"{tex.name} includes figure(s) {missing} that were not given")
+    absent = [str(p) for p in figures if not p.is_file()]
+    if absent:
+        raise FileNotFoundError(f"figure file(s) not found: {absent}")
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    if not log.is_file():
+        return "(no TeX log written)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def build_pdf(
+    tex_path,
+    generated: Iterable,
+    figures: Iterable,
+    output_pdf,
+    build_dir,
+    log_path=None,
+    timeout_s: float = 600.0,
+) -> Path:
+    """Stage ``tex_path``, the generated TeX files and the figure PDFs, run latexmk, and
+    atomically place the PDF at ``output_pdf``; latexmk's output goes to ``log_path``."""
+    require_latex()
+    tex, build_dir, output_pdf = Path(tex_path), Path(build_dir), Path(output_pdf)
+    figures = [Path(p) for p in figures]
+    _check_figures(tex, figures)
+    _stage(build_dir, tex, generated, figures)
+    cmd = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-outdir=out",
+           tex.name]
+    proc = subprocess.run(
+        cmd, cwd=build_dir, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    built = build_dir / "out" / (tex.stem + ".pdf")
+    if proc.returncode != 0 or not built.is_file():
+        raise LatexFailed(
+            f"latexmk failed (exit {proc.returncode}) on {tex.name}; end of the TeX log "
+            f"({build_dir / 'out' / (tex.stem + '.log')}):\n"
+            + _log_tail(build_dir / "out" / (tex.stem + ".log"))
+        )
+    output_pdf.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=output_pdf.name + ".", suffix=".tmp", dir=output_pdf.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(built, tmp)
+        os.replace(tmp, output_pdf)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output_pdf

@@ -1,0 +1,574 @@
+"""The manuscript's measured numbers and the claims table, computed from the result datasets.
+
+Inputs are ``results/summary.nc`` (dims ``init, N, teacher, scheme, seed`` and ``pair``) and
+``results/heuristic.nc``. Every statistic is a mean over seeds, written ``m(·)`` below;
+``N_max`` is the largest N of the grid.
+
+Fitted slope.  For a positive quantity q(N) the slope is the ordinary least-squares slope
+of ``log m(q)(N)`` against ``log N`` over every N of the grid,
+
+    s = Σ_k (l_k − l̄)(y_k − ȳ) / Σ_k (l_k − l̄)²,   l_k = log N_k,  y_k = log m(q)(N_k),
+
+so ``m(q) ∝ N^s``.  It needs two distinct N and positive means; otherwise it is ``NaN``
+and the claim it decides is "not measured".
+
+Verdicts (thresholds are the configuration's ``paper.criteria``; the defaults are half the
+expected exponents: fluctuations of a coupled finite-N cloud decay like N^{-1/2}, the W₂
+distance between a 4-dimensional empirical measure and its reflection like N^{-1/4}):
+
+* Claim 1, same mean-field dynamics: with an SI start and each symmetric teacher (WI, SI),
+  the RMD between vanilla–DA, vanilla–FA and DA–FA shrinks with N: the largest fitted slope
+  is ``≤ decay_slope_max`` (or every mean is already ``≤ exact_tol``).
+* Claim 1, WI laws preserved: with a WI start, the RMD of vanilla, DA and FA to their
+  symmetrised cloud shrinks with N: largest slope ``≤ wi_slope_max``.
+* Claim 2, vanilla's distance to E^G shrinks with N (SI start, symmetric teachers): largest
+  slope of RMD(ν, P_E#ν) ``≤ decay_slope_max``.
+* Claim 2, EA / FA / DA stay on E^G (SI start): the largest RMD(ν, P_E#ν) over every N, seed
+  and symmetric teacher (every teacher for EA) is ``≤ exact_tol``.
+* Claim 3, arbitrary teacher: vanilla leaves E^G at every N: ``min_N m(RMD(ν, P_E#ν)) ≥
+  escape_min``.
+* Claim 4, the heuristic recovers E^G: in every setting the recovered dimension equals
+  dim E^G and the largest principal angle to E^G is ``≤ angle_max_deg`` degrees.
+
+A verdict is "supported" or "not supported at this configuration"; "not measured" when the
+results hold no data for it (e.g. no WI start in the grid, a single N).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .paper_tex import (
+    escape_tex,
+    format_exact,
+    format_list,
+    format_number,
+    macro_name,
+    render_macros,
+    write_text_atomic,
+)
+from .results import read_dataset
+
+SI, WI = "SI", "WI"
+INITS = ("SI", "WI")
+TEACHERS = ("arbitrary", "WI", "SI")
+SCHEMES = ("vanilla", "DA", "FA", "EA")
+PAIRS = ("vanilla-DA", "vanilla-FA", "DA-FA", "vanilla-EA", "DA-EA", "FA-EA")
+SYMMETRIC_TEACHERS = ("WI", "SI")
+ARBITRARY = "arbitrary"
+FREE_SCHEMES = ("vanilla", "DA", "FA")
+FREE_PAIRS = ("vanilla-DA", "vanilla-FA", "DA-FA")
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported at this configuration"
+NOT_MEASURED = "not measured"
+SUMMARY_VARIABLES = {
+    "rmd_projected": ("init", "N", "teacher", "scheme", "seed"),
+    "rmd_symmetrized": ("init", "N", "teacher", "scheme", "seed"),
+    "population_risk": ("init", "N", "teacher", "scheme", "seed"),
+    "rmd_between": ("init", "N", "teacher", "pair", "seed"),
+}
+
+
+class PaperInputError(ValueError):
+    """A result file needed by the manuscript is missing or violates its schema."""
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Thresholds of the verdicts (see the module docstring)."""
+
+    decay_slope_max: float = -0.25
+    wi_slope_max: float = -0.125
+    exact_tol: float = 1e-4
+    escape_min: float = 0.05
+    angle_max_deg: float = 5.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"paper.criteria.{f.name} = {v!r} is invalid; must be a number")
+        for key in ("exact_tol", "escape_min", "angle_max_deg"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"paper.criteria.{key} = {getattr(self, key)!r}; must be > 0")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> Criteria:
+        allowed = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown paper.criteria key(s) {unknown}; allowed: {allowed}")
+        return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table.
+
+    claim: number of the claim in the specification (1–4); key: letters naming its macros;
+    statement, criterion: TeX text; values: (TeX label, number) pairs shown as evidence;
+    verdict: SUPPORTED, NOT_SUPPORTED or NOT_MEASURED.
+    """
+
+    claim: int
+    key: str
+    statement: str
+    values: tuple[tuple[str, float], ...]
+    criterion: str
+    verdict: str
+
+
+# ---------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------
+def loglog_slope(n, y) -> float:
+    """Least-squares slope of ``log y`` against ``log n`` (NaN if it is not defined)."""
+    n = np.asarray(n, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if n.shape != y.shape or n.ndim != 1:
+        raise ValueError(f"n and y must be 1-D of equal length, got {n.shape} and {y.shape}")
+    if (
+        np.unique(n).size < 2
+        or not np.all(np.isfinite(y))
+        or np.any(y <= 0)
+        or np.any(n <= 0)
+    ):
+        return math.nan
+    lx, ly = np.log(n), np.log(y)
+    lx_c = lx - lx.mean()
+    return float((lx_c * (ly - ly.mean())).sum() / (lx_c**2).sum())
+
+
+def seed_mean(da: xr.DataArray) -> xr.DataArray:
+    return da.mean("seed")
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return NOT_MEASURED
+    return SUPPORTED if ok else NOT_SUPPORTED
+
+
+def _present(ds: xr.Dataset, dim: str, labels: Sequence[str]) -> list[str]:
+    have = set(ds[dim].values.tolist())
+    return [lab for lab in labels if lab in have]
+
+
+def check_summary(ds: xr.Dataset) -> None:
+    """Raise :class:`PaperInputError` unless ``ds`` has the summary's variables and dims."""
+    for name, dims in SUMMARY_VARIABLES.items():
+        if name not in ds.data_vars:
+            raise PaperInputError(
+                f"summary lacks variable {name!r}; expected {sorted(SUMMARY_VARIABLES)}"
+            )
+        if set(ds[name].dims) != set(dims):
+            raise PaperInputError(
+                f"summary variable {name!r} has dims {ds[name].dims}; expected {dims}"
+            )
+
+
+def _shrinks(ds_n, curves: list[np.ndarray], slope_max: float, tol: float):
+    """(largest slope, ok) for curves m(q)(N); ok is None when no slope is defined."""
+    if all(float(np.max(c)) <= tol for c in curves):
+        return max((loglog_slope(ds_n, c) for c in curves), default=math.nan), True
+    slopes = [loglog_slope(ds_n, c) for c in curves]
+    if not slopes or any(math.isnan(s) for s in slopes):
+        return math.nan, None
+    worst = max(slopes)
+    return worst, worst <= slope_max
+
+
+# ---------------------------------------------------------------------------------------
+# the claims
+# ---------------------------------------------------------------------------------------
+def _not_measured(claim, key, statement, criterion, why) -> Claim:
+    return Claim(claim, key, statement, ((escape_tex(why), math.nan),), criterion, NOT_MEASURED)
+
+
+def _decay_claim(number, key, statement, criterion, m, slope_max, crit, at_max) -> Claim:
+    """A claim decided by the largest log-log slope in N of the seed means ``m`` (dims N
+    and any others, one curve per other label); ``at_max`` are the values shown before it."""
+    others = [d for d in m.dims if d != "N"]
+    curves = m.stack(curve=others).transpose("curve", "N").values if others else [m.values]
+    slope, ok = _shrinks(m.N.values, list(curves), slope_max, crit.exact_tol)
+    values = (*at_max, ("largest slope", slope))
+    return Claim(number, key, statement, values, criterion, _verdict(ok))
+
+
+def _symmetric_decay_claim(ds, crit, number, key, statement, criterion, slope_max, var,
+                           init, dim, labels) -> Claim:
+    """Decay claim on ``var`` at ``init`` over the symmetric teachers and ``labels`` of
+    ``dim``; shows the largest seed mean at N_max."""
+    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
+    present = _present(ds, dim, labels)
+    if init not in ds.init.values or not teachers or not present:
+        why = f"no {init} start with symmetric teachers and {', '.join(labels)}"
+        return _not_measured(number, key, statement, criterion, why)
+    m = seed_mean(ds[var].sel(init=init, teacher=teachers, **{dim: present}))
+    at_max = ((r"largest RMD at $N_{\max}$", float(m.isel(N=-1).max())),)
+    return _decay_claim(number, key, statement, criterion, m, slope_max, crit, at_max)
+
+
+def claim_free_schemes_agree(ds: xr.Dataset, crit: Criteria) -> Claim:
+    statement = (
+        r"Vanilla, DA and FA training follow the same mean-field dynamics "
+        r"(symmetric teachers, SI start)."
+    )
+    criterion = (
+        r"largest slope of $m(\mathrm{RMD})$ between vanilla--DA, vanilla--FA, DA--FA "
+        rf"against $N$ $\le$ {format_exact(crit.decay_slope_max)}"
+    )
+    return _symmetric_decay_claim(ds, crit, 1, "FreeAgree", statement, criterion,
+                                  crit.decay_slope_max, "rmd_between", SI, "pair", FREE_PAIRS)
+
+
+def claim_wi_preserved(ds: xr.Dataset, crit: Criteria) -> Claim:
+    statement = r"The dynamics stays weakly invariant (WI start, symmetric teachers)."
+    criterion = (
+        r"largest slope of $m(\mathrm{RMD}(\nu,\nu^G))$ of vanilla, DA, FA against $N$ "
+        rf"$\le$ {format_exact(crit.wi_slope_max)}"
+    )
+    return _symmetric_decay_claim(ds, crit, 1, "WIPreserved", statement, criterion,
+                                  crit.wi_slope_max, "rmd_symmetrized", WI, "scheme",
+                                  FREE_SCHEMES)
+
+
+def claim_vanilla_shrinks(ds: xr.Dataset, crit: Criteria) -> Claim:
+    statement = (
+        r"SI laws are preserved in the mean-field limit: with an SI start, vanilla's "
+        r"distance to $E^G$ shrinks as $N$ grows (symmetric teachers)."
+    )
+    criterion = (
+        r"largest slope of $m(\mathrm{RMD}(\nu,P_E\#\nu))$ against $N$ $\le$ "
+        + format_exact(crit.decay_slope_max)
+    )
+    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
+    if SI not in ds.init.values or not teachers or "vanilla" not in ds.scheme.values:
+        return _not_measured(2, "VanillaShrinks", statement, criterion, "no SI vanilla runs")
+    m = seed_mean(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme="vanilla"))
+    at_max = tuple(
+        (rf"{escape_tex(t)} teacher, $N_{{\max}}$", float(m.sel(teacher=t).isel(N=-1)))
+        for t in teachers
+    )
+    return _decay_claim(2, "VanillaShrinks", statement, criterion, m, crit.decay_slope_max,
+                        crit, at_max)
+
+
+def claim_stays_on_eg(ds: xr.Dataset, scheme: str, crit: Criteria) -> Claim:
+    every_teacher = scheme == "EA"
+    statement = rf"With an SI start, {escape_tex(scheme)} stays on $E^G$" + (
+        r" (by construction, every teacher)." if every_teacher else r" (symmetric teachers)."
+    )
+    criterion = (
+        r"largest $\mathrm{RMD}(\nu,P_E\#\nu)$ over $N$, seeds, teachers $\le$ "
+        + format_exact(crit.exact_tol)
+    )
+    teachers = list(ds.teacher.values) if every_teacher else _present(
+        ds, "teacher", SYMMETRIC_TEACHERS
+    )
+    key = macro_name(scheme, "OnEG", prefix="")
+    if SI not in ds.init.values or not teachers or scheme not in ds.scheme.values:
+        return _not_measured(2, key, statement, criterion, f"no SI {scheme} runs")
+    worst = float(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme=scheme).max())
+    values = ((r"largest RMD", worst),)
+    return Claim(2, key, statement, values, criterion, _verdict(worst <= crit.exact_tol))
+
+
+def claim_arbitrary_escapes(ds: xr.Dataset, crit: Criteria) -> Claim:
+    statement = r"With an arbitrary teacher, vanilla leaves $E^G$ at every $N$ (SI start)."
+    criterion = (
+        r"$\min_N m(\mathrm{RMD}(\nu,P_E\#\nu))$ $\ge$ " + format_exact(crit.escape_min)
+    )
+    if (
+        SI not in ds.init.values
+        or ARBITRARY not in ds.teacher.values
+        or "vanilla" not in ds.scheme.values
+    ):
+        return _not_measured(3, "ArbitraryEscapes", statement, criterion, "no arbitrary teacher")
+    m = seed_mean(ds.rmd_projected.sel(init=SI, teacher=ARBITRARY, scheme="vanilla")).values
+    lowest = float(m.min())
+    values = (
+        (r"smallest RMD over $N$", lowest),
+        ("slope", loglog_slope(ds.N.values, m)),
+    )
+    return Claim(3, "ArbitraryEscapes", statement, values, criterion,
+                 _verdict(lowest >= crit.escape_min))
+
+
+def summary_claims(ds: xr.Dataset, crit: Criteria) -> list[Claim]:
+    """Claims 1–3, decided from the summary."""
+    return [
+        claim_free_schemes_agree(ds, crit),
+        claim_wi_preserved(ds, crit),
+        claim_vanilla_shrinks(ds, crit),
+        *(claim_stays_on_eg(ds, s, crit) for s in ("EA", "FA", "DA")),
+        claim_arbitrary_escapes(ds, crit),
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# macros
+# ---------------------------------------------------------------------------------------
+def _scalar_tex(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, np.number):
+        value = value.item()
+    if isinstance(value, int | float):
+        return format_exact(value)
+    return escape_tex(str(value))
+
+
+def grid_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
+    """The grid: list of N, N_max, number of seeds, initialisations, teachers, schemes."""
+    n = [int(v) for v in ds.N.values]
+    return {
+        "mfNList": format_list(n, digits),
+        "mfNMax": format_number(max(n), digits),
+        "mfNMin": format_number(min(n), digits),
+        "mfNumN": format_number(len(n), digits),
+        "mfNumSeeds": format_number(int(ds.sizes["seed"]), digits),
+        "mfInits": escape_tex(", ".join(map(str, ds.init.values))),
+        "mfTeachers": escape_tex(", ".join(map(str, ds.teacher.values))),
+        "mfSchemes": escape_tex(", ".join(map(str, ds.scheme.values))),
+    }
+
+
+def config_macros(section: str, values: Mapping) -> dict[str, str]:
+    """One macro per scalar entry of a configuration section (e.g. ``mfTrainingAlpha``),
+    written exactly as configured."""
+    return {
+        macro_name(section, key): _scalar_tex(v)
+        for key, v in values.items()
+        if isinstance(v, bool | int | float | str | np.number)
+    }
+
+
+def _labels(ds: xr.Dataset, dim: str, contract: Sequence[str]) -> list[str]:
+    """The contract's labels of ``dim`` followed by any other label present in ``ds``."""
+    present = [str(v) for v in ds[dim].values]
+    return list(contract) + [v for v in present if v not in contract]
+
+
+def _curve(m: xr.DataArray, **index) -> np.ndarray | None:
+    """``m`` at the given labels as a curve over N, or None when a label is absent."""
+    if any(str(v) not in set(map(str, m[k].values)) for k, v in index.items()):
+        return None
+    return m.sel(**index).values
+
+
+def metric_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
+    """Seed means at N_max and fitted slopes, one macro per (init, teacher, scheme|pair).
+
+    Names: ``mf<Quantity><init><teacher><scheme>``, e.g. ``mfRmdProjSIWIVanilla`` (RMD to
+    the projected cloud), ``mfRmdSym…``, ``mfRisk…``, ``mfSlopeRmdProj…``,
+    ``mfRmdBetweenSIWIVanillaDA``. Every label of the results contract gets its macros,
+    ``n/a`` where the grid lacks it, so the manuscript compiles on any grid.
+    """
+    out: dict[str, str] = {}
+    n = ds.N.values
+    inits = _labels(ds, "init", INITS)
+    teachers = _labels(ds, "teacher", TEACHERS)
+    quantities = (("RmdProj", "rmd_projected"), ("RmdSym", "rmd_symmetrized"),
+                  ("Risk", "population_risk"))
+    for label, var in quantities:
+        m = seed_mean(ds[var])
+        for init, teacher, scheme in product(inits, teachers, _labels(ds, "scheme", SCHEMES)):
+            c = _curve(m, init=init, teacher=teacher, scheme=scheme)
+            last, slope = (math.nan, math.nan) if c is None else (c[-1], loglog_slope(n, c))
+            out[macro_name(label, init, teacher, scheme)] = format_number(last, digits)
+            out[macro_name("Slope", label, init, teacher, scheme)] = format_number(slope, digits)
+    m = seed_mean(ds.rmd_between)
+    for init, teacher, pair in product(inits, teachers, _labels(ds, "pair", PAIRS)):
+        c = _curve(m, init=init, teacher=teacher, pair=pair)
+        last = math.nan if c is None else c[-1]
+        out[macro_name("RmdBetween", init, teacher, pair)] = format_number(last, digits)
+    return out
+
+
+def claim_macros(claims: Sequence[Claim], digits: int) -> dict[str, str]:
+    """Per claim its verdict and evidence values; plus the count of supported claims."""
+    out = {}
+    for c in claims:
+        out[macro_name("Verdict", c.key)] = escape_tex(c.verdict)
+        for i, (_, v) in enumerate(c.values, start=1):
+            out[macro_name("Claim", c.key, "Value", str(i))] = format_number(v, digits)
+    out["mfClaimsSupported"] = format_number(sum(c.verdict == SUPPORTED for c in claims), digits)
+    out["mfClaimsTotal"] = format_number(len(claims), digits)
+    return out
+
+
+def _check_unique(*parts: Mapping[str, str]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for part in parts:
+        clash = sorted(set(merged) & set(part))
+        if clash:
+            raise ValueError(f"macro name(s) defined twice: {clash}")
+        merged.update(part)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------
+# the claims table
+# ---------------------------------------------------------------------------------------
+def render_claims_table(claims: Sequence[Claim], digits: int) -> str:
+    """The body of a ``tabularx`` (claim, statement, evidence, criterion, verdict)."""
+    lines = [
+        r"\begin{tabularx}{\linewidth}{@{}c>{\raggedright}X>{\raggedright}X"
+        r">{\raggedright}X>{\raggedright\arraybackslash\hyphenpenalty=10000}p{2.3cm}@{}}",
+        r"\toprule",
+        r"Claim & Statement & Measured & Criterion & Verdict \\",
+        r"\midrule",
+    ]
+    for c in claims:
+        evidence = "; ".join(f"{label}: {format_number(v, digits)}" for label, v in c.values)
+        verdict = rf"\textbf{{{escape_tex(c.verdict)}}}"
+        lines.append(
+            rf"{c.claim} & {c.statement} & {evidence} & {c.criterion} & {verdict} \\"
+        )
+    lines += [r"\bottomrule", r"\end{tabularx}"]
+    return "\n".join(lines) + "\n"
+
+
+def claims_json(claims: Sequence[Claim]) -> str:
+    """The claims as JSON (NaN written as null)."""
+
+    def clean(c: Claim) -> dict:
+        d = asdict(c)
+        d["values"] = [
+            {"label": lab, "value": None if math.isnan(v) else v} for lab, v in c.values
+        ]
+        return d
+
+    return json.dumps([clean(c) for c in claims], indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# the heuristic (claim 4)
+# ---------------------------------------------------------------------------------------
+HEURISTIC_VARIABLES = {
+    "recovered_dim": ("recovered_dim", "dim_recovered"),
+    "true_dim": ("true_dim", "dim_fixed", "fixed_dim"),
+    "angles": ("principal_angles", "principal_angle", "angles"),
+}
+_RADIANS = ("rad", "radian", "radians")
+
+
+def _heuristic_var(ds: xr.Dataset, role: str) -> xr.DataArray:
+    for name in HEURISTIC_VARIABLES[role]:
+        if name in ds.data_vars:
+            return ds[name]
+    raise PaperInputError(
+        f"heuristic results lack the {role.replace('_', ' ')} (looked for "
+        f"{list(HEURISTIC_VARIABLES[role])}); variables present: {sorted(ds.data_vars)}"
+    )
+
+
+def heuristic_outcome(ds: xr.Dataset) -> dict[str, float]:
+    """Worst case over the settings: recovered vs true dimension and largest angle (deg).
+
+    Principal angles are read in the units of their ``units`` attribute (radians are
+    converted); NaN angles (no partner direction) count as 90°.
+    """
+    rec = _heuristic_var(ds, "recovered_dim")
+    true = _heuristic_var(ds, "true_dim")
+    angles = _heuristic_var(ds, "angles")
+    scale = 180.0 / math.pi if angles.attrs.get("units", "").lower() in _RADIANS else 1.0
+    ang = np.nan_to_num(np.asarray(angles.values, dtype=np.float64) * scale, nan=90.0)
+    rec_v = np.asarray(rec.values, dtype=np.float64).ravel()
+    true_v = np.broadcast_to(np.asarray(true.values, dtype=np.float64), rec.shape).ravel()
+    return {
+        "settings": int(rec_v.size),
+        "matched": int(np.sum(rec_v == true_v)),
+        "recovered_dim": int(rec_v[np.argmax(np.abs(rec_v - true_v))]),
+        "true_dim": int(true_v[np.argmax(np.abs(rec_v - true_v))]),
+        "max_angle_deg": float(ang.max()) if ang.size else math.nan,
+    }
+
+
+def claim_heuristic(ds: xr.Dataset | None, crit: Criteria) -> Claim:
+    statement = (
+        r"The discovery heuristic recovers $E^G$ (the largest subspace supporting SI laws)."
+    )
+    criterion = (
+        r"recovered dimension $=\dim E^G$ and largest principal angle $\le$ "
+        + format_exact(crit.angle_max_deg) + r"$^\circ$, in every setting"
+    )
+    if ds is None:
+        return _not_measured(4, "Heuristic", statement, criterion, "heuristic not run")
+    h = heuristic_outcome(ds)
+    ok = h["matched"] == h["settings"] and h["max_angle_deg"] <= crit.angle_max_deg
+    values = (
+        ("recovered dimension", h["recovered_dim"]),
+        (r"$\dim E^G$", h["true_dim"]),
+        (r"largest angle ($^\circ$)", h["max_angle_deg"]),
+    )
+    return Claim(4, "Heuristic", statement, values, criterion, _verdict(ok))
+
+
+def heuristic_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
+    h = heuristic_outcome(ds)
+    return {
+        "mfHeurSettings": format_number(h["settings"], digits),
+        "mfHeurMatched": format_number(h["matched"], digits),
+        "mfHeurRecoveredDim": format_number(h["recovered_dim"], digits),
+        "mfHeurTrueDim": format_number(h["true_dim"], digits),
+        "mfHeurMaxAngle": format_number(h["max_angle_deg"], digits),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------
+def _read(path, what: str) -> xr.Dataset:
+    if path is None or not Path(path).is_file():
+        raise PaperInputError(
+            f"the manuscript needs the {what} at {path!s}, which does not exist; "
+            "build it first (snakemake builds it as an input of the paper rules)"
+        )
+    return read_dataset(path)
+
+
+def write_paper_numbers(
+    summary_path,
+    macros_path,
+    table_path,
+    json_path,
+    heuristic_path=None,
+    sections: Mapping[str, Mapping] | None = None,
+    criteria: Mapping | None = None,
+    digits: int = 3,
+) -> list[Claim]:
+    """Compute the claims and write the macros, the claims table and its JSON.
+
+    summary_path: ``summary.nc``; heuristic_path: ``heuristic.nc`` or None when the
+    heuristic is not part of the manuscript (claim 4 is then "not measured");
+    sections: configuration sections whose scalars become macros, e.g.
+    ``{"training": {...}}`` → ``\\mfTrainingAlpha``; criteria: ``paper.criteria``.
+    """
+    crit = Criteria.from_dict(criteria or {})
+    summary = _read(summary_path, "summary of the grid")
+    check_summary(summary)
+    heuristic = None if heuristic_path is None else _read(heuristic_path, "heuristic results")
+    claims = summary_claims(summary, crit) + [claim_heuristic(heuristic, crit)]
+    macros = _check_unique(
+        grid_macros(summary, digits),
+        *(config_macros(name, values) for name, values in (sections or {}).items()),
+        config_macros("Crit", asdict(crit)),
+        metric_macros(summary, digits),
+        heuristic_macros(heuristic, digits) if heuristic is not None else {},
+        claim_macros(claims, digits),
+    )
+    header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."
+    write_text_atomic(macros_path, render_macros(macros, header))
+    write_text_atomic(table_path, render_claims_table(claims, digits))
+    write_text_atomic(json_path, claims_json(claims))
+    return claims

@@ -1,0 +1,378 @@
+"""The manuscript: TeX macros and claims from results, and the PDF build.
+
+The numbers are checked on a synthetic summary with the contract's dims whose metrics follow
+known power laws in N, so slopes, seed means and verdicts have exact expected values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mfsym import paper_build, paper_numbers
+from mfsym.paper_build import LatexMissing, build_pdf, figures_in_tex
+from mfsym.paper_numbers import (
+    NOT_MEASURED,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    PaperInputError,
+    loglog_slope,
+    write_paper_numbers,
+)
+from mfsym.paper_tex import format_exact, format_number, macro_name, render_macros
+from mfsym.results import variable, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+MS_TEX = ROOT / "paper" / "ms.tex"
+PAPER_FIGURES = [
+    "fig_rmd_si_init", "fig_rmd_wi_init", "fig_particles_arbitrary", "fig_particles_wi",
+    "fig_particles_si", "fig_loss_curves", "fig_heuristic", "fig_noether_drift",
+    "fig_finite_n_invariance", "fig_weight_decay_attraction",
+]
+INITS = ["SI", "WI"]
+TEACHERS = ["arbitrary", "WI", "SI"]
+SCHEMES = ["vanilla", "DA", "FA", "EA"]
+PAIRS = ["vanilla-DA", "vanilla-FA", "DA-FA", "vanilla-EA", "DA-EA", "FA-EA"]
+N_GRID = [5, 50, 500]
+SEEDS = [0, 1, 2]
+TRAINING = {"alpha": 50.0, "tau": 1e-4, "beta": 1e-6, "T": 20.0, "batch_size": 20,
+            "input_std": 4.0, "init_std": 0.25, "da_mode": "random"}
+SECTIONS = {"group": {"name": "C2", "dim": 2}, "unit": {"name": "matrix",
+            "activation": "sigmoid"}, "training": TRAINING}
+NEWCOMMAND = re.compile(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}")
+
+
+def seed_factor(seed):
+    """Multiplicative spread over seeds with mean exactly 1 over SEEDS."""
+    return 1.0 + 0.1 * (seed - np.mean(SEEDS))
+
+
+def power(c, s):
+    """(N, seed) values c·N^s·seed_factor: their seed mean is exactly c·N^s."""
+    n = np.asarray(N_GRID, dtype=float)[:, None]
+    return c * n**s * seed_factor(np.asarray(SEEDS, dtype=float))[None, :]
+
+
+def synthetic_summary(vanilla_slope=-0.5, n_grid=None, inits=None) -> xr.Dataset:
+    """Contract dims; vanilla (and random-g DA) shrink like N^vanilla_slope towards E^G,
+    FA/EA stay on E^G, vanilla with the arbitrary teacher stays at 0.4."""
+    global N_GRID
+    saved, N_GRID = N_GRID, n_grid or N_GRID
+    try:
+        shape = (len(INITS), len(N_GRID), len(TEACHERS), len(SCHEMES), len(SEEDS))
+        proj = np.zeros(shape)
+        sym = np.zeros(shape)
+        risk = np.zeros(shape)
+        between = np.zeros((len(INITS), len(N_GRID), len(TEACHERS), len(PAIRS), len(SEEDS)))
+        for i, _ in enumerate(INITS):
+            for t, teacher in enumerate(TEACHERS):
+                for s, scheme in enumerate(SCHEMES):
+                    if teacher == "arbitrary" and scheme in ("vanilla", "DA"):
+                        proj[i, :, t, s] = power(0.4, 0.0)
+                    elif scheme in ("vanilla", "DA"):
+                        proj[i, :, t, s] = power(0.3, vanilla_slope)
+                    elif scheme == "FA":
+                        proj[i, :, t, s] = power(1e-7, 0.0)
+                    sym[i, :, t, s] = power(0.5, -0.25)
+                    risk[i, :, t, s] = power(0.01 * (s + 1), -0.1)
+                for p, _ in enumerate(PAIRS):
+                    between[i, :, t, p] = power(0.2, -0.5)
+        dims = ("init", "N", "teacher", "scheme", "seed")
+        ds = xr.Dataset(
+            {
+                "rmd_projected": variable(dims, proj, "RMD to the projection on E^G"),
+                "rmd_symmetrized": variable(dims, sym, "RMD to the symmetrised cloud"),
+                "population_risk": variable(dims, risk, "population risk"),
+                "rmd_between": variable(
+                    ("init", "N", "teacher", "pair", "seed"), between, "RMD between schemes"
+                ),
+            },
+            coords={"init": INITS, "N": N_GRID, "teacher": TEACHERS, "scheme": SCHEMES,
+                    "seed": SEEDS, "pair": PAIRS},
+        )
+    finally:
+        N_GRID = saved
+    return ds.sel(init=inits) if inits else ds
+
+
+def synthetic_heuristic(recovered=2, angle_rad=0.01) -> xr.Dataset:
+    return xr.Dataset({
+        "recovered_dim": variable((), recovered, "recovered dimension"),
+        "true_dim": variable((), 2, "dimension of E^G"),
+        "principal_angles": variable(("direction",), [angle_rad / 2, angle_rad],
+                                     "principal angles to E^G", units="rad"),
+    })
+
+
+def write_inputs(tmp_path, summary=None, heuristic=None):
+    s = write_dataset(summary if summary is not None else synthetic_summary(),
+                      tmp_path / "summary.nc", {"test": True}, "synthetic summary")
+    h = write_dataset(heuristic if heuristic is not None else synthetic_heuristic(),
+                      tmp_path / "heuristic.nc", {"test": True}, "synthetic heuristic")
+    return s, h
+
+
+def run_numbers(tmp_path, summary=None, heuristic=None, criteria=None):
+    s, h = write_inputs(tmp_path, summary, heuristic)
+    out = tmp_path / "output"
+    claims = write_paper_numbers(
+        s, out / "numbers.tex", out / "claims.tex", out / "claims.json", heuristic_path=h,
+        sections=SECTIONS, criteria=criteria, digits=3,
+    )
+    return {c.key: c for c in claims}, out
+
+
+def read_macros(path) -> dict[str, str]:
+    macros = {}
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("%"):
+            continue
+        m = NEWCOMMAND.fullmatch(line)
+        assert m, f"not a \\newcommand line: {line!r}"
+        assert m.group(1) not in macros, f"macro {m.group(1)} defined twice"
+        macros[m.group(1)] = m.group(2)
+    return macros
+
+
+def parse_number(tex: str) -> float:
+    """Inverse of the formatters, written independently: '\\ensuremath{m\\times10^{e}}',
+    '\\ensuremath{m}' or '\\ensuremath{-10^{e}}'."""
+    m = re.fullmatch(
+        r"\\ensuremath\{(-?)([0-9.]+)?(?:(?:\\times)?10\^\{(-?\d+)\})?\}", tex
+    )
+    assert m and (m.group(2) or m.group(3)), f"not a formatted number: {tex!r}"
+    sign = -1.0 if m.group(1) else 1.0
+    return sign * float(m.group(2) or 1.0) * 10.0 ** int(m.group(3) or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# TeX formatting
+# ---------------------------------------------------------------------------------------
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
+def test_macro_names_are_letters_only(labels):
+    if not any(c.isascii() and c.isalnum() for c in "".join(labels)):
+        with pytest.raises(ValueError, match="no valid TeX macro name"):
+            macro_name(*labels)
+        return
+    assert re.fullmatch(r"mf[A-Za-z]+", macro_name(*labels))
+
+
+def test_macro_names_spell_digits_and_separate_labels():
+    assert macro_name("RmdBetween", "SI", "WI", "vanilla-DA") == "mfRmdBetweenSIWIVanillaDA"
+    assert macro_name("N", "5") != macro_name("N", "50")
+    assert macro_name("training", "batch_size") == "mfTrainingBatchSize"
+    with pytest.raises(ValueError, match="letters only"):
+        render_macros({"mf1": "x"})
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30),
+       st.integers(min_value=1, max_value=6))
+def test_format_number_round_trips_to_its_significant_digits(x, digits):
+    if x != 0.0 and abs(x) < 1e-300:
+        x = 0.0
+    value = parse_number(format_number(x, digits))
+    assert value == pytest.approx(x, rel=0.51 * 10.0 ** (1 - digits), abs=1e-300)
+
+
+@given(st.one_of(st.integers(-10**9, 10**9),
+                 st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: v != 0)))
+def test_format_exact_writes_configuration_values_unrounded(x):
+    value = parse_number(format_exact(x))
+    assert value == pytest.approx(x, rel=1e-11)
+
+
+def test_format_exact_examples():
+    assert format_exact(50.0) == r"\ensuremath{50}"
+    assert format_exact(1e-4) == r"\ensuremath{10^{-4}}"
+    assert format_exact(-2.5e-7) == r"\ensuremath{-2.5\times10^{-7}}"
+
+
+def test_format_number_special_values():
+    assert format_number(5000) == r"\ensuremath{5000}"
+    assert format_number(np.int64(7)) == r"\ensuremath{7}"
+    assert format_number(math.nan) == r"\textrm{n/a}"
+    assert format_number(-0.25, 2) == r"\ensuremath{-0.25}"
+    assert format_number(1.234e-5, 3) == r"\ensuremath{1.23\times10^{-5}}"
+    with pytest.raises(ValueError, match="digits"):
+        format_number(1.0, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------
+@given(st.floats(min_value=-2, max_value=2), st.floats(min_value=1e-3, max_value=1e3))
+def test_loglog_slope_recovers_a_power_law(s, c):
+    n = np.array([5.0, 10.0, 100.0, 5000.0])
+    assert loglog_slope(n, c * n**s) == pytest.approx(s, abs=1e-9)
+
+
+def test_loglog_slope_matches_polyfit_and_is_undefined_without_data():
+    rng = np.random.default_rng(0)
+    n = np.array([5.0, 50.0, 500.0, 5000.0])
+    y = rng.uniform(0.1, 1.0, size=4)
+    assert loglog_slope(n, y) == pytest.approx(np.polyfit(np.log(n), np.log(y), 1)[0])
+    assert math.isnan(loglog_slope([10.0], [0.5]))
+    assert math.isnan(loglog_slope([10.0, 100.0], [0.5, 0.0]))
+
+
+# ---------------------------------------------------------------------------------------
+# the numbers rule's library function on a synthetic summary
+# ---------------------------------------------------------------------------------------
+def test_numbers_are_valid_macros_with_the_measured_values(tmp_path):
+    _, out = run_numbers(tmp_path)
+    macros = read_macros(out / "numbers.tex")
+    n_max = max(N_GRID)
+    assert parse_number(macros["mfNMax"]) == n_max
+    assert parse_number(macros["mfNumSeeds"]) == len(SEEDS)
+    assert parse_number(macros["mfTrainingAlpha"]) == TRAINING["alpha"]
+    assert macros["mfTrainingDaMode"] == "random"
+    # seed mean at N_max and fitted slope, against the synthetic power law
+    assert parse_number(macros["mfRmdProjSIWIVanilla"]) == pytest.approx(
+        0.3 * n_max**-0.5, rel=5e-3)
+    assert parse_number(macros["mfSlopeRmdProjSIWIVanilla"]) == pytest.approx(-0.5)
+    assert parse_number(macros["mfRmdBetweenSIWIVanillaDA"]) == pytest.approx(
+        0.2 * n_max**-0.5, rel=5e-3)
+    assert parse_number(macros["mfHeurMaxAngle"]) == pytest.approx(math.degrees(0.01),
+                                                                    rel=5e-3)
+
+
+def test_claims_table_rows_and_verdicts(tmp_path):
+    claims, out = run_numbers(tmp_path)
+    expected = {
+        "FreeAgree": SUPPORTED, "WIPreserved": SUPPORTED, "VanillaShrinks": SUPPORTED,
+        "EAOnEG": SUPPORTED, "FAOnEG": SUPPORTED, "DAOnEG": NOT_SUPPORTED,
+        "ArbitraryEscapes": SUPPORTED, "Heuristic": SUPPORTED,
+    }
+    assert {k: c.verdict for k, c in claims.items()} == expected
+    table = (out / "claims.tex").read_text()
+    rows = [r for r in table.splitlines() if re.match(r"^[1-4] & ", r)]
+    assert len(rows) == len(expected)
+    assert all(r.endswith(r"\\") and r.count("&") == 4 for r in rows)
+    assert table.count(r"\textbf{supported}") == 7
+    stored = json.loads((out / "claims.json").read_text())
+    assert [c["verdict"] for c in stored] == list(expected.values())
+    macros = read_macros(out / "numbers.tex")
+    assert macros["mfClaimsSupported"] == format_number(7)
+    assert macros["mfVerdictDAOnEG"] == NOT_SUPPORTED
+
+
+def test_verdicts_follow_the_numbers_and_the_criteria(tmp_path):
+    flat, _ = run_numbers(tmp_path / "flat", summary=synthetic_summary(vanilla_slope=-0.1))
+    assert flat["VanillaShrinks"].verdict == NOT_SUPPORTED
+    loose, _ = run_numbers(tmp_path / "loose", summary=synthetic_summary(vanilla_slope=-0.1),
+                           criteria={"decay_slope_max": -0.05})
+    assert loose["VanillaShrinks"].verdict == SUPPORTED
+    strict, _ = run_numbers(tmp_path / "strict", criteria={"escape_min": 0.5})
+    assert strict["ArbitraryEscapes"].verdict == NOT_SUPPORTED
+    off, _ = run_numbers(tmp_path / "off", heuristic=synthetic_heuristic(recovered=1))
+    assert off["Heuristic"].verdict == NOT_SUPPORTED
+    tilted, _ = run_numbers(tmp_path / "tilt", heuristic=synthetic_heuristic(angle_rad=0.5))
+    assert tilted["Heuristic"].verdict == NOT_SUPPORTED
+
+
+def test_claims_without_data_are_not_measured(tmp_path):
+    single, out = run_numbers(tmp_path / "one", summary=synthetic_summary(n_grid=[50]))
+    assert single["VanillaShrinks"].verdict == NOT_MEASURED
+    assert single["FreeAgree"].verdict == NOT_MEASURED
+    assert single["EAOnEG"].verdict == SUPPORTED
+    assert read_macros(out / "numbers.tex")["mfSlopeRmdProjSIWIVanilla"] == r"\textrm{n/a}"
+    no_wi, out = run_numbers(tmp_path / "si", summary=synthetic_summary(inits=["SI"]))
+    assert no_wi["WIPreserved"].verdict == NOT_MEASURED
+    assert read_macros(out / "numbers.tex")["mfRmdProjWIWIVanilla"] == r"\textrm{n/a}"
+
+
+def test_missing_inputs_are_clear_errors_and_write_nothing(tmp_path):
+    s, _ = write_inputs(tmp_path)
+    out = tmp_path / "output"
+    paths = (out / "numbers.tex", out / "claims.tex", out / "claims.json")
+    with pytest.raises(PaperInputError, match="heuristic results at .*missing.nc"):
+        write_paper_numbers(s, *paths, heuristic_path=tmp_path / "missing.nc")
+    bad = write_dataset(synthetic_summary().drop_vars("rmd_between"), tmp_path / "bad.nc",
+                        {}, "bad")
+    with pytest.raises(PaperInputError, match="rmd_between"):
+        write_paper_numbers(bad, *paths)
+    with pytest.raises(ValueError, match="unknown paper.criteria key.*slope_max"):
+        write_paper_numbers(s, *paths, criteria={"slope_max": -1.0})
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_every_macro_the_manuscript_uses_is_generated(tmp_path):
+    _, out = run_numbers(tmp_path)
+    macros = read_macros(out / "numbers.tex")
+    used = set(re.findall(r"\\(mf[A-Za-z]+)", MS_TEX.read_text()))
+    assert used, "the manuscript quotes no measured number"
+    assert sorted(used - set(macros)) == []
+
+
+def test_manuscript_includes_every_reproduced_figure():
+    assert sorted(figures_in_tex(MS_TEX)) == sorted(PAPER_FIGURES)
+
+
+# ---------------------------------------------------------------------------------------
+# the PDF
+# ---------------------------------------------------------------------------------------
+def test_missing_latex_names_the_debian_packages(tmp_path, monkeypatch):
+    monkeypatch.setattr(paper_build.shutil, "which", lambda _name: None)
+    with pytest.raises(LatexMissing, match="apt-get install -y latexmk texlive-latex-base"):
+        build_pdf(MS_TEX, [], [], tmp_path / "ms.pdf", tmp_path / "build")
+    assert not (tmp_path / "ms.pdf").exists()
+
+
+def _latex_skip_reason() -> str | None:
+    missing = paper_build.missing_latex_programs()
+    missing += [p for p in ("pdfinfo", "pdftotext") if shutil.which(p) is None]
+    return f"needs {', '.join(missing)} (installed by .ci/run)" if missing else None
+
+
+def dummy_figures(folder: Path) -> list[Path]:
+    """One single-page PDF per figure of the manuscript, its name printed on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in figures_in_tex(MS_TEX):
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, name.replace("_", "-"), ha="center")
+        fig.savefig(folder / f"{name}.pdf")
+        plt.close(fig)
+        paths.append(folder / f"{name}.pdf")
+    return paths
+
+
+def pdf_pages_and_text(pdf: Path) -> tuple[int, str]:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+    pages = int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.M).group(1))
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    return pages, text
+
+
+@pytest.mark.latex
+@pytest.mark.skipif(_latex_skip_reason() is not None, reason=str(_latex_skip_reason()))
+def test_pdf_builds_with_figures_and_measured_numbers(tmp_path):
+    _, out = run_numbers(tmp_path)
+    figures = dummy_figures(tmp_path / "figures")
+    pdf = build_pdf(MS_TEX, [out / "numbers.tex", out / "claims.tex"], figures,
+                    tmp_path / "ms.pdf", tmp_path / "build", log_path=tmp_path / "latex.log")
+    pages, text = pdf_pages_and_text(pdf)
+    text = " ".join(text.split())
+    assert pages >= 1 + len(figures) // 2
+    for name in figures_in_tex(MS_TEX):
+        assert name.replace("_", "-") in text, f"figure {name} missing from the PDF"
+    vanilla = f"{0.3 * max(N_GRID) ** -0.5:.3g}"
+    assert vanilla in text, f"measured RMD {vanilla} not printed"
+    assert "not supported at this configuration" in text
+    assert not list(tmp_path.glob("ms.pdf.*.tmp"))
