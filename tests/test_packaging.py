@@ -20,7 +20,7 @@ RUN_COMMAND = 'python3 -m pip install -e ".[cluster]" && snakemake'
 TEST_COMMAND = 'python3 -m pip install -e ".[test,cluster]" && python3 -m pytest -n 2'
 CI_APT_PACKAGES = (
     "munge slurm-wlm slurmctld slurmd slurm-client latexmk texlive-latex-base "
-    "texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern"
+    "texlive-latex-recommended texlive-fonts-recommended lmodern poppler-utils"
 ).split()
 LINTED = ("src", "tests", "benchmarks", "workflow/scripts")
 

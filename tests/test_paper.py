@@ -376,3 +376,10 @@ def test_pdf_builds_with_figures_and_measured_numbers(tmp_path):
     assert vanilla in text, f"measured RMD {vanilla} not printed"
     assert "not supported at this configuration" in text
     assert not list(tmp_path.glob("ms.pdf.*.tmp"))
+
+
+def test_ci_installs_the_tex_packages_the_error_message_names():
+    apt = re.search(r'^APT_PACKAGES="([^"]*)"', (ROOT / ".ci" / "run").read_text(), re.M)
+    installed = set(apt.group(1).split())
+    assert set(paper_build.TEX_DEBIAN_PACKAGES) <= installed
+    assert "poppler-utils" in installed  # pdfinfo / pdftotext of the PDF test
