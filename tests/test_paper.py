@@ -19,7 +19,7 @@ import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfsym import paper_build, paper_numbers
+from mfsym import paper_build
 from mfsym.paper_build import LatexMissing, build_pdf, figures_in_tex
 from mfsym.paper_numbers import (
     NOT_MEASURED,
