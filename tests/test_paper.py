@@ -246,6 +246,13 @@ def test_numbers_are_valid_macros_with_the_measured_values(tmp_path):
                                                                     rel=5e-3)
 
 
+def test_numbers_do_not_depend_on_the_order_of_the_grid(tmp_path):
+    _, out = run_numbers(tmp_path / "sorted")
+    _, rev = run_numbers(tmp_path / "reversed", summary=synthetic_summary().isel(N=[2, 1, 0]))
+    for name in ("numbers.tex", "claims.tex"):
+        assert (out / name).read_text() == (rev / name).read_text()
+
+
 def test_claims_table_rows_and_verdicts(tmp_path):
     claims, out = run_numbers(tmp_path)
     expected = {

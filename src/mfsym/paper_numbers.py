@@ -557,6 +557,7 @@ def write_paper_numbers(
     crit = Criteria.from_dict(criteria or {})
     summary = _read(summary_path, "summary of the grid")
     check_summary(summary)
+    summary = summary.sortby("N")  # N_max is the last entry
     heuristic = None if heuristic_path is None else _read(heuristic_path, "heuristic results")
     claims = summary_claims(summary, crit) + [claim_heuristic(heuristic, crit)]
     macros = _check_unique(
