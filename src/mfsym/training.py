@@ -578,8 +578,8 @@ class _Engine:
         cfg, n = self.cfg, self.n
         total = cfg.total_steps(n)
         chunk = cfg.rng_chunk
-        ck_every = 0
-        if cfg.checkpoint_every:
+        ck_every = 0  # checkpoints need somewhere to go: none without a path
+        if cfg.checkpoint_every and checkpoint_path is not None:
             ck_every = max(chunk, (cfg.checkpoint_every + chunk - 1) // chunk * chunk)
         meta = self.fingerprint() if checkpoint_path is not None else None
         step, k_next, prev_snap = 0, 0, 0
