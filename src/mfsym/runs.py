@@ -1,0 +1,139 @@
+"""One training job of the grid: a stack of runs sharing (init, N) and a block of seeds.
+
+All teachers × schemes × seeds of the block train together through
+:func:`mfsym.training.train_stack` and are recorded in one dataset with coordinates
+``teacher``, ``scheme``, ``seed``, ``time`` (the nominal mean-field snapshot times, the
+same for every N), ``particle`` and ``coord``:
+
+* ``initial_particles``, ``final_particles`` ``(teacher, scheme, seed, particle, coord)``;
+* curves ``(teacher, scheme, seed, time)``: ``train_loss``, ``population_risk``,
+  ``rmd_projected`` = RMD(ν_t, (P_E)#ν_t) and ``dist_fixed`` = (mean_i ‖θᵢ − P_E θᵢ‖²)^{1/2};
+* ``step`` ``(time)``: the step of each snapshot (mean-field time ``step / N``);
+* ``particle_snapshots`` ``(teacher, scheme, seed, time, particle, coord)`` when
+  ``training.keep_particle_snapshots`` is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from . import checkpoint as ckpt
+from .config import build_group, build_unit, train_config
+from .data import read_initial, read_teachers
+from .results import read_dataset, variable, write_dataset
+from .training import RunSpec, StackResult, snapshot_times, train_stack
+
+CURVES = {
+    "train_loss": ("training loss (mean minibatch loss over the window)", "1"),
+    "population_risk": ("population risk on the fixed evaluation sample", "1"),
+    "rmd_projected": ("RMD between the particles and their projection on E^G", "1"),
+    "dist_fixed": ("root-mean-square distance of the particles to E^G", "1"),
+}
+
+
+def stack_runs(
+    teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """The runs of one job, teacher-major then scheme then seed."""
+    return [RunSpec(t, s, int(sd)) for t, s, sd in itertools.product(teachers, schemes, seeds)]
+
+
+def stack_dataset(
+    result: StackResult, teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int]
+) -> xr.Dataset:
+    """Reshape a :class:`StackResult` of :func:`stack_runs` into the run dataset."""
+    shape = (len(teachers), len(schemes), len(seeds))
+    if result.runs != stack_runs(teachers, schemes, seeds):
+        raise ValueError("the stack's runs are not in teacher, scheme, seed order")
+    cfg = result.config
+    runs_dims = ("teacher", "scheme", "seed")
+    data = {
+        name: variable((*runs_dims, "time"), getattr(result, name).reshape(*shape, -1), *attrs)
+        for name, attrs in CURVES.items()
+    }
+    for name, arr in (("initial_particles", result.initial_particles),
+                      ("final_particles", result.final_particles)):
+        data[name] = variable(
+            (*runs_dims, "particle", "coord"), arr.reshape(*shape, *arr.shape[1:]),
+            name.replace("_", " "),
+        )
+    if result.particle_snapshots is not None:
+        snaps = result.particle_snapshots
+        data["particle_snapshots"] = variable(
+            (*runs_dims, "time", "particle", "coord"), snaps.reshape(*shape, *snaps.shape[1:]),
+            "particles at the snapshot times",
+        )
+    data["step"] = variable(("time",), result.steps, "SGD step of the snapshot")
+    n, d = result.final_particles.shape[1:]
+    coords = {
+        "teacher": list(teachers),
+        "scheme": list(schemes),
+        "seed": [int(s) for s in seeds],
+        "time": xr.Variable(
+            "time", snapshot_times(cfg.T, cfg.n_snapshots, cfg.snapshot_spacing),
+            {"long_name": "nominal mean-field time (step / N)", "units": "1"},
+        ),
+        "particle": np.arange(n),
+        "coord": np.arange(d),
+    }
+    attrs = {"init": result.init, "N": int(result.n_particles),
+             "wall_time_s": float(result.wall_time_s)}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def train_block(
+    setting: Mapping,
+    init: str,
+    n_particles: int,
+    inputs: Mapping[str, xr.Dataset],
+    checkpoint_path=None,
+    threads: int | None = None,
+) -> xr.Dataset:
+    """Train every teacher × scheme × seed of one job and return its run dataset.
+
+    ``setting``: the config sections ``group``, ``unit``, ``training`` and the ``schemes``
+    list; ``inputs``: the ``teachers``, ``initial`` and ``eval`` datasets of
+    :mod:`mfsym.data`.  The seeds are those of the initial particles, which every run of a
+    seed starts from.
+    """
+    group = build_group(setting["group"], setting["unit"])
+    unit = build_unit(setting["group"], setting["unit"])
+    teachers = read_teachers(inputs["teachers"])
+    initial = inputs["initial"]
+    if initial.attrs.get("init") != init or int(initial.attrs.get("N", -1)) != n_particles:
+        raise ValueError(
+            f"initial particles are for init={initial.attrs.get('init')!r}, "
+            f"N={initial.attrs.get('N')}; the job trains init={init!r}, N={n_particles}"
+        )
+    init_particles = read_initial(initial)
+    seeds = sorted(init_particles)
+    runs = stack_runs(list(teachers), setting["schemes"], seeds)
+    result = train_stack(
+        group, unit, teachers, runs, int(n_particles), init, train_config(setting["training"]),
+        init_particles=init_particles, x_eval=inputs["eval"]["x_eval"].values,
+        checkpoint_path=checkpoint_path, threads=threads,
+        label=f"init={init} N={n_particles} seeds={seeds}",
+    )
+    return stack_dataset(result, list(teachers), setting["schemes"], seeds)
+
+
+def train_job(
+    setting: Mapping, init: str, n_particles: int, paths: Mapping[str, str], output,
+    config: Mapping, checkpoint_path=None, threads: int | None = None,
+) -> None:
+    """Read the job's inputs (``paths``: teachers, initial, eval), train, write ``output``
+    atomically, then delete the checkpoint (it is kept if anything fails, to resume)."""
+    inputs = {key: read_dataset(path) for key, path in paths.items()}
+    ds = train_block(setting, init, n_particles, inputs, checkpoint_path, threads)
+    write_dataset(ds, output, config, f"training runs, init={init}, N={n_particles}")
+    if checkpoint_path is not None:
+        ckpt.remove_checkpoint(checkpoint_path)
+
+
+def read_runs(path) -> xr.Dataset:
+    """A run dataset written by :func:`train_job`."""
+    return read_dataset(path)

@@ -1,0 +1,98 @@
+"""Aggregation of the per-job metrics into ``results/summary.nc``.
+
+Dimensions: ``init``, ``N``, ``teacher``, ``scheme``, ``seed``, ``pair`` (scheme pairs
+"A-B") and ``time`` (nominal mean-field snapshot times).  Variables:
+
+* ``rmd_projected``, ``rmd_symmetrized``, ``population_risk`` (init, N, teacher, scheme, seed);
+* ``rmd_between`` (init, N, teacher, pair, seed);
+* ``risk_curve``, ``train_loss_curve``, ``rmd_projected_curve``
+  (init, N, teacher, scheme, seed, time).
+
+Every cell must be filled by exactly one job; a missing or duplicated cell is an error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .results import read_dataset, variable, write_dataset
+
+PER_RUN = ("rmd_projected", "rmd_symmetrized", "population_risk")
+PER_PAIR = ("rmd_between",)
+CURVES = ("risk_curve", "train_loss_curve", "rmd_projected_curve")
+
+
+DIMS = {
+    **{name: ("init", "N", "teacher", "scheme", "seed") for name in PER_RUN},
+    **{name: ("init", "N", "teacher", "pair", "seed") for name in PER_PAIR},
+    **{name: ("init", "N", "teacher", "scheme", "seed", "time") for name in CURVES},
+}
+
+
+def _check_cover(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> None:
+    """Every (init, N, seed) of the grid is in exactly one block, and nothing else is."""
+    cells = Counter(
+        (b.attrs["init"], int(b.attrs["N"]), int(s)) for b in blocks for s in b["seed"].values
+    )
+    expected = {(i, int(n), int(s)) for i in inits for n in n_values for s in seeds}
+    problems = [f"(init, N, seed) = {c} appears in {k} blocks" for c, k in cells.items() if k > 1]
+    problems += [f"(init, N, seed) = {c} is missing" for c in sorted(expected - set(cells))]
+    problems += [f"(init, N, seed) = {c} is not in the grid" for c in sorted(set(cells) - expected)]
+    if problems:
+        raise ValueError("the metrics blocks do not cover the grid once: " + "; ".join(problems))
+
+
+def aggregate(
+    blocks: Sequence[xr.Dataset],
+    inits: Sequence[str],
+    n_values: Sequence[int],
+    teachers: Sequence[str],
+    schemes: Sequence[str],
+    seeds: Sequence[int],
+    pairs: Sequence[str],
+) -> xr.Dataset:
+    """Merge the metrics blocks (one (init, N) and a block of seeds each) into the summary.
+
+    The coordinates follow the given orders (N and seeds sorted); a cell of the grid that no
+    block fills, or fills twice, is an error.
+    """
+    if not blocks:
+        raise ValueError("no metrics to aggregate")
+    _check_cover(blocks, inits, n_values, seeds)
+    parts = [
+        b[list(DIMS)].expand_dims(init=[b.attrs["init"]], N=[int(b.attrs["N"])]) for b in blocks
+    ]
+    merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
+    merged = merged.reindex(
+        init=list(inits), N=sorted(int(n) for n in n_values), teacher=list(teachers),
+        scheme=list(schemes), seed=sorted(int(s) for s in seeds), pair=list(pairs),
+    )
+    out = {}
+    for name, dims in DIMS.items():
+        values = merged[name].transpose(*dims).values
+        if np.isnan(values).any():
+            bad = dict(zip(dims, np.argwhere(np.isnan(values))[0], strict=True))
+            where = {d: merged[d].values[i].item() for d, i in bad.items()}
+            raise ValueError(f"{name} has no value at {where}: a block lacks this teacher, "
+                             "scheme or pair")
+        attrs = blocks[0][name].attrs
+        out[name] = variable(dims, values, attrs["long_name"], attrs["units"])
+    return xr.Dataset(out, coords={d: merged[d] for d in ("init", "N", "teacher", "scheme",
+                                                         "seed", "pair", "time")})
+
+
+def summary_job(
+    metric_paths: Sequence, output, config: Mapping, grid: Mapping
+) -> None:
+    """Aggregate the metrics files into ``output`` (``grid``: inits, N, teachers, schemes,
+    seeds, pairs)."""
+    blocks = [read_dataset(p) for p in metric_paths]
+    ds = aggregate(
+        blocks, grid["inits"], grid["N"], grid["teachers"], grid["schemes"], grid["seeds"],
+        grid["pairs"],
+    )
+    write_dataset(ds, output, config, "Symmetries in overparametrised networks: summary")
