@@ -2,13 +2,21 @@
 # Rules live in workflow/rules/*.smk; all science lives in the mfsym library (src/mfsym).
 from snakemake.utils import min_version, validate
 
+from mfsym.config import check_config, load_schema
+
 min_version("9.0")
 
 
 configfile: "config.yaml"
 
 
+# A bad configuration stops here, before any job, naming each bad key and what is allowed;
+# snakemake's own validation then fills schema defaults.
+check_config(config, load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

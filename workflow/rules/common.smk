@@ -7,3 +7,22 @@ TARGETS = []
 
 def all_targets():
     return list(TARGETS)
+
+
+# ---- the paper grid: one training job per (init, N, seed block) ---------------------------
+from mfsym.config import grid_of, particles_n
+
+RESULTS = config["results_dir"]
+GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures) first
+JOB = "{init}/N{N}/{block}"
+
+
+wildcard_constraints:
+    init="|".join(GRID.inits),
+    N=r"[0-9]+",
+    block=r"b[0-9]+",
+
+
+def grid_paths(pattern):
+    """``pattern`` (with {init}, {N}, {block}) for every training job of the grid."""
+    return [pattern.format(init=i, N=n, block=b) for i, n, b in GRID.jobs()]

@@ -1,1 +1,43 @@
-# (rules of this stage are added here)
+# Inputs shared by the training jobs: the teacher clouds, the fixed evaluation sample of the
+# population risk, and the initial particles of every (init, N, seed block), which every
+# teacher and scheme of a seed starts from.
+
+
+rule teachers:
+    output:
+        f"{RESULTS}/data/teachers.nc",
+    params:
+        group=config["group"],
+        unit=config["unit"],
+        teachers=config["teachers"],
+        data=config["data"],
+    log:
+        f"{RESULTS}/logs/data/teachers.log",
+    script:
+        "../scripts/teachers.py"
+
+
+rule eval_sample:
+    output:
+        f"{RESULTS}/data/eval_sample.nc",
+    params:
+        group=config["group"],
+        training={k: config["training"][k] for k in ("n_eval", "input_std", "eval_seed")},
+    log:
+        f"{RESULTS}/logs/data/eval_sample.log",
+    script:
+        "../scripts/eval_sample.py"
+
+
+rule initial_particles:
+    output:
+        f"{RESULTS}/data/initial/{JOB}.nc",
+    params:
+        group=config["group"],
+        unit=config["unit"],
+        training={"init_std": config["training"]["init_std"]},
+        seeds=lambda wildcards: list(GRID.blocks[wildcards.block]),
+    log:
+        f"{RESULTS}/logs/data/initial/{JOB}.log",
+    script:
+        "../scripts/initial_particles.py"

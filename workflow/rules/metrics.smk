@@ -1,1 +1,47 @@
-# (rules of this stage are added here)
+# Per-job metrics (RMD to projected / symmetrised, between schemes, population risk), in
+# parallel jobs like the training, then aggregated into summary.nc.
+METRICS_RESOURCES = config["resources"]["metrics"]
+
+
+rule metrics:
+    input:
+        runs=rules.train.output[0],
+    output:
+        f"{RESULTS}/metrics/{JOB}.nc",
+    params:
+        group=config["group"],
+        unit=config["unit"],
+        pairs=config["metrics"]["pairs"],
+    threads: METRICS_RESOURCES["threads"]
+    resources:
+        mem_mb=METRICS_RESOURCES["mem_mb"],
+        runtime=METRICS_RESOURCES["runtime"],
+    log:
+        f"{RESULTS}/logs/metrics/{JOB}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/metrics/{JOB}.tsv"
+    script:
+        "../scripts/metrics.py"
+
+
+rule summary:
+    input:
+        grid_paths(f"{RESULTS}/metrics/{JOB}.nc"),
+    output:
+        f"{RESULTS}/summary.nc",
+    params:
+        grid={
+            "inits": config["inits"],
+            "N": config["N"],
+            "teachers": config["teachers"],
+            "schemes": config["schemes"],
+            "seeds": config["seeds"],
+            "pairs": config["metrics"]["pairs"],
+        },
+    log:
+        f"{RESULTS}/logs/summary.log",
+    script:
+        "../scripts/summary.py"
+
+
+TARGETS.append(rules.summary.output[0])

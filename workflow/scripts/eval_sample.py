@@ -1,0 +1,12 @@
+"""Write the fixed Monte-Carlo sample of the population risk (data/eval_sample.nc)."""
+
+import logging
+
+from mfsym.data import evaluation_dataset
+from mfsym.results import write_dataset
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+logging.basicConfig(filename=smk.log[0], level=logging.INFO)
+
+ds = evaluation_dataset(smk.params.group, smk.params.training)
+write_dataset(ds, smk.output[0], smk.config, "population-risk evaluation sample")

@@ -1,0 +1,15 @@
+"""Write the initial particles shared by every run of one (init, N, seed block)."""
+
+import logging
+
+from mfsym.data import initial_dataset
+from mfsym.results import write_dataset
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+logging.basicConfig(filename=smk.log[0], level=logging.INFO)
+
+init, n = smk.wildcards.init, int(smk.wildcards.N)
+ds = initial_dataset(
+    smk.params.group, smk.params.unit, smk.params.training, init, n, smk.params.seeds
+)
+write_dataset(ds, smk.output[0], smk.config, f"initial particles, init={init}, N={n}")

@@ -1,0 +1,12 @@
+"""Write the teacher clouds (data/teachers.nc)."""
+
+import logging
+
+from mfsym.data import teacher_dataset
+from mfsym.results import write_dataset
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+logging.basicConfig(filename=smk.log[0], level=logging.INFO)
+
+ds = teacher_dataset(smk.params.group, smk.params.unit, smk.params.teachers, smk.params.data)
+write_dataset(ds, smk.output[0], smk.config, "teacher clouds")
