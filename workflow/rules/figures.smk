@@ -1,1 +1,103 @@
-# (rules of this stage are added here)
+# Figures: one rule per figure, PDF and PNG in figures/, each with a report caption. They
+# read only summary.nc or the per-run particle files. Each rule takes its figure module as
+# an input, so editing that module reruns only its figures.
+from mfsym.figures import module_file
+
+FIGURES = config["figures"]
+FIGURE_RESOURCES = config["resources"]["figures"]
+FIGURE_STYLE = module_file("style")
+
+
+def figure_outputs(name, category):
+    return {
+        "pdf": f"{RESULTS}/figures/{name}.pdf",
+        "png": report(
+            f"{RESULTS}/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category=category,
+        ),
+    }
+
+
+for _init in GRID.inits:
+
+    rule:
+        name:
+            f"fig_rmd_{_init.lower()}_init"
+        input:
+            summary=rules.summary.output[0],
+            module=module_file("rmd"),
+            style=FIGURE_STYLE,
+        output:
+            **figure_outputs(f"fig_rmd_{_init.lower()}_init", "RMD vs N"),
+        params:
+            init=_init,
+            figures=FIGURES,
+        resources:
+            mem_mb=FIGURE_RESOURCES["mem_mb"],
+            runtime=FIGURE_RESOURCES["runtime"],
+        log:
+            f"{RESULTS}/logs/figures/fig_rmd_{_init.lower()}_init.log",
+        script:
+            "../scripts/fig_rmd.py"
+
+    TARGETS.extend([f"{RESULTS}/figures/fig_rmd_{_init.lower()}_init.{f}" for f in ("pdf", "png")])
+
+
+PARTICLES_INIT = FIGURES["particles_init"]
+PARTICLES_N = particles_n(config)
+PARTICLES_SEED = FIGURES["particles_seed"]
+PARTICLES_RUNS = f"{RESULTS}/runs/{JOB}.nc".format(
+    init=PARTICLES_INIT, N=PARTICLES_N, block=GRID.block_of(PARTICLES_SEED)
+)
+
+for _teacher in config["teachers"]:
+
+    rule:
+        name:
+            f"fig_particles_{_teacher.lower()}"
+        input:
+            runs=PARTICLES_RUNS,
+            teachers=rules.teachers.output[0],
+            module=module_file("particles"),
+            style=FIGURE_STYLE,
+        output:
+            **figure_outputs(f"fig_particles_{_teacher.lower()}", "Particles"),
+        params:
+            group=config["group"],
+            unit=config["unit"],
+            teacher=_teacher,
+            seed=PARTICLES_SEED,
+            figures=FIGURES,
+        resources:
+            mem_mb=FIGURE_RESOURCES["mem_mb"],
+            runtime=FIGURE_RESOURCES["runtime"],
+        log:
+            f"{RESULTS}/logs/figures/fig_particles_{_teacher.lower()}.log",
+        script:
+            "../scripts/fig_particles.py"
+
+    TARGETS.extend(
+        [f"{RESULTS}/figures/fig_particles_{_teacher.lower()}.{f}" for f in ("pdf", "png")]
+    )
+
+
+rule fig_loss_curves:
+    input:
+        summary=rules.summary.output[0],
+        module=module_file("curves"),
+        style=FIGURE_STYLE,
+    output:
+        **figure_outputs("fig_loss_curves", "Training"),
+    params:
+        figures=FIGURES,
+    resources:
+        mem_mb=FIGURE_RESOURCES["mem_mb"],
+        runtime=FIGURE_RESOURCES["runtime"],
+    log:
+        f"{RESULTS}/logs/figures/fig_loss_curves.log",
+    script:
+        "../scripts/fig_loss_curves.py"
+
+
+TARGETS.extend([f"{RESULTS}/figures/fig_loss_curves.{f}" for f in ("pdf", "png")])

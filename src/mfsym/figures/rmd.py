@@ -1,0 +1,113 @@
+"""RMD figures (PAPER.md §6): fig_rmd_si_init and fig_rmd_wi_init.
+
+Columns are the teachers.  Row 1: the distance of the trained cloud ν_N from the invariant
+laws vs N — RMD(ν_N, (P_E)#ν_N) (distance from SI) for the SI start, RMD(ν_N, ν_N^G)
+(distance from WI) for the WI start — one line per scheme.  Row 2: RMD between the free,
+DA and FA clouds; row 3: RMD of each to EA.  Log-log axes; the line is the mean over
+seeds, the band its min–max (or ± one std).  The y axis says RMD or RMD² (RMD² = W₂² /
+(M₂(μ) + M₂(ν))).  Values below ``log_floor`` (e.g. EA's exact 0 from an SI start) are
+drawn at the floor, as hollow markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from ..results import read_dataset
+from .style import apply_style, pair_colors, save_figure, scheme_colors, seed_band
+
+QUANTITIES = ("RMD", "RMD2")
+DISTANCE_FROM = {"SI": ("rmd_projected", "to projected on $E^G$"),
+                 "WI": ("rmd_symmetrized", "to symmetrised")}
+
+
+def _power(values: np.ndarray, quantity: str) -> np.ndarray:
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown quantity {quantity!r}; allowed: {list(QUANTITIES)}")
+    return values**2 if quantity == "RMD2" else values
+
+
+def _label(quantity: str) -> str:
+    return "RMD²" if quantity == "RMD2" else "RMD"
+
+
+def _draw(ax, n_values, values, color, label, spread, floor):
+    """Mean line and seed band of ``values`` (N, seed); points below ``floor`` hollow."""
+    mean, lo, hi = seed_band(values, spread)
+    shown = np.maximum(mean, floor)
+    ax.plot(n_values, shown, "-", color=color, label=label, lw=1.5)
+    below = mean < floor
+    ax.scatter(np.asarray(n_values)[~below], shown[~below], color=color, s=14, zorder=3)
+    ax.scatter(np.asarray(n_values)[below], shown[below], facecolors="none",
+               edgecolors=[color], s=22, zorder=3)
+    ax.fill_between(n_values, np.maximum(lo, floor), np.maximum(hi, floor), color=color,
+                    alpha=0.2, lw=0)
+
+
+def _pair_rows(pairs) -> list[list[str]]:
+    """Pairs without EA (row 2), pairs with EA (row 3); empty rows are dropped."""
+    free = [p for p in pairs if "EA" not in p.split("-")]
+    vs_ea = [p for p in pairs if "EA" in p.split("-")]
+    return [row for row in (free, vs_ea) if row]
+
+
+def plot_rmd(
+    summary: xr.Dataset, init: str, quantity: str = "RMD", spread: str = "minmax",
+    log_floor: float = 1e-6,
+):
+    """The RMD figure of one initialisation (see the module docstring); returns the Figure."""
+    if init not in DISTANCE_FROM:
+        raise ValueError(f"unknown init {init!r}; allowed: {list(DISTANCE_FROM)}")
+    if init not in summary["init"].values:
+        raise ValueError(f"the summary has no {init!r} runs (inits: "
+                         f"{list(summary['init'].values)})")
+    ds = summary.sel(init=init)
+    var, what = DISTANCE_FROM[init]
+    teachers = list(ds["teacher"].values)
+    schemes = list(ds["scheme"].values)
+    n_values = ds["N"].values
+    rows = _pair_rows(list(ds["pair"].values))
+    colors, pcolors = scheme_colors(schemes), pair_colors(list(ds["pair"].values))
+    fig, axes = plt.subplots(1 + len(rows), len(teachers), figsize=(3.2 * len(teachers),
+                             2.6 * (1 + len(rows))), sharex=True, squeeze=False)
+    q = _label(quantity)
+    for c, teacher in enumerate(teachers):
+        ax = axes[0, c]
+        for scheme in schemes:
+            vals = _power(ds[var].sel(teacher=teacher, scheme=scheme)
+                          .transpose("N", "seed").values, quantity)
+            _draw(ax, n_values, vals, colors[scheme], scheme, spread, log_floor)
+        ax.set_title(f"teacher: {teacher}")
+        for r, row in enumerate(rows, start=1):
+            for pair in row:
+                vals = _power(ds["rmd_between"].sel(teacher=teacher, pair=pair)
+                              .transpose("N", "seed").values, quantity)
+                _draw(axes[r, c], n_values, vals, pcolors[pair], pair, spread, log_floor)
+    for ax in axes.flat:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(n_values, [str(n) for n in n_values])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+    for ax in axes[-1]:
+        ax.set_xlabel("N (particles)")
+    axes[0, 0].set_ylabel(f"{q} {what}")
+    for r, row in enumerate(rows, start=1):
+        axes[r, 0].set_ylabel(f"{q} between schemes" if r == 1 and "EA" not in row[0]
+                              else f"{q} to EA")
+    for r in range(axes.shape[0]):
+        axes[r, -1].legend(fontsize="x-small", loc="best")
+    fig.suptitle(f"{init} initialisation: mean over {ds.sizes['seed']} seeds, band = "
+                 f"{'min–max' if spread == 'minmax' else '± 1 std'}")
+    return fig
+
+
+def rmd_job(summary_path, init: str, figures_cfg: Mapping, outputs: Mapping) -> None:
+    """Read summary.nc, draw :func:`plot_rmd` and write ``outputs`` ({format: path})."""
+    apply_style(figures_cfg["context"], figures_cfg["style"])
+    fig = plot_rmd(read_dataset(summary_path), init, figures_cfg["quantity"],
+                   figures_cfg["spread"], figures_cfg["log_floor"])
+    save_figure(fig, outputs, figures_cfg["dpi"])

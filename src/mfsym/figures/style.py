@@ -1,0 +1,82 @@
+"""The figures' shared look (seaborn theme, one colour per scheme) and the atomic writer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+SCHEME_ORDER = ("vanilla", "DA", "FA", "EA")
+FORMATS = ("pdf", "png")
+
+
+def apply_style(context: str = "paper", style: str = "whitegrid") -> None:
+    """Seaborn theme for every figure (``context`` and ``style`` are seaborn's names)."""
+    sns.set_theme(context=context, style=style, palette="colorblind")
+    plt.rcParams.update({"figure.constrained_layout.use": True, "savefig.bbox": "tight"})
+
+
+def scheme_colors(schemes) -> dict[str, tuple]:
+    """A fixed colour per scheme (the same in every figure), extra names after the four."""
+    names = [s for s in SCHEME_ORDER if s in schemes] + [s for s in schemes
+                                                          if s not in SCHEME_ORDER]
+    palette = sns.color_palette("colorblind", max(len(SCHEME_ORDER), len(names)) + 1)
+    fixed = {s: palette[i] for i, s in enumerate(SCHEME_ORDER)}
+    extra = iter(palette[len(SCHEME_ORDER):])
+    return {s: fixed[s] if s in fixed else next(extra) for s in names}
+
+
+def pair_colors(pairs) -> dict[str, tuple]:
+    """A colour per scheme pair "A-B"."""
+    palette = sns.color_palette("dark", len(pairs))
+    return dict(zip(pairs, palette, strict=True))
+
+
+def save_figure(fig, outputs: Mapping[str, str | os.PathLike], dpi: int) -> None:
+    """Write ``fig`` to each ``{format: path}`` atomically (temporary file, then rename)."""
+    unknown = sorted(set(outputs) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown figure format(s) {unknown}; allowed: {list(FORMATS)}")
+    try:
+        for fmt, path in outputs.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=f".{fmt}", dir=path.parent)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt, dpi=dpi)
+                os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    finally:
+        plt.close(fig)
+
+
+SPREADS = ("minmax", "std")
+
+
+def seed_band(values, spread: str = "minmax", axis: int = -1):
+    """Mean over seeds and the band drawn around it: min–max, or mean ± one std.
+
+    ``values`` (..., seed) → ``(mean, low, high)`` each of shape (...).
+    """
+    import numpy as np
+
+    if spread not in SPREADS:
+        raise ValueError(f"unknown spread {spread!r}; allowed: {list(SPREADS)}")
+    v = np.asarray(values, dtype=float)
+    mean = v.mean(axis=axis)
+    if spread == "minmax":
+        return mean, v.min(axis=axis), v.max(axis=axis)
+    std = v.std(axis=axis)
+    return mean, mean - std, mean + std
