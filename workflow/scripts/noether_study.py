@@ -1,0 +1,14 @@
+"""Run one Noether study (drift, invariance or attraction) and write its dataset."""
+
+import logging
+
+from mfsym.noether_studies import run_study
+from mfsym.results import write_dataset
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+logging.basicConfig(
+    filename=smk.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+)
+
+dataset, title = run_study(smk.wildcards.study, smk.params.noether, threads=smk.threads)
+write_dataset(dataset, smk.output[0], smk.config, title)
