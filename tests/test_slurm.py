@@ -1,8 +1,8 @@
-"""The SLURM profiles: dry runs without SLURM, and real runs on a private single-node SLURM.
+"""The SLURM profiles: dry runs without SLURM, and a real run on a private single-node SLURM.
 
-The end-to-end tests start munged, slurmctld and slurmd on 127.0.0.1 (see
-``tests/slurm_cluster.py``); they need root and Debian's ``munge`` and ``slurm-wlm``
-packages (``.ci/run`` installs them) and are skipped with the reason otherwise.
+The end-to-end test starts munged, slurmctld and slurmd on 127.0.0.1 (see
+``tests/slurm_cluster.py``); it needs root and Debian's ``munge`` and ``slurm-wlm``
+packages (``.ci/run`` installs them) and is skipped with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -10,29 +10,31 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import slurm_cluster
+from pipeline_sandbox import (
+    assert_same_data,
+    local,
+    repo_config,
+    sandbox,
+    snakemake,
+    start_snakemake,
+    tiny_config,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-SLURM_PROFILE = REPO / "profiles" / "slurm"
-GPU_PROFILE = REPO / "profiles" / "slurm-gpu"
 #: programs of a SLURM installation; none may be found by the "no SLURM" dry runs
 SLURM_PROGRAMS = {
     "sbatch", "squeue", "sacct", "sinfo", "scontrol", "srun", "scancel", "sacctmgr", "sshare",
     "salloc", "sstat", "sprio", "sreport", "sdiag", "strigger", "sattach", "sbcast",
     "scrontab", "sh5util", "seff", "slurmd", "slurmctld", "slurmstepd",
 }
-#: a status check a few seconds after submission keeps the tests short
-FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
-
-
-def snakemake_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", *args]
+#: a first status check a few seconds after submission keeps the test short
+FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "2")
+SUMMARY = "results/summary.nc"
 
 
 def path_without_slurm(folder: Path) -> str:
@@ -51,54 +53,61 @@ def path_without_slurm(folder: Path) -> str:
     return str(folder)
 
 
-TRIVIAL_SNAKEFILE = """
-rule all:
-    input: "gathered.txt"
-
-rule work:
-    output: "parts/{i}.txt"
-    shell: 'echo "$(hostname) ${{SLURM_JOB_ID:-none}} {wildcards.i}" > {output}'
-
-rule gather:
-    input: expand("parts/{i}.txt", i=range(N_PARTS))
-    output: "gathered.txt"
-    shell: 'cat {input} > {output}; echo "${{SLURM_JOB_ID:-none}}" >> {output}'
-"""
+def job_counts(out: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run, as {rule: count}."""
+    table = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def trivial_workflow(folder: Path, n: int = 3) -> Path:
-    """A three-rule workflow whose outputs record where and under which SLURM job they ran."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "Snakefile").write_text(TRIVIAL_SNAKEFILE.replace("N_PARTS", str(n)))
-    return folder
-
-
-def run(cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if res.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
-            f"{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
-        )
-    return res
+def train_resources(out: str) -> list[str]:
+    """The resources line of every train job in a dry run."""
+    return re.findall(r"rule train:\n(?:\s+\w+: .*\n)*?\s+resources: (.*)", out)
 
 
 # ---------------------------------------------------------------------------------------
 # dry runs: no SLURM needed
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("profile", [SLURM_PROFILE, GPU_PROFILE], ids=["slurm", "slurm-gpu"])
-def test_profile_dry_run_without_slurm(tmp_path, profile):
-    """The profile parses and plans jobs on a machine where no SLURM program is on PATH."""
-    wf = trivial_workflow(tmp_path / "wf")
-    env = dict(os.environ, PATH=path_without_slurm(tmp_path / "bin"))
+@pytest.fixture(scope="module")
+def no_slurm_env(tmp_path_factory):
+    env = dict(os.environ, PATH=path_without_slurm(tmp_path_factory.mktemp("noslurm")))
     env.pop("SLURM_CONF", None)
     assert shutil.which("sbatch", path=env["PATH"]) is None
-    res = run(snakemake_cmd("-n", "--profile", str(profile)), cwd=wf, env=env, timeout=300)
+    return env
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/paper.yaml"])
+def test_slurm_profile_dry_run_without_slurm(tmp_path, no_slurm_env, configfile):
+    """The SLURM profile plans the whole grid on a machine with no SLURM program on PATH:
+    one training job per init × N × seed block, batched into groups of training jobs."""
+    wf = sandbox(tmp_path / "wf", repo_config())
+    res = snakemake(
+        wf, "-n", "--workflow-profile", "profiles/slurm", "--configfile", configfile,
+        env=no_slurm_env, timeout=600,
+    )
     out = res.stdout + res.stderr
-    assert re.search(r"^work\s+3$", out, re.M), out
-    assert re.search(r"^total\s+5$", out, re.M), out
+    cfg = repo_config(configfile)
+    blocks = -(-len(cfg["seeds"]) // cfg["seeds_per_job"])
+    n_train = len(cfg["inits"]) * len(cfg["N"]) * blocks
+    counts = job_counts(out)
+    assert counts["train"] == n_train, counts
+    assert counts["metrics"] == n_train, counts
+    groups = out.count("Group job train")
+    assert groups == -(-n_train // 4), out[-3000:]  # batches of at most 4 (the profile)
+    assert all("gpu=0" in r for r in train_resources(out))  # CPU training: no GPU asked
+
+
+def test_gpu_profile_dry_run_asks_a_gpu_per_training_job(tmp_path, no_slurm_env):
+    """The GPU profile switches training to CUDA, so every training job asks for a GPU
+    (and is submitted alone, not batched)."""
+    wf = sandbox(tmp_path / "wf", tiny_config({"N": [8, 16], "seeds": [0, 1, 2]}))
+    res = snakemake(wf, "-n", "--workflow-profile", "profiles/slurm-gpu", env=no_slurm_env)
+    out = res.stdout + res.stderr
+    n_train = 2 * 2 * 2  # inits × N × seed blocks of 2
+    assert job_counts(out)["train"] == n_train
+    resources = train_resources(out)
+    assert len(resources) == n_train
+    assert all(re.search(r"\bgpu=1\b", r) for r in resources), resources
+    assert out.count("Group job train") == n_train  # one training job per submission
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,33 +131,48 @@ def cluster():
         shutil.rmtree(c.root, ignore_errors=True)
 
 
-def slurm_job_ids(log: str) -> list[str]:
-    """SLURM job ids the executor reported in snakemake's log."""
-    return re.findall(r"submitted with SLURM jobid (\d+)", log)
+def submissions(log: str) -> dict[str, str]:
+    """{SLURM job id: what Snakemake submitted} from the executor's log lines."""
+    pattern = r"Job (\S+) has been submitted with SLURM jobid (\d+)"
+    return {m[2]: m[1] for m in re.finditer(pattern, log)}
 
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_trivial_workflow_runs_through_slurm(cluster, tmp_path):
-    """Every job of a small workflow is an sbatch job of the private cluster, and completes."""
-    wf = trivial_workflow(tmp_path / "wf")
+def test_tiny_grid_through_slurm_matches_a_local_run(cluster, tmp_path):
+    """A tiny grid run through profiles/slurm on the private cluster gives exactly the
+    summary.nc of a local run of the same configuration; every job ran as a SLURM job."""
+    cfg = tiny_config()
+    on_slurm = sandbox(tmp_path / "slurm", cfg)
+    at_home = sandbox(tmp_path / "local", cfg)
+    local_log = tmp_path / "local.log"
+    local_run = start_snakemake(at_home, *local(SUMMARY), log=local_log)
     t0 = time.monotonic()
-    res = run(
-        snakemake_cmd("--profile", str(SLURM_PROFILE), *FAST_STATUS),
-        cwd=wf, env=cluster.env(), timeout=600,
-    )
+    try:
+        res = snakemake(
+            on_slurm, "--workflow-profile", "profiles/slurm", *FAST_STATUS, SUMMARY,
+            env=cluster.env(), timeout=1500,
+        )
+    finally:
+        rc = local_run.wait(timeout=1500)
     wall = time.monotonic() - t0
+    assert rc == 0, local_log.read_text()[-6000:]
     log = res.stdout + res.stderr
-    ids = slurm_job_ids(log)
-    assert len(ids) == 4, log  # three `work` jobs and `gather`; `all` is local
-    lines = [ln.split() for ln in (wf / "gathered.txt").read_text().splitlines()]
-    job_of_part = {int(i): jid for _host, jid, i in lines[:3]}
-    assert sorted(job_of_part) == [0, 1, 2]
-    assert set(job_of_part.values()) | {lines[3][0]} == set(ids), (lines, ids)
+    compared = assert_same_data(on_slurm / SUMMARY, at_home / SUMMARY)
+    assert {"rmd_projected", "rmd_between", "population_risk", "risk_curve"} <= set(compared)
+
     jobs = {j["job_id"]: j for j in cluster.jobs()}
-    for jid in ids:
-        assert jobs[jid]["state"] == "COMPLETED", jobs
-        assert jobs[jid]["nodes"] == slurm_cluster.NODE
-    print(f"\ntrivial workflow through SLURM in {wall:.1f} s; jobs:")
-    for jid in ids:
-        print(f"  {jid}: {jobs[jid]['comment']} on {jobs[jid]['nodes']} ({jobs[jid]['state']})")
+    submitted = submissions(log)
+    print(f"\ntiny grid through SLURM in {wall:.0f} s ({len(submitted)} SLURM jobs):")
+    for jid in sorted(submitted, key=int):
+        j = jobs[jid]
+        print(f"  job {jid}: {j['comment']} on {j['nodes']}, {j['state']}, ran {j['time']}")
+    assert submitted and all(jobs[j]["state"] == "COMPLETED" for j in submitted), jobs
+    assert all(jobs[j]["nodes"] == slurm_cluster.NODE for j in submitted)
+    # teachers, eval_sample, 2 × initial_particles, 1 batch of the 2 training jobs,
+    # 2 × metrics, summary: every job of the DAG was an sbatch job
+    assert len(submitted) == 8, submitted
+    assert sum("train" in jobs[j]["comment"] for j in submitted) == 1
+    # the training batch was one job running both trainings
+    runs = sorted((on_slurm / "results" / "runs").rglob("*.nc"))
+    assert len(runs) == 2
