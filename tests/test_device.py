@@ -127,3 +127,28 @@ def test_cuda_training_keeps_the_exact_invariants(paper_setting):
     assert np.isfinite(gpu.final_particles).all()
     assert not np.array_equal(gpu.final_particles, gpu.initial_particles)
     assert gpu.rmd_projected[1].max() < 1e-10  # EA: exactly on E^G up to rounding
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline: the GPU profile on a machine without a GPU
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a usable GPU")
+def test_gpu_profile_on_a_cpu_node_stops_with_a_clear_message(tmp_path):
+    """profiles/slurm-gpu sets training.device: cuda; a training job that lands where no
+    GPU is usable fails at once, says why, and leaves neither a result nor a checkpoint."""
+    from pipeline_sandbox import sandbox, snakemake, tiny_config
+
+    wf = sandbox(tmp_path / "wf", tiny_config({"inits": ["SI"]}))
+    run = "results/runs/SI/N12/b0.nc"
+    res = snakemake(
+        wf, "--workflow-profile", "profiles/slurm-gpu", "--executor", "local", "--cores", "2",
+        "--retries", "0", run, check=False,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "Error in rule train" in out, out[-3000:]
+    message = "device 'cuda' was requested but no CUDA GPU is usable here"
+    assert message in out + (wf / "results/logs/train/SI/N12/b0.log").read_text()
+    assert not (wf / run).exists()
+    assert not list((wf / "results").rglob("*.npz"))
