@@ -8,8 +8,8 @@ PAPER_OUTPUT = "paper/output"
 
 rule paper_numbers:
     input:
-        summary=f"{config['results_dir']}/summary.nc",
-        heuristic=f"{config['results_dir']}/heuristic.nc",
+        summary=f"{RESULTS}/summary.nc",
+        heuristic=f"{RESULTS}/heuristic.nc",
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",
@@ -19,7 +19,7 @@ rule paper_numbers:
         criteria=config["paper"]["criteria"],
         digits=config["paper"]["digits"],
     log:
-        f"{config['results_dir']}/logs/paper_numbers.log",
+        f"{RESULTS}/logs/paper_numbers.log",
     script:
         "../scripts/paper_numbers.py"
 
@@ -31,7 +31,7 @@ rule paper:
         table=rules.paper_numbers.output.table,
         figures=expand(
             "{results}/figures/{name}.pdf",
-            results=config["results_dir"],
+            results=RESULTS,
             name=figures_in_tex(PAPER_TEX),
         ),
     output:
@@ -40,6 +40,6 @@ rule paper:
         build_dir=config["paper"]["build_dir"],
         timeout_s=config["paper"]["latex_timeout_s"],
     log:
-        f"{config['results_dir']}/logs/paper_build.log",
+        f"{RESULTS}/logs/paper_build.log",
     script:
         "../scripts/paper_build.py"
