@@ -106,12 +106,19 @@ def synthetic_summary(vanilla_slope=-0.5, n_grid=None, inits=None) -> xr.Dataset
 
 
 def synthetic_heuristic(recovered=2, angle_rad=0.01) -> xr.Dataset:
-    return xr.Dataset({
-        "recovered_dim": variable((), recovered, "recovered dimension"),
-        "true_dim": variable((), 2, "dimension of E^G"),
-        "principal_angles": variable(("direction",), [angle_rad / 2, angle_rad],
-                                     "principal angles to E^G", units="rad"),
-    })
+    """The layout of mfsym.heuristic's heuristic.nc: two settings, angles in radians; the
+    second setting always succeeds, the first has the given outcome."""
+    return xr.Dataset(
+        {
+            "recovered_dim": variable(("setting",), [recovered, 2], "recovered dimension"),
+            "true_dim": variable(("setting",), [2, 2], "dimension of E^G"),
+            "n_steps": variable(("setting",), [3, 4], "steps run"),
+            "principal_angles": variable(
+                ("setting", "fixed_direction"), [[angle_rad / 2, angle_rad], [0.0, 0.001]],
+                "principal angles to E^G", units="rad"),
+        },
+        coords={"setting": ["c2-matrix-WI", "c2-matrix-SI"], "fixed_direction": [0, 1]},
+    )
 
 
 def write_inputs(tmp_path, summary=None, heuristic=None):
@@ -244,6 +251,7 @@ def test_numbers_are_valid_macros_with_the_measured_values(tmp_path):
         0.2 * n_max**-0.5, rel=5e-3)
     assert parse_number(macros["mfHeurMaxAngle"]) == pytest.approx(math.degrees(0.01),
                                                                     rel=5e-3)
+    assert parse_number(macros["mfHeurSteps"]) == 4
 
 
 def test_numbers_do_not_depend_on_the_order_of_the_grid(tmp_path):

@@ -454,6 +454,9 @@ def claims_json(claims: Sequence[Claim]) -> str:
 # ---------------------------------------------------------------------------------------
 # the heuristic (claim 4)
 # ---------------------------------------------------------------------------------------
+#: Roles read from ``heuristic.nc`` (names of ``mfsym.heuristic``: per ``setting``,
+#: ``recovered_dim``, ``true_dim``, ``principal_angles`` (setting, fixed_direction) in rad,
+#: ``n_steps``); the later names of each role are accepted for other producers.
 HEURISTIC_VARIABLES = {
     "recovered_dim": ("recovered_dim", "dim_recovered"),
     "true_dim": ("true_dim", "dim_fixed", "fixed_dim"),
@@ -473,7 +476,8 @@ def _heuristic_var(ds: xr.Dataset, role: str) -> xr.DataArray:
 
 
 def heuristic_outcome(ds: xr.Dataset) -> dict[str, float]:
-    """Worst case over the settings: recovered vs true dimension and largest angle (deg).
+    """Worst case over the settings: recovered vs true dimension, largest angle (deg) and
+    the most steps the heuristic ran.
 
     Principal angles are read in the units of their ``units`` attribute (radians are
     converted); NaN angles (no partner direction) count as 90°.
@@ -485,7 +489,9 @@ def heuristic_outcome(ds: xr.Dataset) -> dict[str, float]:
     ang = np.nan_to_num(np.asarray(angles.values, dtype=np.float64) * scale, nan=90.0)
     rec_v = np.asarray(rec.values, dtype=np.float64).ravel()
     true_v = np.broadcast_to(np.asarray(true.values, dtype=np.float64), rec.shape).ravel()
+    steps = ds["n_steps"].values if "n_steps" in ds.data_vars else np.array(math.nan)
     return {
+        "steps": int(np.max(steps)) if np.all(np.isfinite(steps)) else math.nan,
         "settings": int(rec_v.size),
         "matched": int(np.sum(rec_v == true_v)),
         "recovered_dim": int(rec_v[np.argmax(np.abs(rec_v - true_v))]),
@@ -518,6 +524,7 @@ def heuristic_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
     h = heuristic_outcome(ds)
     return {
         "mfHeurSettings": format_number(h["settings"], digits),
+        "mfHeurSteps": format_number(h["steps"], digits),
         "mfHeurMatched": format_number(h["matched"], digits),
         "mfHeurRecoveredDim": format_number(h["recovered_dim"], digits),
         "mfHeurTrueDim": format_number(h["true_dim"], digits),
