@@ -176,9 +176,9 @@ class SlurmCluster:
     def jobs(self) -> list[dict]:
         """Every job the controller knows (running or finished within MinJobAge)."""
         out = self.client(
-            "squeue", "--states=all", "--noheader", "--format=%i|%j|%T|%N|%k|%M"
+            "squeue", "--states=all", "--noheader", "--format=%i|%j|%T|%N|%k|%M|%C|%m"
         )
-        keys = ("job_id", "name", "state", "nodes", "comment", "time")
+        keys = ("job_id", "name", "state", "nodes", "comment", "time", "cpus", "memory")
         return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines()]
 
     def log(self, daemon: str, tail: int = 40) -> str:

@@ -166,13 +166,15 @@ def test_tiny_grid_through_slurm_matches_a_local_run(cluster, tmp_path):
     print(f"\ntiny grid through SLURM in {wall:.0f} s ({len(submitted)} SLURM jobs):")
     for jid in sorted(submitted, key=int):
         j = jobs[jid]
-        print(f"  job {jid}: {j['comment']} on {j['nodes']}, {j['state']}, ran {j['time']}")
+        print(f"  job {jid}: {j['comment']} on {j['nodes']} ({j['cpus']} CPU, {j['memory']}), "
+              f"{j['state']}, ran {j['time']}")
     assert submitted and all(jobs[j]["state"] == "COMPLETED" for j in submitted), jobs
     assert all(jobs[j]["nodes"] == slurm_cluster.NODE for j in submitted)
     # teachers, eval_sample, 2 × initial_particles, 1 batch of the 2 training jobs,
     # 2 × metrics, summary: every job of the DAG was an sbatch job
     assert len(submitted) == 8, submitted
-    assert sum("train" in jobs[j]["comment"] for j in submitted) == 1
-    # the training batch was one job running both trainings
-    runs = sorted((on_slurm / "results" / "runs").rglob("*.nc"))
-    assert len(runs) == 2
+    # both training jobs ran side by side in one SLURM job holding the sum of their CPUs
+    batches = [jobs[j] for j in submitted if "train" in jobs[j]["comment"]]
+    assert len(batches) == 1, batches
+    assert int(batches[0]["cpus"]) == 2 * cfg["resources"]["train"]["threads"]
+    assert len(list((on_slurm / "results" / "runs").rglob("*.nc"))) == 2
