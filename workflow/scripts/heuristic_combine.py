@@ -1,0 +1,7 @@
+"""Write heuristic.nc from the per-setting heuristic files."""
+
+from mfsym.heuristic import combine_job
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+
+combine_job(list(smk.input), smk.output[0], smk.config)
