@@ -16,6 +16,7 @@ from mfsym.config import (
     ConfigError,
     build_group,
     build_teachers,
+    canonical,
     check_config,
     check_semantics,
     grid_of,
@@ -170,11 +171,13 @@ def test_paper_teachers_need_the_papers_setting(config):
 
 
 def test_wrong_training_value_beyond_the_schema_is_named(config):
-    config["training"]["backend"] = "fortran"
-    check_config(config, SCHEMA)  # a free string in the schema
-    grid_of(config)  # the backend is checked by the engine when it starts
     config["training"]["n_snapshots"] = 1
     assert "training.n_snapshots" in errors_of(config)
+    config["training"]["n_snapshots"] = 4
+    config["training"]["backend"] = "fortran"  # a free string in the schema
+    check_config(config, SCHEMA)
+    msg = errors_of(config)  # the engine's own check, run before any job
+    assert "training.backend = 'fortran'" in msg and "auto" in msg
 
 
 def test_key_path():
@@ -238,3 +241,12 @@ def test_random_teachers_have_their_symmetry():
     np.testing.assert_allclose(group.project(teachers["arbitrary"].particles), si)
     assert not np.allclose(group.project(teachers["arbitrary"].particles),
                            teachers["arbitrary"].particles)
+
+
+def test_canonical_sorts_keys_at_every_level_and_keeps_lists():
+    a = {"b": {"y": 1, "x": [3, {"q": 1, "p": 2}]}, "a": 0}
+    b = {"a": 0, "b": {"x": [3, {"p": 2, "q": 1}], "y": 1}}
+    assert repr(canonical(a)) == repr(canonical(b))
+    assert canonical(a) == a
+    assert list(canonical(a)) == ["a", "b"]
+    assert canonical({"l": [2, 1]})["l"] == [2, 1]

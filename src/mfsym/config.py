@@ -264,6 +264,19 @@ def grid_of(config: Mapping) -> Grid:
     )
 
 
+def canonical(value):
+    """``value`` with every mapping's keys sorted, recursively (lists keep their order).
+
+    Rule parameters built from it do not change when the keys of the configuration file are
+    merely reordered, so that alone never triggers a rerun.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
 def particles_n(config: Mapping) -> int:
     """N of the particle figures: ``figures.particles_N`` or the largest N of the grid."""
     value = config["figures"]["particles_N"]

@@ -10,10 +10,12 @@ def all_targets():
 
 
 # ---- the paper grid: one training job per (init, N, seed block) ---------------------------
-from mfsym.config import grid_of, particles_n
+from mfsym.config import canonical, grid_of, particles_n
 
 RESULTS = config["results_dir"]
 GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures) first
+# Rule params come from CFG (keys sorted), so reordering config keys reruns nothing.
+CFG = canonical(config)
 JOB = "{init}/N{N}/{block}"
 
 

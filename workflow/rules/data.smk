@@ -7,10 +7,10 @@ rule teachers:
     output:
         f"{RESULTS}/data/teachers.nc",
     params:
-        group=config["group"],
-        unit=config["unit"],
-        teachers=config["teachers"],
-        data=config["data"],
+        group=CFG["group"],
+        unit=CFG["unit"],
+        teachers=CFG["teachers"],
+        data=CFG["data"],
     log:
         f"{RESULTS}/logs/data/teachers.log",
     script:
@@ -21,8 +21,8 @@ rule eval_sample:
     output:
         f"{RESULTS}/data/eval_sample.nc",
     params:
-        group=config["group"],
-        training={k: config["training"][k] for k in ("n_eval", "input_std", "eval_seed")},
+        group=CFG["group"],
+        training={k: CFG["training"][k] for k in ("n_eval", "input_std", "eval_seed")},
     log:
         f"{RESULTS}/logs/data/eval_sample.log",
     script:
@@ -33,9 +33,9 @@ rule initial_particles:
     output:
         f"{RESULTS}/data/initial/{JOB}.nc",
     params:
-        group=config["group"],
-        unit=config["unit"],
-        training={"init_std": config["training"]["init_std"]},
+        group=CFG["group"],
+        unit=CFG["unit"],
+        training={"init_std": CFG["training"]["init_std"]},
         seeds=lambda wildcards: list(GRID.blocks[wildcards.block]),
     log:
         f"{RESULTS}/logs/data/initial/{JOB}.log",

@@ -3,7 +3,7 @@
 # an input, so editing that module reruns only its figures.
 from mfsym.figures import module_file
 
-FIGURES = config["figures"]
+FIGURES = CFG["figures"]
 FIGURE_RESOURCES = config["resources"]["figures"]
 FIGURE_STYLE = module_file("style")
 
@@ -64,8 +64,8 @@ for _teacher in config["teachers"]:
         output:
             **figure_outputs(f"fig_particles_{_teacher.lower()}", "Particles"),
         params:
-            group=config["group"],
-            unit=config["unit"],
+            group=CFG["group"],
+            unit=CFG["unit"],
             teacher=_teacher,
             seed=PARTICLES_SEED,
             figures=FIGURES,
@@ -101,3 +101,11 @@ rule fig_loss_curves:
 
 
 TARGETS.extend([f"{RESULTS}/figures/fig_loss_curves.{f}" for f in ("pdf", "png")])
+
+
+rule grid:
+    """The paper grid alone (training, metrics, summary.nc and its figures): `snakemake grid`."""
+    input:
+        rules.summary.output[0],
+        [t for t in TARGETS if "/figures/fig_rmd_" in t or "/figures/fig_particles_" in t],
+        rules.fig_loss_curves.output,

@@ -9,9 +9,9 @@ rule metrics:
     output:
         f"{RESULTS}/metrics/{JOB}.nc",
     params:
-        group=config["group"],
-        unit=config["unit"],
-        pairs=config["metrics"]["pairs"],
+        group=CFG["group"],
+        unit=CFG["unit"],
+        pairs=CFG["metrics"]["pairs"],
     threads: METRICS_RESOURCES["threads"]
     resources:
         mem_mb=METRICS_RESOURCES["mem_mb"],
@@ -31,12 +31,12 @@ rule summary:
         f"{RESULTS}/summary.nc",
     params:
         grid={
-            "inits": config["inits"],
-            "N": config["N"],
-            "teachers": config["teachers"],
-            "schemes": config["schemes"],
-            "seeds": config["seeds"],
-            "pairs": config["metrics"]["pairs"],
+            "inits": CFG["inits"],
+            "N": CFG["N"],
+            "teachers": CFG["teachers"],
+            "schemes": CFG["schemes"],
+            "seeds": CFG["seeds"],
+            "pairs": CFG["metrics"]["pairs"],
         },
     log:
         f"{RESULTS}/logs/summary.log",

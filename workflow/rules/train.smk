@@ -15,7 +15,7 @@ rule train:
     output:
         f"{RESULTS}/runs/{JOB}.nc",
     params:
-        setting={key: config[key] for key in ("group", "unit", "training", "schemes")},
+        setting={key: CFG[key] for key in ("group", "unit", "training", "schemes")},
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{JOB}.npz".format(**wildcards),
     threads: TRAIN_RESOURCES["threads"]
     resources:

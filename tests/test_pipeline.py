@@ -1,0 +1,213 @@
+"""The Snakemake pipeline: DAGs of the shipped configs, a bad config stopping it before any
+job, and a tiny end-to-end run (results, figures, nothing to redo, targeted reruns).
+
+Every run happens in a copy of the workflow in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mfsym.config import grid_of
+from mfsym.results import read_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+FIGURES = ["fig_rmd_si_init", "fig_rmd_wi_init", "fig_particles_arbitrary", "fig_particles_wi",
+           "fig_particles_si", "fig_loss_curves"]
+#: what the workflow reads when it is parsed or run; results and build outputs are not copied
+WORKFLOW_FILES = ["Snakefile", "workflow", "config.yaml", "config", "profiles", "paper"]
+IGNORE = shutil.ignore_patterns("output", "build", "*.pdf", "__pycache__", "results")
+
+
+def copy_workflow(dest: Path, with_library: bool = False) -> Path:
+    """Copy the workflow (and, optionally, the library under dest/src) to ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=IGNORE)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    if with_library:
+        shutil.copytree(REPO / "src" / "mfsym", dest / "src" / "mfsym", ignore=IGNORE)
+    return dest
+
+
+def smk(cwd: Path, *args: str, env=None, check=True, timeout=1800) -> str:
+    """Run snakemake in ``cwd``; return stdout + stderr (raise with them if it fails)."""
+    res = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    out = res.stdout + res.stderr
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{out}")
+    if not check and res.returncode == 0:
+        raise AssertionError(f"snakemake {' '.join(args)} succeeded but should not:\n{out}")
+    return out
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The ``Job stats`` table of a (dry) run: rule → number of jobs."""
+    table = output.split("Job stats:")[1].split("Reasons:")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+(\d+)$", table, re.M)}
+
+
+def expected_counts(cfg: dict) -> dict[str, int]:
+    jobs = len(grid_of(cfg).jobs())
+    counts = {"teachers": 1, "eval_sample": 1, "initial_particles": jobs, "train": jobs,
+              "metrics": jobs, "summary": 1}
+    return {**counts, **{name: 1 for name in FIGURES}}
+
+
+# ---- dry runs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("configfile", [None, "config/paper.yaml"], ids=["default", "paper"])
+def test_dry_run_builds_the_expected_dag(tmp_path, configfile):
+    wf = copy_workflow(tmp_path)
+    extra = ["--configfile", configfile] if configfile else []
+    counts = job_counts(smk(wf, "-n", "--quiet", "rules", *extra))
+    cfg = PAPER if configfile else CONFIG
+    want = expected_counts(cfg)
+    assert {rule: counts.get(rule) for rule in want} == want
+    if configfile:
+        assert want["train"] == 2 * 7 * 2  # both inits × 7 N × 10 seeds in blocks of 5
+
+
+def bad_configs() -> dict[str, tuple[dict, list[str]]]:
+    """name → (config, fragments the error must contain)."""
+    cases = {}
+
+    def case(name, edit, *fragments):
+        cfg = copy.deepcopy(CONFIG)
+        edit(cfg)
+        cases[name] = (cfg, list(fragments))
+
+    case("scheme", lambda c: c.update(schemes=["vanilla", "DAA"]),
+         "schemes[1] = 'DAA' is not allowed", "allowed values: vanilla, DA, FA, EA")
+    case("n", lambda c: c.update(N=[10, 0]), "N[1] = 0 is too small; it must be ≥ 1")
+    case("empty", lambda c: c.update(seeds=[]), "seeds = [] is empty")
+    case("alpha", lambda c: c["training"].update(alpha=-50.0),
+         "training.alpha = -50.0 is too small; it must be > 0")
+    case("typo", lambda c: c["metrics"].update(pairz=[]), "unknown key 'metrics.pairz'",
+         "allowed keys under 'metrics': pairs")
+    case("cross", lambda c: c["figures"].update(particles_seed=42),
+         "figures.particles_seed = 42 is not in the grid")
+    return cases
+
+
+@pytest.mark.slow
+def test_bad_config_stops_before_any_job(tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    for name, (cfg, fragments) in bad_configs().items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = smk(wf, "--cores", "1", "--configfile", str(path), check=False)
+        for fragment in fragments:
+            assert fragment in out, f"{name}: {fragment!r} not in\n{out}"
+        assert not (wf / "results").exists()
+
+
+# ---- end to end -------------------------------------------------------------------------
+def tiny_config() -> dict:
+    cfg = copy.deepcopy(CONFIG)
+    cfg.update(N=[5, 10], seeds=[0, 1], seeds_per_job=2)
+    cfg["training"].update(T=2.0, n_eval=256, n_snapshots=5, checkpoint_every=0)
+    cfg["figures"].update(dpi=40)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny pipeline run once; figure modules come from a private library copy."""
+    wf = copy_workflow(tmp_path_factory.mktemp("pipeline"), with_library=True)
+    (wf / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(wf / "src"))
+    first = smk(wf, "--cores", "2", "grid", env=env)
+    return wf, env, first
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_summary(tiny_run):
+    wf, _, _ = tiny_run
+    cfg = tiny_config()
+    ds = read_dataset(wf / "results" / "summary.nc")
+    assert dict(ds.sizes) == {"init": 2, "N": 2, "teacher": 3, "scheme": 4, "seed": 2,
+                              "pair": 6, "time": 5}
+    assert list(ds["pair"].values) == cfg["metrics"]["pairs"]
+    for name in ("rmd_projected", "rmd_symmetrized", "population_risk"):
+        assert ds[name].dims == ("init", "N", "teacher", "scheme", "seed")
+    assert ds["rmd_between"].dims == ("init", "N", "teacher", "pair", "seed")
+    assert ds["risk_curve"].dims == ("init", "N", "teacher", "scheme", "seed", "time")
+    for var in ds.data_vars.values():
+        assert var.attrs["long_name"] and "units" in var.attrs
+        assert np.isfinite(var.values).all()
+    assert ds.attrs["Conventions"].startswith("CF")
+    assert yaml.safe_load(ds.attrs["config_json"])["N"] == [5, 10]
+    assert len(ds.attrs["config_sha256"]) == 64
+    assert "torch==" in ds.attrs["package_versions"] and ds.attrs["git_commit"]
+    si = ds.sel(init="SI")
+    # EA is built on E^G: exactly SI; free training with the arbitrary teacher leaves E^G
+    assert float(si["rmd_projected"].sel(scheme="EA").max()) < 1e-5
+    assert float(si["rmd_projected"].sel(scheme="vanilla", teacher="arbitrary").min()) > 0.05
+    assert (ds["rmd_between"] >= 0).all() and (ds["rmd_between"] <= 1).all()
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_figures_and_logs(tiny_run):
+    wf, _, _ = tiny_run
+    for name in FIGURES:
+        for ext in ("pdf", "png"):
+            path = wf / "results" / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+    assert list((wf / "results" / "benchmarks" / "train").rglob("*.tsv"))
+    assert list((wf / "results" / "runs").rglob("*.nc"))
+    assert not list((wf / "results").rglob("*.tmp"))
+    assert not (wf / "results" / "checkpoints").exists() or not list(
+        (wf / "results" / "checkpoints").rglob("*.npz"))
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_reruns_only_what_changed(tiny_run):
+    wf, env, _ = tiny_run
+    assert "Nothing to be done" in smk(wf, "--cores", "2", "grid", env=env)
+    # editing a plotting module reruns only the figures drawn by it
+    module = wf / "src" / "mfsym" / "figures" / "rmd.py"
+    module.write_text(module.read_text() + "\n# edited\n")
+    assert set(planned(wf, env, lambda c: None)) == {"fig_rmd_si_init", "fig_rmd_wi_init"}
+    smk(wf, "--cores", "2", "grid", env=env)
+    # a figure setting reruns the figures only; a training hyperparameter the whole chain
+    assert set(planned(wf, env, lambda c: c["figures"].update(dpi=41))) == set(FIGURES)
+    counts = planned(wf, env, lambda c: c["training"].update(alpha=40.0))
+    assert counts["train"] == 2 * 2 and counts["metrics"] == 4 and counts["summary"] == 1
+    assert "teachers" not in counts and "initial_particles" not in counts
+
+
+def planned(wf: Path, env, edit) -> dict[str, int]:
+    """Jobs a dry run plans after ``edit`` of the tiny config (rule all left out)."""
+    cfg = tiny_config()
+    edit(cfg)
+    path = wf / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = smk(wf, "grid", "-n", "--quiet", "rules", "--configfile", str(path), env=env)
+    counts = job_counts(out)
+    return {k: v for k, v in counts.items() if k not in ("grid", "total")}
+
+
+@pytest.mark.slow
+def test_report_collects_every_figure(tiny_run, tmp_path):
+    wf, env, _ = tiny_run
+    smk(wf, "grid", "--report", str(tmp_path / "report.zip"), env=env)
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    for name in FIGURES:
+        assert any(n.endswith(f"{name}.png") for n in names), names
