@@ -28,3 +28,18 @@ wildcard_constraints:
 def grid_paths(pattern):
     """``pattern`` (with {init}, {N}, {block}) for every training job of the grid."""
     return [pattern.format(init=i, N=n, block=b) for i, n, b in GRID.jobs()]
+
+
+def figure_files(name):
+    """The PDF and PNG of figure ``name`` under figures/."""
+    return [f"{RESULTS}/figures/{name}.{ext}" for ext in ("pdf", "png")]
+
+
+def figure_outputs(name, category):
+    """Named outputs of a figure rule; the PNG goes into the report with its caption
+    (workflow/report/<name>.rst)."""
+    pdf, png = figure_files(name)
+    return {
+        "pdf": pdf,
+        "png": report(png, caption=f"../report/{name}.rst", category=category),
+    }

@@ -8,15 +8,7 @@ FIGURE_RESOURCES = config["resources"]["figures"]
 FIGURE_STYLE = module_file("style")
 
 
-def figure_outputs(name, category):
-    return {
-        "pdf": f"{RESULTS}/figures/{name}.pdf",
-        "png": report(
-            f"{RESULTS}/figures/{name}.png",
-            caption=f"../report/{name}.rst",
-            category=category,
-        ),
-    }
+GRID_FIGURES = []  # this file's figure files, for the `grid` target
 
 
 for _init in GRID.inits:
@@ -41,7 +33,7 @@ for _init in GRID.inits:
         script:
             "../scripts/fig_rmd.py"
 
-    TARGETS.extend([f"{RESULTS}/figures/fig_rmd_{_init.lower()}_init.{f}" for f in ("pdf", "png")])
+    GRID_FIGURES.extend(figure_files(f"fig_rmd_{_init.lower()}_init"))
 
 
 PARTICLES_INIT = FIGURES["particles_init"]
@@ -77,9 +69,7 @@ for _teacher in config["teachers"]:
         script:
             "../scripts/fig_particles.py"
 
-    TARGETS.extend(
-        [f"{RESULTS}/figures/fig_particles_{_teacher.lower()}.{f}" for f in ("pdf", "png")]
-    )
+    GRID_FIGURES.extend(figure_files(f"fig_particles_{_teacher.lower()}"))
 
 
 rule fig_loss_curves:
@@ -100,12 +90,12 @@ rule fig_loss_curves:
         "../scripts/fig_loss_curves.py"
 
 
-TARGETS.extend([f"{RESULTS}/figures/fig_loss_curves.{f}" for f in ("pdf", "png")])
+GRID_FIGURES.extend(figure_files("fig_loss_curves"))
+TARGETS.extend(GRID_FIGURES)
 
 
 rule grid:
     """The paper grid alone (training, metrics, summary.nc and its figures): `snakemake grid`."""
     input:
         rules.summary.output[0],
-        [t for t in TARGETS if "/figures/fig_rmd_" in t or "/figures/fig_particles_" in t],
-        rules.fig_loss_curves.output,
+        GRID_FIGURES,
