@@ -3,7 +3,8 @@
 Columns are the teachers; for each initialisation two rows: the training loss (mean
 minibatch loss over the window ending at each snapshot) and the population risk, against
 the mean-field time t = step / N, for one N (the largest by default), one line per scheme
-(mean over seeds, band min–max or ± one std).  Time on a symlog axis (t = 0 included).
+(mean over seeds, band min–max or ± one std).  Time on a symlog axis (t = 0 included);
+values ≤ 0, which a log axis cannot show, are left out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
+import numpy as np
 import xarray as xr
 
 from ..results import read_dataset
@@ -40,7 +42,8 @@ def plot_curves(summary: xr.Dataset, n: int | None = None, spread: str = "minmax
                 ax = axes[r, c]
                 for scheme in schemes:
                     vals = ds[var].sel(init=init, teacher=teacher, scheme=scheme)
-                    mean, lo, hi = seed_band(vals.transpose("time", "seed").values, spread)
+                    values = vals.transpose("time", "seed").values
+                    mean, lo, hi = seed_band(np.where(values > 0, values, np.nan), spread)
                     ax.plot(time, mean, color=colors[scheme], label=scheme, lw=1.3)
                     ax.fill_between(time, lo, hi, color=colors[scheme], alpha=0.2, lw=0)
                 ax.set_yscale("log")
