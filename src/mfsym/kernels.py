@@ -1,20 +1,438 @@
-"""Implementations of the per-step force computation ``(Φ_N(x), c ↦ Σ_s J_n(x_s)ᵀ c_s)``.
+"""Force kernels: one noisy SGD step's heavy part, in interchangeable implementations.
 
-The engine calls ``kernel.output_and_pullback(theta, x)`` with the shapes documented in
-``mfsym.units``.  ``eager`` is the unit's own PyTorch implementation.
+For a stack of R runs with particles ``θ (R, N, D)`` and inputs ``x (R, S, dx)`` the engine
+needs, per step,
+
+1. ``forward``: ``Φ_N(x_s) = (1/N) Σ_n σ*(x_s, θ̃_n)`` with ``θ̃ = θ Pᵀ`` where a run's
+   model is projected (EA: P = P_E), shape ``(R, S, dy)``;
+2. ``update``: given the cotangent ``c = ∂loss/∂Φ (R, S, dy)``, the force
+   ``F_n = Σ_s J_n(x_s)ᵀ c_s`` (no 1/N: mean-field scaling) at θ̃ and the new particles
+
+       θ ← θ − lr · Π_d[F + wd·θ] + σ · Π_n ξ
+
+   with ``Π_d = P`` for projected runs, ``Π_n`` the run's noise projector, ``lr = α/N``,
+   ``wd = 2τ``, ``σ = √(2αβ/N)`` and ``ξ (N, D)`` the run's seed's Gaussian noise.
+
+Backends (``TrainConfig.backend``):
+
+* ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
+* ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.native`): one pass per
+  phase, no (R, S, N) intermediate in memory, update fused with the force.
+* ``compile``: the same fused formulas as PyTorch element-wise code through
+  ``torch.compile`` (C++ on a CPU, Triton on a GPU).
+* ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
+  backend that cannot be built is logged and replaced by ``eager``.
+
+All backends compute the same mathematics and agree with ``eager`` to float rounding.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 import torch
 
+from . import native
 from .units import Unit
 
-BACKENDS = ("auto", "eager")
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "eager", "native", "compile")
+
+#: Above this many samples per step the compiled force sums over samples in a loop
+#: instead of unrolling them.
+UNROLL_MAX_SAMPLES = 64
 
 
-def select_kernel(unit: Unit, backend: str, device: torch.device):
-    """The force kernel for ``unit`` on ``device``; raises naming the allowed backends."""
+@dataclass
+class UpdateSpec:
+    """Constants of a stack's update (see the module docstring).
+
+    proj: (R, D, D) model/drift projectors or None when no run projects; proj_on: (R,) bool;
+    noise_proj: (R, D, D) noise projectors or None; noise_on: (R,) bool; noise_row: (R,)
+    long, the row of the noise tensor each run reads (its seed).
+    """
+
+    lr: float
+    wd: float
+    sigma: float
+    proj: torch.Tensor | None
+    proj_on: torch.Tensor
+    noise_proj: torch.Tensor | None
+    noise_on: torch.Tensor
+    noise_row: torch.Tensor
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def model_particles(self, theta: torch.Tensor) -> torch.Tensor:
+        """θ̃ = θ Pᵀ for every run (identity rows leave θ unchanged exactly)."""
+        return theta if self.proj is None else theta @ self.proj.transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# eager: the reference
+# ---------------------------------------------------------------------------------------
+class EagerKernel:
+    """The unit's PyTorch implementation; the update composed of tensor operations."""
+
+    name = "eager"
+
+    def __init__(self, unit: Unit):
+        self.unit = unit
+
+    def output_and_pullback(self, theta, x):
+        return self.unit.output_and_pullback(theta, x)
+
+    def forward(self, theta, x, spec: UpdateSpec):
+        out, pullback = self.unit.output_and_pullback(spec.model_particles(theta), x)
+        return out, pullback
+
+    def force(self, ctx, cot):
+        return ctx(cot)
+
+    def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
+        """New particles from the force ``ctx(cot)`` and noise rows ``xi (n_seeds, N, D)``."""
+        drift = self.force(ctx, cot) + spec.wd * theta
+        if spec.proj is not None:
+            drift = drift @ spec.proj
+        noise = xi[spec.noise_row]
+        if spec.noise_proj is not None:
+            noise = noise @ spec.noise_proj
+        return theta - spec.lr * drift + spec.sigma * noise
+
+    def output(self, theta, x, spec: UpdateSpec):
+        """Φ_N of each run's model, (R, S, dy)."""
+        return self.forward(theta, x, spec)[0]
+
+    def advance(self, theta, x, xi, spec: UpdateSpec, cotangent):
+        """One step: ``loss, cot = cotangent(Φ_N(x))``, then the update; (loss, new θ)."""
+        out, ctx = self.forward(theta, x, spec)
+        loss, cot = cotangent(out)
+        return loss, self.update(ctx, cot, theta, xi, spec)
+
+
+# ---------------------------------------------------------------------------------------
+# native: fused C kernels on the CPU
+# ---------------------------------------------------------------------------------------
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+class NativeKernel(EagerKernel):
+    """Fused C kernels (:mod:`mfsym.native`); CPU tensors of one dtype only."""
+
+    name = "native"
+
+    def __init__(self, unit: Unit, dtype: torch.dtype):
+        super().__init__(unit)
+        self.dtype = dtype
+        self.lib = native.load_library(unit, dtype)
+        self._flags: dict[int, torch.Tensor] = {}
+
+    def _check(self, *tensors):
+        for t in tensors:
+            if t.device.type != "cpu" or t.dtype != self.dtype:
+                raise ValueError(
+                    f"native kernel for {self.dtype} on the CPU got a {t.dtype} tensor on "
+                    f"{t.device}"
+                )
+
+    @staticmethod
+    def _threads() -> int:
+        return max(1, torch.get_num_threads())
+
+    def _zeros_flags(self, R: int) -> torch.Tensor:
+        if R not in self._flags:
+            self._flags[R] = torch.zeros(R, dtype=torch.int8)
+        return self._flags[R]
+
+    def _output(self, theta, x, proj, proj_on):
+        self._check(theta, x, proj)
+        R, N, _ = theta.shape
+        S = x.shape[1]
+        out = torch.empty(R, S, self.unit.dy, dtype=self.dtype)
+        rc = self.lib.mfsym_output(
+            R, N, S, _ptr(theta), _ptr(x), _ptr(proj), _ptr(proj_on), _ptr(out), self._threads()
+        )
+        if rc:
+            raise MemoryError("native output kernel could not allocate its buffer")
+        return out
+
+    def output_and_pullback(self, theta, x):
+        lead = theta.shape[:-2]
+        th = theta.reshape(-1, *theta.shape[-2:]).contiguous()
+        xs = x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:]).contiguous()
+        R, N, D = th.shape
+        eye = torch.eye(D, dtype=self.dtype).expand(R, D, D).contiguous()
+        out = self._output(th, xs, eye, self._zeros_flags(R))
+
+        def pullback(cot):
+            c = cot.expand(*lead, *cot.shape[-2:]).reshape(R, -1, cot.shape[-1]).contiguous()
+            self._check(c)
+            force = torch.empty_like(th)
+            self.lib.mfsym_force(
+                R, N, xs.shape[1], _ptr(th), _ptr(xs), _ptr(c), _ptr(force), self._threads()
+            )
+            return force.reshape(*lead, N, D)
+
+        return out.reshape(*lead, *out.shape[-2:]), pullback
+
+    def _native_spec(self, spec: UpdateSpec, R: int, D: int):
+        """Projectors, int8 flags and noise rows as contiguous arrays (cached on spec)."""
+        if "native" not in spec.cache:
+            eye = torch.eye(D, dtype=self.dtype).expand(R, D, D)
+            off = torch.zeros(R, dtype=torch.int8)
+            spec.cache["native"] = (
+                (eye if spec.proj is None else spec.proj).to(self.dtype).contiguous(),
+                off if spec.proj is None else spec.proj_on.to(torch.int8).contiguous(),
+                (eye if spec.noise_proj is None else spec.noise_proj).to(self.dtype).contiguous(),
+                off if spec.noise_proj is None else spec.noise_on.to(torch.int8).contiguous(),
+                spec.noise_row.to(torch.int64).contiguous(),
+            )
+        return spec.cache["native"]
+
+    def forward(self, theta, x, spec: UpdateSpec):
+        R, _, D = theta.shape
+        proj, on, _, _, _ = self._native_spec(spec, R, D)
+        x = x.contiguous()
+        return self._output(theta, x, proj, on), (theta, x)
+
+    def force(self, ctx, cot):
+        theta, x = ctx
+        return self.output_and_pullback(theta, x)[1](cot)
+
+    def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
+        _, x = ctx
+        R, N, D = theta.shape
+        proj, on, nproj, non, rows = self._native_spec(spec, R, D)
+        cot = cot.contiguous()
+        self._check(theta, cot, xi)
+        if xi.shape[1:] != (N, D) or xi.stride()[1:] != (D, 1):
+            xi = xi.contiguous()
+        out = torch.empty_like(theta)
+        self.lib.mfsym_step(
+            R, N, x.shape[1], _ptr(theta), _ptr(x), _ptr(cot), _ptr(xi), _ptr(rows),
+            xi.stride(0), _ptr(proj), _ptr(on), _ptr(nproj), _ptr(non),
+            float(spec.lr), float(spec.wd), float(spec.sigma), _ptr(out), self._threads(),
+        )
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# compile: the fused formulas through torch.compile
+# ---------------------------------------------------------------------------------------
+def fused_output(unit: Unit, tht: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Φ_N from feature-major particles ``tht (R, D, N)`` and ``x (R, S, dx)``: (R, S, dy).
+
+    Written element-wise over (R, S, N) so a compiler fuses it into one reduction.
+    """
+    act, dx, n = unit.activation.fn, unit.dx, tht.shape[-1]
+    xl = [x[:, :, l, None] for l in range(dx)]
+    if unit.name == "matrix":
+        outs = [
+            act(_dot([tht[:, None, k * dx + l, :] for l in range(dx)], xl)).sum(-1) / n
+            for k in range(unit.dy)
+        ]
+    else:
+        a = act(_dot([tht[:, None, l, :] for l in range(dx)], xl) / dx)
+        outs = [(tht[:, None, dx + k, :] * a).sum(-1) / n for k in range(unit.dy)]
+    return torch.stack(outs, -1)
+
+
+def _dot(us, vs):
+    acc = us[0] * vs[0]
+    for u, v in zip(us[1:], vs[1:], strict=True):
+        acc = acc + u * v
+    return acc
+
+
+def fused_force(unit: Unit, tht: torch.Tensor, x: torch.Tensor, cot: torch.Tensor):
+    """Pull-back ``Σ_s J_n(x_s)ᵀ c_s`` in feature-major form ``(R, D, N)``.
+
+    Samples are unrolled (S ≤ UNROLL_MAX_SAMPLES) so every term is a (R, N) element-wise
+    expression and the compiled kernel keeps one pass over the particles.
+    """
+    S = x.shape[1]
+    if S > UNROLL_MAX_SAMPLES:
+        terms = _force_terms(unit, tht[:, None], x[:, :, :, None], cot[:, :, :, None], 1)
+        return torch.stack(terms, 1)
+    g = None
+    for s in range(S):
+        terms = _force_terms(unit, tht, x[:, s, :, None], cot[:, s, :, None], None)
+        g = terms if g is None else [a + b for a, b in zip(g, terms, strict=True)]
+    if unit.name == "uv":
+        g = [t / unit.dx if i < unit.dx else t for i, t in enumerate(g)]
+    return torch.stack(g, 1)
+
+
+def _force_terms(unit, tht, xs, cs, sum_dim):
+    """Per-feature force contributions; summed over ``sum_dim`` if given."""
+    act, dact, dx, dy = unit.activation.fn, unit.activation.grad, unit.dx, unit.dy
+
+    def red(t):
+        return t if sum_dim is None else t.sum(sum_dim)
+
+    def th(i):
+        return tht[..., i, :]
+
+    def xv(l):
+        return xs[..., l, :]
+
+    def cv(k):
+        return cs[..., k, :]
+
+    if unit.name == "matrix":
+        g = [None] * (dx * dy)
+        for k in range(dy):
+            pre = _dot([th(k * dx + l) for l in range(dx)], [xv(l) for l in range(dx)])
+            a = act(pre)
+            w = dact(pre, a) * cv(k)
+            for l in range(dx):
+                g[k * dx + l] = red(w * xv(l))
+        return g
+    h = _dot([th(l) for l in range(dx)], [xv(l) for l in range(dx)]) / dx
+    a = act(h)
+    vc = _dot([th(dx + k) for k in range(dy)], [cv(k) for k in range(dy)])
+    w = dact(h, a) * vc
+    g_u = [red(w * xv(l)) for l in range(dx)]
+    if sum_dim is not None:
+        g_u = [t / dx for t in g_u]
+    return g_u + [red(a * cv(k)) for k in range(dy)]
+
+
+def _project_rows(v, P):
+    """Row vectors times P: ``(v P)_d = Σ_e v_e P[e, d]`` for v (R, N, D), P (R, D, D)."""
+    D = v.shape[-1]
+    return _dot([v[..., e, None] for e in range(D)], [P[:, None, e, :] for e in range(D)])
+
+
+class CompiledKernel(EagerKernel):
+    """``fused_output`` / ``fused_force`` and the update compiled by ``torch.compile``."""
+
+    name = "compile"
+
+    def __init__(self, unit: Unit):
+        super().__init__(unit)
+        opts = {"dynamic": False, "fullgraph": True}
+        self._out = torch.compile(self._output_fn, **opts)
+        self._force = torch.compile(self._force_fn, **opts)
+        self._step = torch.compile(self._step_fn, **opts)
+
+    def _output_fn(self, tht, x):
+        return fused_output(self.unit, tht, x)
+
+    def _force_fn(self, tht, x, cot):
+        return fused_force(self.unit, tht, x, cot).transpose(1, 2)
+
+    def _step_fn(self, tht, x, cot, theta, xi, proj, nproj, lr, wd, sigma):
+        drift = fused_force(self.unit, tht, x, cot).transpose(1, 2) + wd * theta
+        if proj is not None:
+            drift = _project_rows(drift, proj)
+        if nproj is not None:
+            xi = _project_rows(xi, nproj)
+        return theta - lr * drift + sigma * xi
+
+    @staticmethod
+    def _flat(theta, x):
+        lead = theta.shape[:-2]
+        th = theta.reshape(-1, *theta.shape[-2:])
+        xs = x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:]).contiguous()
+        return lead, th, xs
+
+    def output_and_pullback(self, theta, x):
+        lead, th, xs = self._flat(theta, x)
+        tht = th.transpose(1, 2).contiguous()
+        out = self._out(tht, xs)
+
+        def pullback(cot):
+            c = cot.expand(*lead, *cot.shape[-2:]).reshape(th.shape[0], -1, cot.shape[-1])
+            return self._force(tht, xs, c.contiguous()).reshape(*lead, *th.shape[-2:])
+
+        return out.reshape(*lead, *out.shape[-2:]), pullback
+
+    def forward(self, theta, x, spec: UpdateSpec):
+        tht = spec.model_particles(theta).transpose(1, 2).contiguous()
+        x = x.contiguous()
+        return self._out(tht, x), (tht, x)
+
+    def force(self, ctx, cot):
+        tht, x = ctx
+        return self._force(tht, x, cot.contiguous())
+
+    def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
+        tht, x = ctx
+        return self._step(
+            tht, x, cot.contiguous(), theta, xi[spec.noise_row], spec.proj, spec.noise_proj,
+            spec.lr, spec.wd, spec.sigma,
+        )
+
+
+class _Fallback(EagerKernel):
+    """``auto`` on a GPU: the compiled kernel, replaced for good by eager if it fails."""
+
+    def __init__(self, unit: Unit, primary: EagerKernel):
+        super().__init__(unit)
+        self.primary = primary
+        self.name = primary.name
+
+    def _try(self, method, *args):
+        if self.primary is not None:
+            try:
+                return getattr(self.primary, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means: fall back
+                log.warning("backend %s failed (%s); falling back to eager", self.name, exc)
+                self.primary, self.name = None, "eager"
+        return getattr(EagerKernel, method)(self, *args)
+
+    def output_and_pullback(self, theta, x):
+        return self._try("output_and_pullback", theta, x)
+
+    def advance(self, theta, x, xi, spec, cotangent):
+        return self._try("advance", theta, x, xi, spec, cotangent)
+
+    def output(self, theta, x, spec):
+        return self._try("output", theta, x, spec)
+
+
+def _has_triton() -> bool:
+    try:
+        from torch.utils._triton import has_triton
+
+        return bool(has_triton())
+    except ImportError:  # pragma: no cover - very old torch
+        return False
+
+
+def select_kernel(
+    unit: Unit, backend: str, device: torch.device, dtype: torch.dtype = torch.float32
+):
+    """The force kernel for ``unit`` on ``device`` in ``dtype``.
+
+    Raises ``ValueError`` naming the allowed backends for an unknown name, and
+    :class:`mfsym.native.NativeUnavailable` when ``native`` is requested explicitly but
+    cannot be built or does not apply (GPU tensors, unsupported unit).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
-    return unit
+    device = torch.device(device)
+    if backend == "eager":
+        return EagerKernel(unit)
+    if backend == "native":
+        if device.type != "cpu":
+            raise native.NativeUnavailable(
+                f"backend 'native' runs on the CPU only, the device is {device}"
+            )
+        return NativeKernel(unit, dtype)
+    if backend == "compile":
+        return CompiledKernel(unit)
+    # auto
+    if device.type == "cpu":
+        try:
+            return NativeKernel(unit, dtype)
+        except native.NativeUnavailable as exc:
+            log.warning("native kernels unavailable (%s); using eager", exc)
+            return EagerKernel(unit)
+    if _has_triton():
+        return _Fallback(unit, CompiledKernel(unit))
+    log.warning("no Triton for torch.compile on %s; using eager", device)
+    return EagerKernel(unit)

@@ -1,32 +1,45 @@
 """The one training engine: batched mean-field noisy SGD (PAPER.md §4).
 
-For each run and each particle i, every step does
+Update.  For each run and each particle i, every step does
 
     θᵢ ← θᵢ − (α/N) · Π_d [ F_i + 2τ θᵢ ] + √(2αβ/N) · Π_n ξᵢ,      ξᵢ ~ N(0, I_D),
 
-with ``F_i = Σ_{g,b} J_i(g x_b)ᵀ c_{g,b}`` the scheme's force (``mfsym.schemes``), Π_d the
-drift projector (P_E for EA, else I) and Π_n the noise projector (P_E for EA or an SI
-start, else I).  A run lasts ``round(N·T)`` steps, so its mean-field time is ``t = step/N``.
+the gradient step of the minibatch loss ``‖Φ̂(x) − y‖²`` (averaged over the B samples)
+plus ``τ (1/N) Σᵢ ‖θᵢ‖²`` in mean-field scaling (step size α/N, force multiplied by N):
+``F_i = Σ_{g,b} J_i(g x_b)ᵀ c_{g,b}`` with ``J_i(x) = ∂σ*(x, θ̃ᵢ)/∂θ̃ᵢ`` and the scheme's
+cotangent ``c`` (``mfsym.schemes``; vanilla ``c_b = 2(Φ_N(x_b) − y_b)/B``).  EA's model uses
+the projected particles ``θ̃ᵢ = P_E θᵢ`` (every other scheme ``θ̃ᵢ = θᵢ``), and Π_d = P_E for
+EA, else I; Π_n = P_E for EA and, from an SI start, for every scheme (or the projector
+``subspace`` given to :func:`train_stack`), else I.  In the form ``z ← z − η(g + λz)`` the
+step is ``η = α/N`` and the weight decay ``λ = 2τ``; β = 0 switches the noise off.  A run
+lasts ``round(N·T)`` steps; its mean-field time is ``t = step/N`` (the flow of the
+mean-field limit runs at speed α in that clock), so the horizon is T.
 
 Vectorisation.  A *stack* of runs (teacher, scheme, seed) sharing N and the
 initialisation trains as one tensor program: particles ``(R, N, D)``, samples
 ``(R, m·B, dx)``.  Runs are split by the number m of views per sample (m = 1 for vanilla,
-random-g DA and EA; m = |G| for FA and orbit-averaged DA) into at most two blocks so that
-no work is padded; both blocks advance in the same step loop.
+random-g DA and EA; m = |G| for FA and orbit-averaged DA) into at most two blocks
+(``mfsym.blocks``) so that no work is padded; both advance in the same step loop, with no
+Python loop over runs, particles or samples inside a step.  The force and update run in
+one of the kernels of ``mfsym.kernels`` (``backend``: fused C on a CPU by default).
 
 Randomness.  Every seed owns one random stream (``torch.Generator`` seeded from
 ``(seed, N)``) that draws, in chunks of ``rng_chunk`` steps, the inputs x, the DA group
 elements and the noise ξ.  All runs with the same seed — every teacher and scheme, and
 both initialisations — see the same samples and noise (common random numbers), so
-differences between schemes reflect the schemes, and a run's result does not depend on
-which stack it was trained in.  Initial particles depend on ``(seed, N)`` only; the SI
-start is the WI draw projected on E^G, and EA starts from that projection too.
+differences between schemes reflect the schemes.  Every operation acts on each run on its
+own, so a run's result does not depend on which stack it was trained in, and for a given
+backend, dtype and device the result is a deterministic function of the seeds.  Initial
+particles depend on ``(seed, N, init_std)`` only; the SI start is the WI draw projected
+on E^G, and EA starts from the projection of its seed's draw under either initialisation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -35,10 +48,11 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .device import resolve_device, resolve_dtype
+from .blocks import Block, Streams
+from .device import DTYPES, resolve_device, resolve_dtype
 from .groups import FiniteGroup
-from .kernels import select_kernel
-from .schemes import DA_MODES, INITS, check_scheme, projects_drift, projects_noise, uses_orbit
+from .kernels import BACKENDS, select_kernel
+from .schemes import DA_MODES, INITS, check_scheme, uses_orbit
 from .teachers import Teacher
 from .units import Unit
 
@@ -121,7 +135,15 @@ class TrainConfig:
             "must be an integer ≥ 0 (0 disables checkpoints)",
         )
         need(_finite(self.log_every_s) and self.log_every_s > 0, "log_every_s", "must be > 0")
-        resolve_dtype(self.dtype)
+        need(self.dtype in DTYPES, "dtype", f"allowed: {sorted(DTYPES)}")
+        need(
+            isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device),
+            "device",
+            "allowed: 'auto', 'cpu', 'cuda', 'cuda:<index>'",
+        )
+        need(self.backend in BACKENDS, "backend", f"allowed: {list(BACKENDS)}")
+        need(isinstance(self.keep_particle_snapshots, bool), "keep_particle_snapshots",
+             "must be true or false")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:
@@ -239,251 +261,11 @@ def snapshot_steps(config: TrainConfig, n_particles: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# random streams, one per seed
-# ---------------------------------------------------------------------------------------
-class _Streams:
-    """Per-seed generators; a chunk is ``x (k, C, B, dx)``, ``g (k, C, B)``, ``ξ (k, C, N, D)``."""
-
-    def __init__(self, seeds, n_particles, config, group, device, dtype, x_train=None):
-        self.seeds = list(seeds)
-        self.x_train = x_train
-        self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
-        self.dx, self.dz, self.order = group.dim_x, group.dim_z, group.order
-        self.gens = []
-        for s in self.seeds:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(stream_seed(s, n_particles))
-            self.gens.append(gen)
-
-    def next_chunk(self, size: int):
-        kw = {"device": self.device, "dtype": self.dtype}
-        fixed = self.x_train is not None
-        bsz = self.x_train.shape[0] if fixed else self.cfg.batch_size
-        xs, gs, xis = [], [], []
-        for gen in self.gens:  # one draw per seed and chunk, not per step or run
-            if fixed:
-                xs.append(self.x_train.expand(size, -1, -1))
-            else:
-                xs.append(
-                    self.cfg.input_std * torch.randn(size, bsz, self.dx, generator=gen, **kw)
-                )
-            gs.append(
-                torch.randint(0, self.order, (size, bsz), generator=gen, device=self.device)
-            )
-            xis.append(torch.randn(size, self.n, self.dz, generator=gen, **kw))
-        return torch.stack(xs), torch.stack(gs), torch.stack(xis)
-
-    def get_state(self) -> np.ndarray:
-        return np.stack([g.get_state().cpu().numpy() for g in self.gens])
-
-    def set_state(self, states: np.ndarray) -> None:
-        for gen, st in zip(self.gens, states, strict=True):
-            gen.set_state(torch.from_numpy(np.ascontiguousarray(st)).to(torch.uint8))
-
-
-# ---------------------------------------------------------------------------------------
-# one block: runs with the same number m of views per sample
-# ---------------------------------------------------------------------------------------
-class _Block:
-    def __init__(self, idx, runs, seed_index, eng):
-        self.idx = np.asarray(idx)  # positions in the full stack
-        self.runs = runs
-        self.eng = eng
-        cfg, dev, dt = eng.cfg, eng.device, eng.dtype
-        group = eng.group
-        schemes = [r.scheme for r in runs]
-        self.m = group.order if uses_orbit(schemes[0], cfg.da_mode) else 1
-        R = len(runs)
-        self.ridx = torch.tensor([seed_index[r.seed] for r in runs], device=dev)
-        self.is_da = torch.tensor([s == "DA" for s in schemes], device=dev)
-        self.any_da = bool(self.is_da.any()) and self.m == 1
-        self.is_fa = torch.tensor([s == "FA" for s in schemes], device=dev)
-        self.any_fa, self.all_fa = bool(self.is_fa.any()), bool(self.is_fa.all())
-        eye = torch.eye(group.dim_z, device=dev, dtype=dt)
-        pe = eng.p_e
-        drift = [projects_drift(s) for s in schemes]
-        noise = [projects_noise(s, eng.init) for s in schemes]
-        noise_p = [eng.p_sub if s != "EA" else pe for s in schemes]
-        self.any_ea = any(drift)
-        self.p_drift = torch.stack([pe if d else eye for d in drift])
-        self.any_noise_proj = any(noise)
-        self.p_noise = torch.stack([p if d else eye for d, p in zip(noise, noise_p, strict=True)])
-        # teacher clouds, padded to a common size with zero weights
-        tps = [eng.teachers[r.teacher].particles for r in runs]
-        kmax = max(t.shape[0] for t in tps)
-        tp = np.zeros((R, kmax, group.dim_z))
-        tw = np.zeros((R, kmax))
-        for i, t in enumerate(tps):
-            tp[i, : len(t)] = t
-            tw[i, : len(t)] = 1.0 / len(t)
-        self.t_particles = torch.as_tensor(tp, device=dev, dtype=dt)
-        self.t_weights = torch.as_tensor(tw, device=dev, dtype=dt)
-        init = np.stack([eng.init_particles[r.seed] for r in runs])
-        if self.any_ea:
-            init = np.where(np.array(drift)[:, None, None], init @ eng.group.reynolds(), init)
-        self.initial = init
-        self.theta = torch.as_tensor(init, device=dev, dtype=dt).clone()
-        self.lr = cfg.alpha / eng.n
-        self.wd = 2.0 * cfg.tau
-        self.noise = math.sqrt(2.0 * cfg.alpha * cfg.beta / eng.n)
-        # recorder
-        K = len(eng.snap_steps)
-        self.train_loss = np.zeros((R, K))
-        self.risk = np.zeros((R, K))
-        self.rmd_proj = np.zeros((R, K))
-        self.dist = np.zeros((R, K))
-        self.snaps = np.zeros((R, K, eng.n, group.dim_z)) if cfg.keep_particle_snapshots else None
-        self.loss_acc = torch.zeros(R, device=dev, dtype=torch.float64)
-        self.first_bad = torch.full((R,), -1, dtype=torch.long, device=dev)
-        self.y_eval = self._teacher_out(eng.x_eval.expand(R, -1, -1))
-
-    # -- model pieces -------------------------------------------------------------------
-    def _teacher_out(self, xs):
-        """Teacher targets ``(R, S, dy)`` for inputs ``(R, S, dx)``."""
-        per = self.eng.unit.per_particle(self.t_particles, xs)  # (R, S, K, dy)
-        return torch.einsum("rskd,rk->rsd", per, self.t_weights)
-
-    def _model_particles(self, theta):
-        return theta @ self.p_drift.transpose(1, 2) if self.any_ea else theta
-
-    def _views(self, xs, g):
-        """Inputs seen by the model, ``(R, m, S, dx)``, for raw inputs ``(R, S, dx)``."""
-        gx = self.eng.gx
-        if self.m > 1:
-            return torch.einsum("gij,rsj->rgsi", gx, xs)
-        if self.any_da:
-            return torch.einsum("rsij,rsj->rsi", gx[g], xs).unsqueeze(1)
-        return xs.unsqueeze(1)
-
-    def _residual_terms(self, out, y, g):
-        """Loss per run and cotangent for residual-type schemes (vanilla, DA, EA)."""
-        gy = self.eng.gy
-        if self.m > 1:
-            target = torch.einsum("gij,rsj->rgsi", gy, y)
-        elif self.any_da:
-            target = torch.einsum("rsij,rsj->rsi", gy[g], y).unsqueeze(1)
-        else:
-            target = y.unsqueeze(1)
-        e = out - target
-        denom = self.m * y.shape[1]
-        return (e * e).sum(-1).sum((1, 2)) / denom, (2.0 / denom) * e
-
-    def _fa_terms(self, out, y):
-        """Loss and cotangent of feature averaging: Φ̂ = (1/m) Σ_g gᵀ out_g."""
-        gy = self.eng.gy
-        e = torch.einsum("gji,rgsj->rsi", gy, out) / self.m - y
-        denom = self.m * y.shape[1]
-        cot = (2.0 / denom) * torch.einsum("gij,rsj->rgsi", gy, e)
-        return (e * e).sum(-1).mean(-1), cot
-
-    def step(self, x_all, g_all, xi_all, j):
-        """One noisy SGD step for every run of the block; ``j`` is the global step index."""
-        xs = x_all[self.ridx]  # (R, B, dx)
-        g = g_all[self.ridx]  # (R, B)
-        g = torch.where(self.is_da[:, None], g, self.eng.identity) if self.any_da else g
-        y = self._teacher_out(xs)
-        views = self._views(xs, g)
-        R, m, B, dx = views.shape
-        theta_m = self._model_particles(self.theta)
-        out, pullback = self.eng.kernel.output_and_pullback(theta_m, views.reshape(R, m * B, dx))
-        out = out.reshape(R, m, B, -1)
-        if self.all_fa:
-            loss, cot = self._fa_terms(out, y)
-        elif self.any_fa:
-            loss_r, cot_r = self._residual_terms(out, y, g)
-            loss_f, cot_f = self._fa_terms(out, y)
-            loss = torch.where(self.is_fa, loss_f, loss_r)
-            cot = torch.where(self.is_fa[:, None, None, None], cot_f, cot_r)
-        else:
-            loss, cot = self._residual_terms(out, y, g)
-        force = pullback(cot.reshape(R, m * B, -1))
-        drift = force + self.wd * self.theta
-        if self.any_ea:
-            drift = drift @ self.p_drift
-        xi = xi_all[self.ridx]
-        if self.any_noise_proj:
-            xi = xi @ self.p_noise
-        self.theta = self.theta - self.lr * drift + self.noise * xi
-        bad = ~torch.isfinite(loss)
-        self.first_bad = torch.where(bad & (self.first_bad < 0), j, self.first_bad)
-        self.loss_acc += loss.to(torch.float64)
-        return loss
-
-    # -- measurements ---------------------------------------------------------------------
-    def population_risk(self, theta) -> torch.Tensor:
-        """Monte-Carlo risk ``mean_x ‖Φ̂(x) − y(x)‖²`` of each run's model, shape (R,)."""
-        eng = self.eng
-        theta_m = self._model_particles(theta)
-        R, n = theta.shape[0], eng.n
-        n_eval = eng.x_eval.shape[1]
-        chunk = max(1, int(4e6 // max(1, R * n * self.m * eng.group.dim_y)))
-        total = torch.zeros(R, device=theta.device, dtype=torch.float64)
-        for start in range(0, n_eval, chunk):
-            xs = eng.x_eval[:, start : start + chunk].expand(R, -1, -1)
-            y = self.y_eval[:, start : start + chunk]
-            if self.m > 1:
-                views = torch.einsum("gij,rsj->rgsi", eng.gx, xs)
-                out = eng.unit.output(theta_m, views.reshape(R, -1, views.shape[-1]))
-                out = out.reshape(R, self.m, xs.shape[1], -1)
-                fa = torch.einsum("gji,rgsj->rsi", eng.gy, out) / self.m
-                plain = out[:, eng.identity_index]
-                pred = torch.where(self.is_fa[:, None, None], fa, plain)
-            else:
-                pred = eng.unit.output(theta_m, xs)
-            total += ((pred - y) ** 2).sum(-1).sum(-1).to(torch.float64)
-        return total / n_eval
-
-    def record(self, k, theta, step_now, prev_step):
-        eng = self.eng
-        count = step_now - prev_step
-        if count > 0:
-            self.train_loss[:, k] = (self.loss_acc / count).cpu().numpy()
-        elif k > 0:
-            self.train_loss[:, k] = self.train_loss[:, k - 1]
-        self.loss_acc.zero_()
-        self.risk[:, k] = self.population_risk(theta).cpu().numpy()
-        th = theta.to(torch.float64)
-        proj = th @ eng.p_e64
-        w2 = ((th - proj) ** 2).sum(-1).mean(-1)
-        m2 = 2.0 * (th**2).sum(-1).mean(-1) + 2.0 * (proj**2).sum(-1).mean(-1)
-        ratio = torch.where(m2 > 0, w2 / torch.where(m2 > 0, m2, 1.0), 0.0)
-        self.rmd_proj[:, k] = ratio.clamp(0, 1).sqrt().cpu().numpy()
-        self.dist[:, k] = w2.sqrt().cpu().numpy()
-        if self.snaps is not None:
-            self.snaps[:, k] = th.cpu().numpy()
-
-    # -- checkpoint state -------------------------------------------------------------------
-    def state(self, prefix):
-        out = {
-            f"{prefix}theta": self.theta.cpu().numpy(),
-            f"{prefix}train_loss": self.train_loss,
-            f"{prefix}risk": self.risk,
-            f"{prefix}rmd_proj": self.rmd_proj,
-            f"{prefix}dist": self.dist,
-            f"{prefix}loss_acc": self.loss_acc.cpu().numpy(),
-            f"{prefix}first_bad": self.first_bad.cpu().numpy(),
-        }
-        if self.snaps is not None:
-            out[f"{prefix}snaps"] = self.snaps
-        return out
-
-    def load_state(self, arrays, prefix):
-        dev = self.theta.device
-        self.theta = torch.as_tensor(arrays[f"{prefix}theta"], device=dev)
-        self.train_loss = arrays[f"{prefix}train_loss"].copy()
-        self.risk = arrays[f"{prefix}risk"].copy()
-        self.rmd_proj = arrays[f"{prefix}rmd_proj"].copy()
-        self.dist = arrays[f"{prefix}dist"].copy()
-        self.loss_acc = torch.as_tensor(arrays[f"{prefix}loss_acc"], device=dev)
-        self.first_bad = torch.as_tensor(arrays[f"{prefix}first_bad"], device=dev)
-        if self.snaps is not None:
-            self.snaps = arrays[f"{prefix}snaps"].copy()
-
-
-# ---------------------------------------------------------------------------------------
 # the engine
 # ---------------------------------------------------------------------------------------
 class _Engine:
+    """Trains the blocks of one stack in one step loop; checkpoints, checks, logs."""
+
     def __init__(
         self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval,
         x_train=None, subspace=None,
@@ -492,7 +274,7 @@ class _Engine:
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
-        self.kernel = select_kernel(unit, cfg.backend, self.device)
+        self.kernel = select_kernel(unit, cfg.backend, self.device, self.dtype)
         kw = {"device": self.device, "dtype": self.dtype}
         self.gx = torch.tensor(group.x, **kw)
         self.gy = torch.tensor(group.y, **kw)
@@ -514,21 +296,55 @@ class _Engine:
             x_eval = evaluation_inputs(cfg.n_eval, group.dim_x, cfg.input_std, cfg.eval_seed)
         self.x_eval = torch.as_tensor(np.asarray(x_eval), **kw).unsqueeze(0)
         self.x_train = x_train
-        self.streams = _Streams(
-            seeds, n_particles, cfg, group, self.device, self.dtype, x_train=x_train
+        self.streams = Streams(
+            [stream_seed(s, n_particles) for s in seeds], n_particles, cfg, group, self.device,
+            self.dtype, x_train=x_train,
         )
         seed_index = {s: i for i, s in enumerate(seeds)}
+        self._init_teachers(seed_index)
         self.snap_steps = snapshot_steps(cfg, n_particles)
         families: dict[int, list[int]] = {}
         for i, r in enumerate(runs):
             families.setdefault(int(uses_orbit(r.scheme, cfg.da_mode)), []).append(i)
         self.blocks = [
-            _Block(idx, [runs[i] for i in idx], seed_index, self)
+            Block(idx, [runs[i] for i in idx], seed_index, self)
             for _, idx in sorted(families.items())
         ]
 
+    def _init_teachers(self, seed_index):
+        """Teacher clouds and the (teacher, seed) pairs whose targets a chunk needs."""
+        kw = {"device": self.device, "dtype": self.dtype}
+        self.teacher_names = sorted({r.teacher for r in self.runs})
+        self.teacher_clouds = [
+            torch.as_tensor(self.teachers[t].particles, **kw) for t in self.teacher_names
+        ]
+        pairs = sorted({(r.teacher, r.seed) for r in self.runs})
+        self.pair_index = {p: i for i, p in enumerate(pairs)}
+        self.pair_rows = [
+            (self.teacher_names.index(t), seed_index[s]) for t, s in pairs
+        ]
+        self.y_eval = torch.stack([self._teacher(c, self.x_eval[0]) for c in self.teacher_clouds])
+
+    def _teacher(self, cloud, x):
+        """``y = Φ_teacher(x) = mean_k σ*(x, t_k)`` for inputs ``(S, dx)``: ``(S, dy)``."""
+        return self.unit.per_particle(cloud, x).mean(-2)
+
+    def teacher_targets(self, x_all):
+        """Targets of every (teacher, seed) pair, ``(n_pairs, k, B, dy)``.
+
+        Each pair is evaluated on its own, with shapes that do not depend on the stack, so
+        its targets are the same bits in every stack (a loop over pairs once per chunk).
+        """
+        _, k, B, dx = x_all.shape
+        ys = [
+            self._teacher(self.teacher_clouds[t], x_all[s].reshape(k * B, dx))
+            for t, s in self.pair_rows
+        ]
+        return torch.stack(ys).reshape(len(ys), k, B, -1)
+
     def fingerprint(self) -> dict:
-        h = __import__("hashlib").sha256()
+        """What a checkpoint must match to be resumed: config, runs, inputs, kernel."""
+        h = hashlib.sha256()
         for name in sorted(self.teachers):
             h.update(name.encode() + np.ascontiguousarray(self.teachers[name].particles).tobytes())
         for s in sorted(self.init_particles):
@@ -539,6 +355,7 @@ class _Engine:
                 h.update(np.ascontiguousarray(torch.as_tensor(extra).cpu().numpy()).tobytes())
         return {
             "config": {k: v for k, v in self.cfg.to_dict().items() if k not in ("log_every_s",)},
+            "kernel": self.kernel.name,
             "runs": [asdict(r) for r in self.runs],
             "N": self.n,
             "init": self.init,
@@ -549,6 +366,7 @@ class _Engine:
         }
 
     def _check(self, step):
+        """Raise :class:`TrainingDiverged` naming every run that became non-finite."""
         bad_runs = []
         for b in self.blocks:
             fb = b.first_bad.cpu().numpy()
@@ -569,18 +387,28 @@ class _Engine:
         msg = (
             f"training diverged for {len(bad_runs)} run(s) (N={self.n}, init={self.init}; "
             f"alpha={c.alpha}, tau={c.tau}, beta={c.beta}, batch_size={c.batch_size}, "
-            f"T={c.T}, dtype={c.dtype}):\n" + "\n".join(lines) + "\n"
+            f"T={c.T}, da_mode={c.da_mode}, dtype={c.dtype}, backend={self.kernel.name}):\n"
+            + "\n".join(lines) + "\n"
             "No result was written; lower alpha or use dtype float64."
         )
         raise TrainingDiverged(msg, bad_runs)
 
+    def _record(self, k, step, prev_snap):
+        for b in self.blocks:
+            b.record(k, step, prev_snap)
+
+    def _save(self, path, meta, step, k_next, prev_snap):
+        self._check(step)
+        arrays = {"counters": np.array([step, k_next, prev_snap])}
+        arrays["streams"] = self.streams.get_state()
+        for bi, b in enumerate(self.blocks):
+            arrays.update(b.state(f"b{bi}_"))
+        ckpt.save_checkpoint(path, arrays, meta)
+
     def run(self, checkpoint_path=None, label=""):
+        """Train to ``N·T`` steps (resuming from a valid checkpoint); returns the wall time."""
         cfg, n = self.cfg, self.n
         total = cfg.total_steps(n)
-        chunk = cfg.rng_chunk
-        ck_every = 0  # checkpoints need somewhere to go: none without a path
-        if cfg.checkpoint_every and checkpoint_path is not None:
-            ck_every = max(chunk, (cfg.checkpoint_every + chunk - 1) // chunk * chunk)
         meta = self.fingerprint() if checkpoint_path is not None else None
         step, k_next, prev_snap = 0, 0, 0
         state = ckpt.load_checkpoint(checkpoint_path, meta) if checkpoint_path else None
@@ -590,48 +418,71 @@ class _Engine:
             for bi, b in enumerate(self.blocks):
                 b.load_state(state, f"b{bi}_")
             log.info("%s resumed at step %d of %d", label, step, total)
-        snaps = self.snap_steps
+        log.info(
+            "%s: %d run(s), %d steps, kernel %s, %s on %s",
+            label, len(self.runs), total, self.kernel.name, cfg.dtype, self.device,
+        )
+        t0 = time.monotonic()
+        try:
+            step = self._loop(step, k_next, prev_snap, total, checkpoint_path, meta, label)
+        finally:
+            self.streams.close()
+        wall = time.monotonic() - t0
+        log.info("%s: done in %.1f s", label, wall)
+        return wall
+
+    def _loop(self, step, k_next, prev_snap, total, checkpoint_path, meta, label):
+        """The step loop from ``step`` to ``total``; records every snapshot on the way."""
+        cfg, n, snaps = self.cfg, self.n, self.snap_steps
+        chunk = cfg.rng_chunk
+        ck_every = 0
+        if cfg.checkpoint_every and checkpoint_path is not None:
+            ck_every = max(chunk, (cfg.checkpoint_every + chunk - 1) // chunk * chunk)
+        updates = len(self.runs) * n * (
+            cfg.batch_size if self.x_train is None else self.x_train.shape[0]
+        )
         t0 = time.monotonic()
         last_log, step0 = t0, step
         while step < total:
             size = min(chunk, total - step)
             x_all, g_all, xi_all = self.streams.next_chunk(chunk)
+            y_all = self.teacher_targets(x_all)
+            for b in self.blocks:
+                b.prepare(x_all, g_all, y_all, size)
             for j in range(size):
                 while k_next < len(snaps) and snaps[k_next] == step:
-                    for b in self.blocks:
-                        b.record(k_next, b.theta, step, prev_snap)
+                    self._record(k_next, step, prev_snap)
                     prev_snap = step
                     k_next += 1
+                xi = xi_all[:, j]
                 for b in self.blocks:
-                    b.step(x_all[:, j], g_all[:, j], xi_all[:, j], step)
-                    if step == 0 and snaps[0] == 0:
-                        b.train_loss[:, 0] = b.loss_acc.cpu().numpy()
+                    b.step(j, xi, step)
+                if step == 0:  # snapshots at t = 0 report the first minibatch's loss
+                    for b in self.blocks:
+                        first = b.loss_acc.cpu().numpy()
+                        for k in np.flatnonzero(snaps == 0):
+                            b.train_loss[:, k] = first
                 step += 1
                 if step % cfg.check_every == 0:
                     self._check(step)
             now = time.monotonic()
             if now - last_log >= cfg.log_every_s:
                 rate = (step - step0) / max(now - t0, 1e-9)
-                eta = (total - step) / max(rate, 1e-9)
                 log.info(
-                    "%s step %d/%d (%.1f%%), %.0f steps/s, ETA %.0f s",
-                    label, step, total, 100.0 * step / total, rate, eta,
+                    "%s step %d/%d (%.1f%%), %.0f steps/s, %.2f ns per particle-sample "
+                    "update, ETA %.0f s",
+                    label, step, total, 100.0 * step / total, rate,
+                    1e9 / max(rate * updates, 1e-9), (total - step) / max(rate, 1e-9),
                 )
                 last_log = now
             if ck_every and step % ck_every == 0 and step < total:
-                self._check(step)
-                arrays = {"counters": np.array([step, k_next, prev_snap])}
-                arrays["streams"] = self.streams.get_state()
-                for bi, b in enumerate(self.blocks):
-                    arrays.update(b.state(f"b{bi}_"))
-                ckpt.save_checkpoint(checkpoint_path, arrays, meta)
+                self._save(checkpoint_path, meta, step, k_next, prev_snap)
         self._check(step)
         while k_next < len(snaps):
-            for b in self.blocks:
-                b.record(k_next, b.theta, step, prev_snap)
+            self._record(k_next, step, prev_snap)
             prev_snap = step
             k_next += 1
-        return time.monotonic() - t0
+        return step
 
 
 def train_stack(

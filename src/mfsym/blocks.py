@@ -1,0 +1,301 @@
+"""The pieces of one training stack: random streams per seed and blocks of runs.
+
+A *block* holds the runs of a stack that see the same number m of views per sample
+(m = 1: vanilla, random-g DA, EA; m = |G|: FA, orbit-averaged DA).  Its particles are one
+tensor ``θ (R, N, D)``; every step it evaluates the model on the views of the minibatch,
+forms the scheme's loss and cotangent (``mfsym.schemes``) and lets the force kernel
+(``mfsym.kernels``) apply the noisy SGD update of PAPER.md §4.
+
+All per-sample work that does not involve the particles (teacher targets, group views)
+is done once per chunk of ``rng_chunk`` steps.  Every operation acts on each run on its
+own (element-wise products and sums over fixed small axes, no matrix products across
+runs), so a run's numbers do not depend on the other runs of its stack.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from .kernels import UpdateSpec
+from .schemes import projects_drift, projects_noise, uses_orbit
+
+
+class Streams:
+    """One ``torch.Generator`` per seed, seeded with ``torch_seeds`` (one per seed).
+
+    A chunk of ``k`` steps is drawn per seed in this order: inputs ``x (k, B, dx)`` (unless
+    a fixed training set is given), DA group indices ``g (k, B)`` and noise ``ξ (k, N, D)``;
+    :meth:`next_chunk` returns them stacked over seeds, in buffers reused from chunk to
+    chunk.  Seeds are drawn on parallel threads when that pays; each generator is used by
+    one thread in a fixed order, so the numbers do not depend on the threading.
+    """
+
+    PARALLEL_MIN = 1 << 16  # numbers per seed and chunk above which seeds draw in parallel
+
+    def __init__(self, torch_seeds, n_particles, config, group, device, dtype, x_train=None):
+        self.x_train = x_train
+        self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
+        self.dx, self.dz, self.order = group.dim_x, group.dim_z, group.order
+        self.gens = []
+        for s in torch_seeds:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(s))
+            self.gens.append(gen)
+        self._buffers = None
+        self._pool = None
+
+    def _draw(self, i: int, size: int) -> None:
+        gen, (xb, gb, xib) = self.gens[i], self._buffers
+        bsz = gb.shape[2]
+        if self.x_train is not None:
+            xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
+        else:
+            torch.randn(size, bsz, self.dx, generator=gen, out=xb[i, :size])
+            xb[i, :size].mul_(self.cfg.input_std)
+        torch.randint(0, self.order, (size, bsz), generator=gen, out=gb[i, :size])
+        torch.randn(size, self.n, self.dz, generator=gen, out=xib[i, :size])
+
+    def next_chunk(self, size: int):
+        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B)``, ``ξ (n_seeds, k, N, D)``."""
+        S = len(self.gens)
+        bsz = self.x_train.shape[0] if self.x_train is not None else self.cfg.batch_size
+        if self._buffers is None or self._buffers[2].shape[1] < size:
+            kw = {"device": self.device, "dtype": self.dtype}
+            self._buffers = (
+                torch.empty(S, size, bsz, self.dx, **kw),
+                torch.empty(S, size, bsz, dtype=torch.long, device=self.device),
+                torch.empty(S, size, self.n, self.dz, **kw),
+            )
+        threads = min(S, torch.get_num_threads())
+        big = size * self.n * self.dz >= self.PARALLEL_MIN
+        if threads > 1 and self.device.type == "cpu" and big:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=threads)
+            list(self._pool.map(lambda i: self._draw(i, size), range(S)))
+        else:
+            for i in range(S):  # one draw per seed and chunk, not per step or run
+                self._draw(i, size)
+        return tuple(b[:, :size] for b in self._buffers)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def get_state(self) -> np.ndarray:
+        return np.stack([g.get_state().cpu().numpy() for g in self.gens])
+
+    def set_state(self, states: np.ndarray) -> None:
+        for gen, st in zip(self.gens, states, strict=True):
+            gen.set_state(torch.from_numpy(np.ascontiguousarray(st)).to(torch.uint8))
+
+
+def apply(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
+    """``(M v)_i = Σ_j M_ij v_j`` broadcast over leading axes: mats (..., d, d), vecs (..., d)."""
+    return (mats * vecs.unsqueeze(-2)).sum(-1)
+
+
+class Block:
+    """Runs of one stack with the same number m of views per sample (see module docstring)."""
+
+    def __init__(self, idx, runs, seed_index, eng):
+        self.idx = np.asarray(idx)  # positions in the full stack
+        self.runs = runs
+        self.eng = eng
+        cfg, dev, dt, group = eng.cfg, eng.device, eng.dtype, eng.group
+        schemes = [r.scheme for r in runs]
+        self.m = group.order if uses_orbit(schemes[0], cfg.da_mode) else 1
+        R = len(runs)
+        self.ridx = torch.tensor([seed_index[r.seed] for r in runs], device=dev)
+        self.is_da = torch.tensor([s == "DA" for s in schemes], device=dev)
+        self.any_da = bool(self.is_da.any()) and self.m == 1
+        self.is_fa = torch.tensor([s == "FA" for s in schemes], device=dev)
+        self.any_fa, self.all_fa = bool(self.is_fa.any()), bool(self.is_fa.all())
+        self.spec = self._update_spec(schemes, R)
+        self.pair = torch.tensor([eng.pair_index[(r.teacher, r.seed)] for r in runs], device=dev)
+        init = np.stack([eng.init_particles[r.seed] for r in runs])
+        drift = np.array([projects_drift(s) for s in schemes])
+        if drift.any():
+            init = np.where(drift[:, None, None], init @ group.reynolds(), init)
+        self.initial = init
+        self.theta = torch.as_tensor(init, device=dev, dtype=dt).clone()
+        # recorder
+        K = len(eng.snap_steps)
+        self.train_loss = np.zeros((R, K))
+        self.risk = np.zeros((R, K))
+        self.rmd_proj = np.zeros((R, K))
+        self.dist = np.zeros((R, K))
+        self.snaps = np.zeros((R, K, eng.n, group.dim_z)) if cfg.keep_particle_snapshots else None
+        self.loss_acc = torch.zeros(R, device=dev, dtype=torch.float64)
+        self.first_bad = torch.full((R,), -1, dtype=torch.long, device=dev)
+        self.y_eval = eng.y_eval[[eng.teacher_names.index(r.teacher) for r in runs]]
+
+    def _update_spec(self, schemes, R) -> UpdateSpec:
+        """Step constants: lr = α/N, wd = 2τ, σ = √(2αβ/N) and the per-run projectors."""
+        eng, cfg, dev = self.eng, self.eng.cfg, self.eng.device
+        eye = torch.eye(eng.group.dim_z, device=dev, dtype=eng.dtype)
+        drift = [projects_drift(s) for s in schemes]
+        noise = [projects_noise(s, eng.init) for s in schemes]
+        noise_p = [eng.p_e if d else eng.p_sub for d in drift]
+        p_drift = torch.stack([eng.p_e if d else eye for d in drift])
+        p_noise = torch.stack([p if on else eye for on, p in zip(noise, noise_p, strict=True)])
+        return UpdateSpec(
+            lr=cfg.alpha / eng.n,
+            wd=2.0 * cfg.tau,
+            sigma=math.sqrt(2.0 * cfg.alpha * cfg.beta / eng.n),
+            proj=p_drift if any(drift) else None,
+            proj_on=torch.tensor(drift, device=dev),
+            noise_proj=p_noise if any(noise) else None,
+            noise_on=torch.tensor(noise, device=dev),
+            noise_row=self.ridx,
+        )
+
+    def _orbit(self, mats, v, g):
+        """``v (R, ..., S, d)`` seen by the model: all |G| images ``M_g v`` (m = |G|), the
+        sample's drawn ``M_{g_b} v_b`` (random-g DA) or v itself: ``(R, ..., m, S, d)``."""
+        if self.m > 1:
+            return apply(mats[:, None], v.unsqueeze(-3))
+        if self.any_da:
+            return apply(mats[g], v).unsqueeze(-3)
+        return v.unsqueeze(-3)
+
+    def _fa_model(self, out):
+        """FA's model ``Φ̂ = (1/m) Σ_g g⁻¹ out_g`` from views ``out (R, ..., m, S, dy)``."""
+        gyt = self.eng.gy.transpose(1, 2)[:, None]
+        return apply(gyt, out).sum(-3) / self.m
+
+    def prepare(self, x_all, g_all, y_all, size: int):
+        """Views and targets of the next ``size`` steps from a chunk of the streams:
+        ``x_all (n_seeds, k, B, dx)``, ``g_all (n_seeds, k, B)`` and the teacher outputs
+        ``y_all (n_pairs, k, B, dy)`` of every (teacher, seed) pair of the stack."""
+        xs = x_all[self.ridx, :size]  # (R, k, B, dx)
+        g = g_all[self.ridx, :size]
+        if self.any_da:
+            g = torch.where(self.is_da[:, None, None], g, self.eng.identity)
+        R, k, B, dx = xs.shape
+        y = y_all[self.pair, :size]
+        views = self._orbit(self.eng.gx, xs, g)  # (R, k, m, B, dx)
+        self.views = views.transpose(0, 1).reshape(k, R, self.m * B, dx).contiguous()
+        self.y = y.transpose(0, 1).contiguous()
+        targets = self._orbit(self.eng.gy, y, g)  # (R, k, m, B, dy)
+        self.targets = targets.transpose(0, 1).contiguous()
+
+    def _loss_and_cotangent(self, out, j):
+        """Per-run loss (R,) and cotangent (R, m·B, dy) of step ``j`` of the chunk.
+
+        Residual schemes: loss ``Σ_{g,b} ‖out_{g,b} − g y_b‖² / (mB)``, cotangent
+        ``2 e / (mB)``; FA: loss ``(1/B) Σ_b ‖Φ̂(x_b) − y_b‖²``, cotangent ``2 g e_b / (mB)``.
+        """
+        R = out.shape[0]
+        y = self.y[j]
+        B = y.shape[1]
+        out = out.reshape(R, self.m, B, -1)
+        denom = self.m * B
+        if self.any_fa:
+            e_fa = self._fa_model(out) - y
+            loss_fa = (e_fa * e_fa).sum(-1).sum(-1) / B
+            cot_fa = (2.0 / denom) * apply(self.eng.gy[:, None], e_fa.unsqueeze(1))
+            if self.all_fa:
+                return loss_fa, cot_fa.reshape(R, denom, -1)
+        e = out - self.targets[j]
+        loss = (e * e).sum(-1).sum(-1).sum(-1) / denom
+        cot = (2.0 / denom) * e
+        if self.any_fa:
+            loss = torch.where(self.is_fa, loss_fa, loss)
+            cot = torch.where(self.is_fa[:, None, None, None], cot_fa, cot)
+        return loss, cot.reshape(R, denom, -1)
+
+    def step(self, j: int, xi, global_step: int):
+        """One noisy SGD step of every run of the block (``xi``: noise rows per seed)."""
+        loss, self.theta = self.eng.kernel.advance(
+            self.theta, self.views[j], xi, self.spec,
+            lambda out: self._loss_and_cotangent(out, j),
+        )
+        bad = ~torch.isfinite(loss)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), global_step, self.first_bad)
+        self.loss_acc += loss.to(torch.float64)
+        return loss
+
+    # -- measurements ---------------------------------------------------------------------
+    def population_risk(self, theta) -> np.ndarray:
+        """Monte-Carlo risk ``mean_x ‖Φ̂(x) − y(x)‖²`` of each run's model, shape (R,).
+
+        Per-sample errors are computed in chunks and summed in float64 once, in a fixed
+        order, so the value does not depend on the chunking.
+        """
+        eng = self.eng
+        R, n = theta.shape[0], eng.n
+        n_eval = eng.x_eval.shape[1]
+        chunk = max(1, int(4e6 // max(1, R * n * self.m * eng.group.dim_y)))
+        errs = []
+        for start in range(0, n_eval, chunk):
+            xs = eng.x_eval[:, start : start + chunk].expand(R, -1, -1)
+            y = self.y_eval[:, start : start + chunk]
+            S, dx = xs.shape[1], xs.shape[2]
+            # the model on raw inputs; all |G| views when FA/orbit-DA need them
+            views = apply(eng.gx[:, None], xs.unsqueeze(-3)) if self.m > 1 else xs
+            out = eng.kernel.output(theta, views.reshape(R, self.m * S, dx), self.spec)
+            out = out.reshape(R, self.m, S, -1)
+            if self.m > 1:
+                plain = out[:, eng.identity_index]
+                pred = torch.where(self.is_fa[:, None, None], self._fa_model(out), plain)
+            else:
+                pred = out[:, 0]
+            errs.append(((pred - y) ** 2).sum(-1).to(torch.float64).cpu().numpy())
+        return np.concatenate(errs, axis=1).sum(axis=1) / n_eval
+
+    def record(self, k, step_now, prev_step):
+        """Snapshot ``k``: train loss over the window, risk, RMD to P_E#ν, distance to E^G."""
+        eng, theta = self.eng, self.theta
+        count = step_now - prev_step
+        if count > 0:
+            self.train_loss[:, k] = (self.loss_acc / count).cpu().numpy()
+        elif k > 0:
+            self.train_loss[:, k] = self.train_loss[:, k - 1]
+        self.loss_acc.zero_()
+        self.risk[:, k] = self.population_risk(theta)
+        th = theta.to(torch.float64)
+        proj = _rows_times(th, eng.p_e64)
+        w2 = ((th - proj) ** 2).sum(-1).mean(-1)
+        m2 = 2.0 * (th**2).sum(-1).mean(-1) + 2.0 * (proj**2).sum(-1).mean(-1)
+        ratio = torch.where(m2 > 0, w2 / torch.where(m2 > 0, m2, 1.0), 0.0)
+        self.rmd_proj[:, k] = ratio.clamp(0, 1).sqrt().cpu().numpy()
+        self.dist[:, k] = w2.sqrt().cpu().numpy()
+        if self.snaps is not None:
+            self.snaps[:, k] = th.cpu().numpy()
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def state(self, prefix):
+        out = {
+            f"{prefix}theta": self.theta.cpu().numpy().copy(),
+            f"{prefix}train_loss": self.train_loss,
+            f"{prefix}risk": self.risk,
+            f"{prefix}rmd_proj": self.rmd_proj,
+            f"{prefix}dist": self.dist,
+            f"{prefix}loss_acc": self.loss_acc.cpu().numpy(),
+            f"{prefix}first_bad": self.first_bad.cpu().numpy(),
+        }
+        if self.snaps is not None:
+            out[f"{prefix}snaps"] = self.snaps
+        return out
+
+    def load_state(self, arrays, prefix):
+        dev = self.theta.device
+        self.theta = torch.as_tensor(arrays[f"{prefix}theta"], device=dev).clone()
+        self.train_loss = arrays[f"{prefix}train_loss"].copy()
+        self.risk = arrays[f"{prefix}risk"].copy()
+        self.rmd_proj = arrays[f"{prefix}rmd_proj"].copy()
+        self.dist = arrays[f"{prefix}dist"].copy()
+        self.loss_acc = torch.as_tensor(arrays[f"{prefix}loss_acc"], device=dev).clone()
+        self.first_bad = torch.as_tensor(arrays[f"{prefix}first_bad"], device=dev).clone()
+        if self.snaps is not None:
+            self.snaps = arrays[f"{prefix}snaps"].copy()
+
+
+def _rows_times(v: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Row vectors times a matrix, ``(v P)_d = Σ_e v_e P[e, d]``, per row on its own."""
+    return (v.unsqueeze(-1) * P).sum(-2)
