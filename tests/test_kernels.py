@@ -1,0 +1,237 @@
+"""Force kernels: every backend computes the eager reference's numbers.
+
+The reference is the unit's own PyTorch code (itself checked against autograd in
+test_units.py); the fused update is checked against its definition
+θ − lr·Π_d[F(Pθ) + wd·θ] + σ·Π_n ξ written out here with plain tensor algebra.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from mfsym import native
+from mfsym.kernels import (
+    BACKENDS,
+    EagerKernel,
+    NativeKernel,
+    UpdateSpec,
+    select_kernel,
+)
+from mfsym.units import ACTIVATIONS, make_unit
+
+CPU = torch.device("cpu")
+F32, F64 = torch.float32, torch.float64
+TOL = {F32: dict(rtol=2e-5, atol=2e-5), F64: dict(rtol=1e-12, atol=1e-12)}
+
+#: (unit, dx = dy): the paper's 2×2 matrix unit, a 3×3 one, and uv units.
+SHAPES = [("matrix", 2), ("matrix", 3), ("uv", 2), ("uv", 3)]
+
+
+def native_or_skip(unit, dtype):
+    try:
+        return NativeKernel(unit, dtype)
+    except native.NativeUnavailable as exc:  # pragma: no cover - machine without a compiler
+        pytest.skip(f"no native kernels here: {exc}")
+
+
+def inputs(unit, dtype, R=3, N=300, S=7, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(R, N, unit.dim_z, generator=gen, dtype=dtype)
+    x = 2.0 * torch.randn(R, S, unit.dx, generator=gen, dtype=dtype)
+    cot = torch.randn(R, S, unit.dy, generator=gen, dtype=dtype)
+    return theta, x, cot
+
+
+def spec_for(unit, dtype, R=3, seeds=2):
+    """Mixed stack: run 0 free, run 1 projected model+drift, run 2 projected noise only."""
+    D = unit.dim_z
+    gen = torch.Generator().manual_seed(5)
+    basis = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=F64))[0][:, : max(1, D // 2)]
+    P = (basis @ basis.T).to(dtype)
+    eye = torch.eye(D, dtype=dtype)
+    return UpdateSpec(
+        lr=0.3, wd=0.05, sigma=0.2,
+        proj=torch.stack([eye, P, eye]), proj_on=torch.tensor([False, True, False]),
+        noise_proj=torch.stack([eye, P, P]), noise_on=torch.tensor([False, True, True]),
+        noise_row=torch.tensor([1, 0, 1]),
+    )
+
+
+def update_by_definition(unit, theta, x, cot, xi, spec):
+    """θ − lr·Π_d[F(θ Pᵀ) + wd θ] + σ Π_n ξ with F the unit's own pull-back."""
+    model = torch.einsum("rnd,red->rne", theta, spec.proj)
+    force = unit.output_and_pullback(model, x)[1](cot)
+    drift = torch.einsum("rnd,rde->rne", force + spec.wd * theta, spec.proj)
+    noise = torch.einsum("rnd,rde->rne", xi[spec.noise_row], spec.noise_proj)
+    return theta - spec.lr * drift + spec.sigma * noise
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize(("name", "dim"), SHAPES)
+def test_native_output_and_pullback_equal_eager_float64(name, dim, act):
+    unit = make_unit(name, dim, dim, act)
+    kern = native_or_skip(unit, F64)
+    theta, x, cot = inputs(unit, F64)
+    out0, pull0 = unit.output_and_pullback(theta, x)
+    out1, pull1 = kern.output_and_pullback(theta, x)
+    torch.testing.assert_close(out1, out0, **TOL[F64])
+    torch.testing.assert_close(pull1(cot), pull0(cot), **TOL[F64])
+
+
+@pytest.mark.parametrize(("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "tanh")])
+def test_native_float32_equals_eager_to_float_rounding(name, dim, act):
+    unit = make_unit(name, dim, dim, act)
+    kern = native_or_skip(unit, F32)
+    theta, x, cot = inputs(unit, F32, N=1000)
+    out0, pull0 = unit.output_and_pullback(theta, x)
+    out1, pull1 = kern.output_and_pullback(theta, x)
+    torch.testing.assert_close(out1, out0, **TOL[F32])
+    f0 = pull0(cot)
+    torch.testing.assert_close(pull1(cot), f0, rtol=1e-5, atol=1e-5 * f0.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "relu")])
+def test_fused_update_equals_its_definition(name, dim, act, dtype):
+    unit = make_unit(name, dim, dim, act)
+    theta, x, cot = inputs(unit, dtype)
+    xi = torch.randn(2, theta.shape[1], unit.dim_z, dtype=dtype)
+    spec = spec_for(unit, dtype)
+    expected = update_by_definition(unit, theta, x, cot, xi, spec)
+    for kern in (EagerKernel(unit), native_or_skip(unit, dtype)):
+        _, ctx = kern.forward(theta, x, spec)
+        got = kern.update(ctx, cot, theta, xi, spec)
+        torch.testing.assert_close(got, expected, **TOL[dtype])
+
+
+def test_native_forward_projects_the_model_of_projected_runs():
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    theta, x, _ = inputs(unit, F64)
+    spec = spec_for(unit, F64)
+    model = torch.einsum("rnd,red->rne", theta, spec.proj)
+    out = native_or_skip(unit, F64).output(theta, x, spec)
+    torch.testing.assert_close(out, unit.output(model, x), **TOL[F64])
+    assert not torch.allclose(out[1], unit.output(theta, x)[1])  # run 1 really is projected
+
+
+def test_native_results_do_not_depend_on_threads_or_on_the_other_runs():
+    """Fixed chunking: bit-identical per run with 1 or 2 threads, alone or stacked."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, F32)
+    theta, x, cot = inputs(unit, F32, R=4, N=5000, S=20)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out, pull = kern.output_and_pullback(theta, x)
+            results.append((out, pull(cot)))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    alone_out, alone_pull = kern.output_and_pullback(theta[2:3], x[2:3])
+    assert torch.equal(alone_out[0], results[0][0][2])
+    assert torch.equal(alone_pull(cot[2:3])[0], results[0][1][2])
+
+
+def test_native_propagates_nan_to_its_run_only():
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    theta, x, cot = inputs(unit, F32)
+    theta[1, 7, 2] = float("nan")
+    out, pull = native_or_skip(unit, F32).output_and_pullback(theta, x)
+    assert torch.isnan(out[1]).any()
+    assert torch.isfinite(out[[0, 2]]).all()
+    force = pull(cot)
+    assert torch.isnan(force[1, 7]).any()
+    assert torch.isfinite(force[[0, 2]]).all()
+
+
+def test_native_saturated_sigmoid_matches_eager():
+    """Huge pre-activations (clamped exponent) still give σ ≈ 0 or 1 and σ' ≈ 0."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    theta, x, cot = inputs(unit, F64)
+    theta = 1e4 * theta
+    out0, pull0 = unit.output_and_pullback(theta, x)
+    out1, pull1 = native_or_skip(unit, F64).output_and_pullback(theta, x)
+    torch.testing.assert_close(out1, out0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(pull1(cot), pull0(cot), rtol=0, atol=1e-12)
+
+
+def test_unknown_backend_names_the_allowed_ones():
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    with pytest.raises(ValueError, match="unknown backend 'fast'") as err:
+        select_kernel(unit, "fast", CPU)
+    for name in BACKENDS:
+        assert repr(name) in str(err.value)
+
+
+def test_native_on_a_gpu_device_is_refused():
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    with pytest.raises(native.NativeUnavailable, match="CPU only"):
+        select_kernel(unit, "native", torch.device("cuda"))
+
+
+def test_auto_without_a_compiler_falls_back_to_eager_and_says_so(monkeypatch, tmp_path, caplog):
+    unit = make_unit("matrix", 2, 2, "leaky_relu", leaky_slope=0.37)  # a kernel never built
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MFSYM_KERNEL_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="mfsym.kernels"):
+        kern = select_kernel(unit, "auto", CPU, F32)
+    assert kern.name == "eager"
+    assert "native kernels unavailable" in caplog.text
+    with pytest.raises(native.NativeUnavailable, match="no-such-compiler"):
+        select_kernel(unit, "native", CPU, F32)
+
+
+def test_auto_on_the_cpu_is_native_when_it_builds():
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    native_or_skip(unit, F32)
+    assert select_kernel(unit, "auto", CPU, F32).name == "native"
+
+
+def test_kernel_source_fixes_the_sizes_and_the_leaky_slope():
+    src = native.kernel_source(make_unit("uv", 3, 2, "leaky_relu", leaky_slope=0.25), F64)
+    assert "#define DX 3" in src and "#define DY 2" in src and "#define D 5" in src
+    assert "#define SLOPE 0.25" in src
+    with pytest.raises(native.NativeUnavailable, match="float16"):
+        native.kernel_source(make_unit("uv", 3, 2, "tanh"), torch.float16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "dim", "act", "dtype"), [("matrix", 2, "sigmoid", F32), ("uv", 3, "tanh", F64)]
+)
+def test_compiled_backend_equals_eager(name, dim, act, dtype):
+    """torch.compile of the fused formulas (C++ here, Triton on a GPU) agrees with eager."""
+    unit = make_unit(name, dim, dim, act)
+    theta, x, cot = inputs(unit, dtype)
+    kern = select_kernel(unit, "compile", CPU, dtype)
+    out0, pull0 = unit.output_and_pullback(theta, x)
+    out1, pull1 = kern.output_and_pullback(theta, x)
+    torch.testing.assert_close(out1, out0, **TOL[dtype])
+    f0 = pull0(cot)
+    torch.testing.assert_close(pull1(cot), f0, rtol=1e-5, atol=1e-5 * f0.abs().max().item())
+    xi = torch.randn(2, theta.shape[1], unit.dim_z, dtype=dtype)
+    spec = spec_for(unit, dtype)
+    _, ctx = kern.forward(theta, x, spec)
+    got = kern.update(ctx, cot, theta, xi, spec)
+    expected = update_by_definition(unit, theta, x, cot, xi, spec)
+    torch.testing.assert_close(got, expected, **TOL[dtype])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["compile", "auto"])
+def test_gpu_kernels_equal_eager(backend):
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    dev = torch.device("cuda")
+    theta, x, cot = (t.to(dev) for t in inputs(unit, F32))
+    kern = select_kernel(unit, backend, dev, F32)
+    out0, pull0 = unit.output_and_pullback(theta, x)
+    out1, pull1 = kern.output_and_pullback(theta, x)
+    torch.testing.assert_close(out1, out0, **TOL[F32])
+    f0 = pull0(cot)
+    torch.testing.assert_close(pull1(cot), f0, rtol=1e-5, atol=1e-5 * f0.abs().max().item())
