@@ -1,0 +1,210 @@
+"""Speed of the training engine against a straightforward batched PyTorch step.
+
+Unit of measure: nanoseconds per particle-sample update, i.e. the wall time of one step
+divided by runs × N × B.  B is the minibatch size for every scheme: the |G|·B views that
+FA and orbit-averaged DA evaluate count as B samples, so their figure includes the
+extra views (the same definition for all schemes).
+
+Engine: :func:`mfsym.training.train_stack` with a fixed number of steps; the time is the
+engine's own wall time (step loop, data and noise draws, the two snapshots), measured
+after a warm-up call.  A stack of R runs of one scheme is the paper's three teachers over
+⌈R/3⌉ seeds (runs of a seed share their samples and noise).
+
+Baseline: the C₂ / 2×2 sigmoid matrix unit written directly below, batched over runs,
+forces by autograd of the scheme's loss, fresh samples and noise per run every step.
+
+Finally the wall time of the paper's full grid (PAPER.md §6: N ∈ {5, …, 5000}, 10 seeds,
+3 teachers, 4 schemes, 2 initialisations, N·T steps each) is extrapolated from one stack
+of 120 runs (10 seeds × 3 teachers × 4 schemes) per N.
+
+    python benchmarks/bench_engine.py            # full table (minutes)
+    python benchmarks/bench_engine.py --quick    # a short look
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import torch
+
+from mfsym.groups import c2_swap
+from mfsym.schemes import SCHEMES
+from mfsym.teachers import paper_teachers
+from mfsym.training import RunSpec, TrainConfig, train_stack
+from mfsym.units import make_unit
+
+GRID_N = (5, 10, 50, 100, 500, 1000, 5000)
+TEACHERS = ("arbitrary", "WI", "SI")
+
+
+# ---------------------------------------------------------------------------------------
+# the baseline: a plain batched step, written from PAPER.md §4
+# ---------------------------------------------------------------------------------------
+class Baseline:
+    """Straightforward eager noisy SGD for R runs of one scheme (C₂, 2×2 sigmoid unit)."""
+
+    def __init__(self, scheme, R, N, cfg: TrainConfig, group, teachers):
+        self.scheme, self.R, self.N, self.cfg = scheme, R, N, cfg
+        t = [teachers[TEACHERS[i % 3]].particles for i in range(R)]
+        k = max(len(p) for p in t)
+        self.t = torch.zeros(R, k, 4)
+        self.w = torch.zeros(R, k)
+        for i, p in enumerate(t):
+            self.t[i, : len(p)] = torch.as_tensor(p, dtype=torch.float32)
+            self.w[i, : len(p)] = 1.0 / len(p)
+        self.g = torch.as_tensor(group.x, dtype=torch.float32)  # (|G|, 2, 2), = action on Y
+        self.P = torch.as_tensor(group.reynolds(), dtype=torch.float32)
+        self.theta = 0.25 * torch.randn(R, N, 4) @ self.P
+        self.gen = torch.Generator().manual_seed(0)
+
+    @staticmethod
+    def net(z, x):
+        """Φ(x) = mean_n sigmoid(z_n x): z (R, N, 4), x (R, S, 2) → (R, S, 2)."""
+        return torch.sigmoid(torch.einsum("rnkl,rsl->rsnk", z.reshape(*z.shape[:2], 2, 2), x))
+
+    def loss(self, theta, x, y, g):
+        s = self.scheme
+        if s == "EA":
+            theta = theta @ self.P
+        if s == "DA":
+            x = torch.einsum("rbij,rbj->rbi", self.g[g], x)
+            y = torch.einsum("rbij,rbj->rbi", self.g[g], y)
+        if s == "FA":
+            views = torch.einsum("gij,rbj->rgbi", self.g, x).reshape(self.R, -1, 2)
+            out = self.net(theta, views).mean(2).reshape(self.R, len(self.g), -1, 2)
+            pred = torch.einsum("gji,rgbj->rbi", self.g, out) / len(self.g)
+        else:
+            pred = self.net(theta, x).mean(2)
+        return ((pred - y) ** 2).sum(-1).mean(-1).sum()
+
+    def step(self):
+        cfg, R, N, B = self.cfg, self.R, self.N, self.cfg.batch_size
+        x = cfg.input_std * torch.randn(R, B, 2, generator=self.gen)
+        g = torch.randint(0, len(self.g), (R, B), generator=self.gen)
+        xi = torch.randn(R, N, 4, generator=self.gen)
+        with torch.no_grad():
+            y = torch.einsum("rbkd,rk->rbd", self.net(self.t, x), self.w)
+        theta = self.theta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.loss(theta, x, y, g), theta)
+        with torch.no_grad():
+            drift = N * grad + 2 * cfg.tau * self.theta  # mean-field scaling: force = N ∇
+            if self.scheme == "EA":
+                drift = drift @ self.P
+            noise = xi @ self.P  # SI start: noise on E^G
+            lr = cfg.alpha / N
+            self.theta = self.theta.detach() - lr * drift + math.sqrt(2 * lr * cfg.beta) * noise
+
+
+def time_baseline(scheme, R, N, steps, group, teachers) -> float:
+    """Seconds per step of the baseline (after two warm-up steps)."""
+    b = Baseline(scheme, R, N, TrainConfig(), group, teachers)
+    for _ in range(2):
+        b.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        b.step()
+    return (time.perf_counter() - t0) / steps
+
+
+# ---------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------
+def engine_runs(scheme, R):
+    return [RunSpec(TEACHERS[i % 3], scheme, i // 3) for i in range(R)]
+
+
+def time_engine(runs, N, steps, group, unit, teachers, **cfg_kw) -> float:
+    """Seconds per step of ``train_stack`` over ``steps`` steps (after a warm-up call)."""
+    cfg = TrainConfig(
+        T=steps / N, n_snapshots=2, n_eval=16, check_every=10**9, log_every_s=1e9, **cfg_kw
+    )
+    warm = TrainConfig(**{**cfg.to_dict(), "T": min(4, steps) / N})
+    train_stack(group, unit, teachers, runs, N, "SI", warm)
+    res = train_stack(group, unit, teachers, runs, N, "SI", cfg)
+    return res.wall_time_s / cfg.total_steps(N)
+
+
+def steps_for(R, N, B, budget_updates, lo=3, hi=2000) -> int:
+    return int(min(hi, max(lo, budget_updates // (R * N * B))))
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N ∈ {100, 1000}, stacks 1 and 12")
+    ap.add_argument("--N", type=int, nargs="+", default=[100, 1000, 5000])
+    ap.add_argument("--stacks", type=int, nargs="+", default=[1, 12, 120])
+    ap.add_argument("--schemes", nargs="+", default=list(SCHEMES) + ["DA-orbit"])
+    ap.add_argument("--steps", type=int, default=0, help="steps per measurement (0: auto)")
+    ap.add_argument("--budget", type=float, default=3e8,
+                    help="particle-sample updates per measurement when --steps is 0")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-grid", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.N, args.stacks, args.budget = [100, 1000], [1, 12], 5e7
+    torch.set_num_threads(args.threads)
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    group = unit.group(c2_swap())
+    teachers = paper_teachers(group)
+    B = TrainConfig().batch_size
+    kw = {"backend": args.backend, "dtype": args.dtype, "device": "cpu"}
+    print(f"torch {torch.__version__}, {args.threads} thread(s), backend={args.backend}, "
+          f"dtype={args.dtype}, B={B}; load average {load()}")
+    print("ns per particle-sample update = time per step / (runs × N × B); FA and orbit-DA "
+          "evaluate |G|·B views, counted as B samples.")
+    print(f"{'N':>5} {'stack':>5} {'scheme':>8} {'steps':>6} {'engine ns':>10} "
+          f"{'baseline ns':>12} {'ratio':>7}")
+    for N in args.N:
+        for R in args.stacks:
+            for scheme in args.schemes:
+                steps = args.steps or steps_for(R, N, B, args.budget)
+                name, extra = (scheme, {}) if scheme != "DA-orbit" else ("DA", {"da_mode": "orbit"})
+                t_eng = time_engine(
+                    engine_runs(name, R), N, steps, group, unit, teachers, **kw, **extra
+                )
+                ns_eng = 1e9 * t_eng / (R * N * B)
+                line = f"{N:>5} {R:>5} {scheme:>8} {steps:>6} {ns_eng:>10.2f}"
+                if not args.no_baseline and scheme in SCHEMES:
+                    t_base = time_baseline(scheme, R, N, steps, group, teachers)
+                    ns_base = 1e9 * t_base / (R * N * B)
+                    line += f" {ns_base:>12.2f} {ns_base / ns_eng:>7.2f}"
+                print(line, flush=True)
+    if not args.no_grid:
+        grid(args, group, unit, teachers, kw, B)
+    print(f"load average at the end {load()}")
+
+
+def grid(args, group, unit, teachers, kw, B):
+    """Extrapolated wall time of PAPER.md §6's grid from one 120-run stack per N."""
+    T = TrainConfig().T
+    runs = [RunSpec(t, s, seed) for seed in range(10) for t in TEACHERS for s in SCHEMES]
+    total = 0.0
+    print(f"\nfull grid (10 seeds × 3 teachers × 4 schemes = {len(runs)} runs per stack, "
+          "× 2 initialisations, N·T steps, T = 20):")
+    for N in GRID_N:
+        steps = args.steps or steps_for(len(runs), N, B, args.budget / 4, lo=3, hi=400)
+        t_step = time_engine(runs, N, steps, group, unit, teachers, **kw)
+        n_steps = round(N * T)
+        contrib = 2 * n_steps * t_step
+        total += contrib
+        ns = 1e9 * t_step / (len(runs) * N * B)
+        print(f"  N={N:>5}: {1e3 * t_step:9.3f} ms per step ({ns:7.2f} ns per update) × "
+              f"{n_steps} steps × 2 inits = {contrib:9.1f} s", flush=True)
+    print(f"  extrapolated total: {total:.0f} s = {total / 3600:.2f} h on this machine")
+
+
+if __name__ == "__main__":
+    main()
