@@ -363,3 +363,31 @@ def test_figure_has_a_row_per_setting_and_is_written(tmp_path, two_settings):
                          "log_floor": 1e-6}, out)
     assert out["pdf"].read_bytes()[:4] == b"%PDF"
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_pipeline_resolves_the_number_of_steps_at_run_time(tmp_path):
+    """Snakemake runs one checkpoint job per step until a step ends the loop: C₂ started on
+    Z itself stops at step 0, S₃ from {0} runs until max_steps; a rerun has nothing to do."""
+    from pipeline_sandbox import local, merged, repo_config, sandbox, snakemake
+
+    cfg = merged(repo_config(), {"heuristic": {
+        "N": 16, "thresholds": [0.0], "tolerance": 0.9, "max_steps": 3, "training": TINY_TRAIN,
+    }})
+    cfg["heuristic"]["settings"][0]["start"] = np.eye(4).tolist()
+    wf = sandbox(tmp_path / "wf", cfg)
+    targets = ("results/heuristic.nc", "results/figures/fig_heuristic.png")
+    snakemake(wf, *local(*targets))
+    ds = read_dataset(wf / "results" / "heuristic.nc")
+    for name in ("C2-matrix", "S3-uv"):
+        files = sorted((wf / "results" / "heuristic" / name).glob("step*.nc"))
+        n = int(ds["n_steps"].sel(setting=name))
+        assert [f.name for f in files] == [f"step{j}.nc" for j in range(n)]
+        status = ds["status"].sel(setting=name).values[:n]
+        assert all(s == STATUS["enlarged"] for s in status[:-1])
+        assert status[-1] != STATUS["enlarged"]
+    assert int(ds["n_steps"].sel(setting="C2-matrix")) == 1
+    assert int(ds["n_steps"].sel(setting="S3-uv")) == 3
+    assert (wf / "results" / "figures" / "fig_heuristic.pdf").stat().st_size > 1000
+    again = snakemake(wf, *local(*targets))
+    assert "Nothing to be done" in again.stdout + again.stderr
