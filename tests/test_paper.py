@@ -121,7 +121,34 @@ def synthetic_heuristic(recovered=2, angle_rad=0.01) -> xr.Dataset:
     )
 
 
+NOETHER_ACTIVATIONS = ["relu", "linear", "tanh"]
+NOETHER_SCHEMES = ["vanilla", "DA-orbit", "FA"]
+
+
+def synthetic_noether() -> dict[str, xr.Dataset]:
+    """mfsym.noether_studies' layout: drift slopes (activation, mode, scheme) with known
+    medians (1 + 0.01·k for activation k, 2 for tanh) and distances to E^G (scheme, mode,
+    time) growing linearly in time at a rate given by the scheme."""
+    slopes = np.empty((3, 2, 3))
+    for a, act in enumerate(NOETHER_ACTIVATIONS):
+        centre = 2.0 if act == "tanh" else 1.0 + 0.01 * a
+        slopes[a] = centre + np.array([[-0.1, 0.0, 0.3], [0.05, -0.2, 0.0]])
+    drift = xr.Dataset(
+        {"drift_slope": variable(("activation", "mode", "scheme"), slopes, "slope")},
+        coords={"activation": NOETHER_ACTIVATIONS, "mode": ["online", "full_batch"],
+                "scheme": NOETHER_SCHEMES},
+    )
+    rate = np.array([1e-2, 1e-14, 1e-15])[:, None, None] * np.array([1.0, 2.0])[None, :, None]
+    time = np.linspace(0.0, 4.0, 5)
+    invariance = xr.Dataset(
+        {"dist_fixed": variable(("scheme", "mode", "time"), rate * time, "distance to E^G")},
+        coords={"scheme": NOETHER_SCHEMES, "mode": ["online", "full_batch"], "time": time},
+    )
+    return {"drift": drift, "invariance": invariance}
+
+
 def write_inputs(tmp_path, summary=None, heuristic=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     s = write_dataset(summary if summary is not None else synthetic_summary(),
                       tmp_path / "summary.nc", {"test": True}, "synthetic summary")
     h = write_dataset(heuristic if heuristic is not None else synthetic_heuristic(),
@@ -129,12 +156,18 @@ def write_inputs(tmp_path, summary=None, heuristic=None):
     return s, h
 
 
+def noether_files(tmp_path) -> dict[str, Path]:
+    return {k: write_dataset(ds, tmp_path / f"noether_{k}.nc", {}, k)
+            for k, ds in synthetic_noether().items()}
+
+
 def run_numbers(tmp_path, summary=None, heuristic=None, criteria=None):
     s, h = write_inputs(tmp_path, summary, heuristic)
     out = tmp_path / "output"
     claims = write_paper_numbers(
         s, out / "numbers.tex", out / "claims.tex", out / "claims.json", heuristic_path=h,
-        sections=SECTIONS, criteria=criteria, digits=3,
+        noether_paths=noether_files(tmp_path), sections=SECTIONS, criteria=criteria,
+        digits=3,
     )
     return {c.key: c for c in claims}, out
 
@@ -252,6 +285,14 @@ def test_numbers_are_valid_macros_with_the_measured_values(tmp_path):
     assert parse_number(macros["mfHeurMaxAngle"]) == pytest.approx(math.degrees(0.01),
                                                                     rel=5e-3)
     assert parse_number(macros["mfHeurSteps"]) == 4
+    # Noether: medians of the slopes, last distance; absent labels are n/a
+    assert parse_number(macros["mfNoetherSlopeRelu"]) == pytest.approx(1.0)
+    assert parse_number(macros["mfNoetherSlopeLinear"]) == pytest.approx(1.01)
+    assert parse_number(macros["mfNoetherSlopeTanh"]) == pytest.approx(2.0)
+    assert macros["mfNoetherSlopeLeakyRelu"] == r"\textrm{n/a}"
+    assert parse_number(macros["mfNoetherDistVanillaOnline"]) == pytest.approx(0.04)
+    assert parse_number(macros["mfNoetherDistFAFullBatch"]) == pytest.approx(8e-15)
+    assert macros["mfNoetherDistEAOnline"] == r"\textrm{n/a}"
 
 
 def test_numbers_do_not_depend_on_the_order_of_the_grid(tmp_path):
@@ -318,6 +359,11 @@ def test_missing_inputs_are_clear_errors_and_write_nothing(tmp_path):
         write_paper_numbers(bad, *paths)
     with pytest.raises(ValueError, match="unknown paper.criteria key.*slope_max"):
         write_paper_numbers(s, *paths, criteria={"slope_max": -1.0})
+    with pytest.raises(PaperInputError, match="exactly 'drift' and 'invariance'.*'drift'"):
+        write_paper_numbers(s, *paths, noether_paths={"drift": s})
+    with pytest.raises(PaperInputError, match="Noether invariance study at .*absent.nc"):
+        write_paper_numbers(s, *paths, noether_paths={"drift": s,
+                                                      "invariance": tmp_path / "absent.nc"})
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -398,3 +444,41 @@ def test_ci_installs_the_tex_packages_the_error_message_names():
     installed = set(apt.group(1).split())
     assert set(paper_build.TEX_DEBIAN_PACKAGES) <= installed
     assert "poppler-utils" in installed  # pdfinfo / pdftotext of the PDF test
+
+
+# ---------------------------------------------------------------------------------------
+# end to end: `snakemake paper` on a tiny configuration
+# ---------------------------------------------------------------------------------------
+#: two widths (so slopes exist), a one-setting heuristic at small N
+TINY_PAPER = {
+    "N": [6, 12],
+    "heuristic": {"N": 24, "max_steps": 3, "training": {"T": 1.0, "batch_size": 40}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.latex
+@pytest.mark.skipif(_latex_skip_reason() is not None, reason=str(_latex_skip_reason()))
+def test_snakemake_paper_builds_the_pdf_from_a_tiny_configuration(tmp_path):
+    from pipeline_sandbox import local, repo_config, sandbox, snakemake, tiny_config
+
+    settings = repo_config()["heuristic"]["settings"][:1]
+    cfg = tiny_config({**TINY_PAPER, "heuristic": {**TINY_PAPER["heuristic"],
+                                                   "settings": settings}})
+    wf = sandbox(tmp_path / "wf", cfg)
+    plain = snakemake(wf, *local("-n", "--quiet", "rules"))
+    assert "paper" not in plain.stdout.split(), "the default target must not need LaTeX"
+    snakemake(wf, *local("paper"), timeout=1800)
+
+    claims = json.loads((wf / "paper" / "output" / "claims.json").read_text())
+    assert [c["claim"] for c in claims] == [1, 1, 2, 2, 2, 2, 3, 4]
+    assert {c["verdict"] for c in claims} <= {SUPPORTED, NOT_SUPPORTED, NOT_MEASURED}
+    macros = read_macros(wf / "paper" / "output" / "numbers.tex")
+    pages, text = pdf_pages_and_text(wf / "paper" / "ms.pdf")
+    text = " ".join(text.split())
+    assert pages >= 1 + len(PAPER_FIGURES) // 2
+    assert f"{len(claims)} rows" in text
+    measured = re.fullmatch(r"\\ensuremath\{([-0-9.]+)\}", macros["mfRmdProjSIArbitraryVanilla"])
+    assert measured, macros["mfRmdProjSIArbitraryVanilla"]
+    assert measured.group(1) in text
+    assert not list((wf / "paper").glob("ms.pdf.*.tmp"))

@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .noether_studies import MODES as NOETHER_MODES
+from .noether_studies import SCHEME_VARIANTS
 from .paper_tex import (
     escape_tex,
     format_exact,
@@ -56,12 +58,14 @@ from .paper_tex import (
     write_text_atomic,
 )
 from .results import read_dataset
+from .units import ACTIVATIONS
 
 SI, WI = "SI", "WI"
 INITS = ("SI", "WI")
 TEACHERS = ("arbitrary", "WI", "SI")
 SCHEMES = ("vanilla", "DA", "FA", "EA")
 PAIRS = ("vanilla-DA", "vanilla-FA", "DA-FA", "vanilla-EA", "DA-EA", "FA-EA")
+NOETHER_SCHEMES = tuple(SCHEME_VARIANTS)
 SYMMETRIC_TEACHERS = ("WI", "SI")
 ARBITRARY = "arbitrary"
 FREE_SCHEMES = ("vanilla", "DA", "FA")
@@ -533,6 +537,32 @@ def heuristic_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------
+# the Noether studies (beyond the paper)
+# ---------------------------------------------------------------------------------------
+def noether_macros(drift: xr.Dataset, invariance: xr.Dataset, digits: int) -> dict[str, str]:
+    """Numbers of the Noether studies (``mfsym.noether_studies``), ``n/a`` where absent.
+
+    ``mfNoetherSlope<activation>``: median over modes and schemes of ``drift_slope``, the
+    fitted slope of ``log max_i |ΔQ_i|`` on ``log η`` (1 for a conserved charge under steps
+    of size η; tanh, not homogeneous, is the control).  ``mfNoetherDist<scheme><mode>``:
+    RMS distance to E^G at the last time of ``dist_fixed`` (SI start).
+    """
+    out: dict[str, str] = {}
+    slopes = drift["drift_slope"]
+    for act in _labels(drift, "activation", ACTIVATIONS):
+        v = (float(slopes.sel(activation=act).median()) if act in slopes.activation.values
+             else math.nan)
+        out[macro_name("NoetherSlope", act)] = format_number(v, digits)
+    dist = invariance["dist_fixed"].isel(time=-1)
+    for scheme, mode in product(_labels(invariance, "scheme", NOETHER_SCHEMES),
+                                _labels(invariance, "mode", NOETHER_MODES)):
+        c = _curve(dist, scheme=scheme, mode=mode)
+        out[macro_name("NoetherDist", scheme, mode)] = format_number(
+            math.nan if c is None else float(c), digits)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------
 def _read(path, what: str) -> xr.Dataset:
@@ -550,6 +580,7 @@ def write_paper_numbers(
     table_path,
     json_path,
     heuristic_path=None,
+    noether_paths: Mapping[str, object] | None = None,
     sections: Mapping[str, Mapping] | None = None,
     criteria: Mapping | None = None,
     digits: int = 3,
@@ -558,6 +589,7 @@ def write_paper_numbers(
 
     summary_path: ``summary.nc``; heuristic_path: ``heuristic.nc`` or None when the
     heuristic is not part of the manuscript (claim 4 is then "not measured");
+    noether_paths: ``{"drift": path, "invariance": path}`` of the Noether studies, or None;
     sections: configuration sections whose scalars become macros, e.g.
     ``{"training": {...}}`` → ``\\mfTrainingAlpha``; criteria: ``paper.criteria``.
     """
@@ -566,6 +598,13 @@ def write_paper_numbers(
     check_summary(summary)
     summary = summary.sortby("N")  # N_max is the last entry
     heuristic = None if heuristic_path is None else _read(heuristic_path, "heuristic results")
+    noether_paths = dict(noether_paths or {})
+    if noether_paths and set(noether_paths) != {"drift", "invariance"}:
+        raise PaperInputError(
+            f"noether_paths must name exactly 'drift' and 'invariance', got "
+            f"{sorted(noether_paths)}"
+        )
+    noether = {k: _read(p, f"Noether {k} study") for k, p in noether_paths.items()}
     claims = summary_claims(summary, crit) + [claim_heuristic(heuristic, crit)]
     macros = _check_unique(
         grid_macros(summary, digits),
@@ -573,6 +612,7 @@ def write_paper_numbers(
         config_macros("Crit", asdict(crit)),
         metric_macros(summary, digits),
         heuristic_macros(heuristic, digits) if heuristic is not None else {},
+        noether_macros(noether["drift"], noether["invariance"], digits) if noether else {},
         claim_macros(claims, digits),
     )
     header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."

@@ -10,6 +10,8 @@ rule paper_numbers:
     input:
         summary=f"{RESULTS}/summary.nc",
         heuristic=f"{RESULTS}/heuristic.nc",
+        noether_drift=f"{RESULTS}/noether/drift.nc",
+        noether_invariance=f"{RESULTS}/noether/invariance.nc",
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",

@@ -9,6 +9,7 @@ smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 claims = write_paper_numbers(
     summary_path=smk.input.summary,
     heuristic_path=smk.input.heuristic,
+    noether_paths={"drift": smk.input.noether_drift, "invariance": smk.input.noether_invariance},
     macros_path=smk.output.macros,
     table_path=smk.output.table,
     json_path=smk.output.claims,
