@@ -59,6 +59,27 @@ def job_counts(out: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+def train_batches(out: str) -> list[tuple[str, int]]:
+    """(group id, number of training jobs) of every group job (submission) of a dry run.
+
+    A group job is a header line "[date] Group job <id> ..." followed by the indented
+    listing of its jobs.
+    """
+    batches = []
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        header = re.search(r"\] Group job (\S+)", line)
+        if not header:
+            continue
+        n = 0
+        for body in lines[i + 1:]:
+            if body and not body.startswith(" "):
+                break
+            n += bool(re.match(r"\s+rule train:", body))
+        batches.append((header[1], n))
+    return batches
+
+
 def train_resources(out: str) -> list[str]:
     """The resources line of every train job in a dry run."""
     return re.findall(r"rule train:\n(?:\s+\w+: .*\n)*?\s+resources: (.*)", out)
@@ -91,8 +112,10 @@ def test_slurm_profile_dry_run_without_slurm(tmp_path, no_slurm_env, configfile)
     counts = job_counts(out)
     assert counts["train"] == n_train, counts
     assert counts["metrics"] == n_train, counts
-    groups = out.count("Group job train")
-    assert groups == -(-n_train // 4), out[-3000:]  # batches of at most 4 (the profile)
+    # one batch per N holding all its training jobs (inits × seed blocks)
+    batches = train_batches(out)
+    assert sorted(g for g, _ in batches) == sorted(f"train_N{n}" for n in cfg["N"]), batches
+    assert {n for _, n in batches} == {len(cfg["inits"]) * blocks}, batches
     assert all("gpu=0" in r for r in train_resources(out))  # CPU training: no GPU asked
 
 
@@ -107,7 +130,7 @@ def test_gpu_profile_dry_run_asks_a_gpu_per_training_job(tmp_path, no_slurm_env)
     resources = train_resources(out)
     assert len(resources) == n_train
     assert all(re.search(r"\bgpu=1\b", r) for r in resources), resources
-    assert out.count("Group job train") == n_train  # one training job per submission
+    assert train_batches(out) == [("train", 1)] * n_train  # one training job per submission
 
 
 # ---------------------------------------------------------------------------------------
