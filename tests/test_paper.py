@@ -437,6 +437,7 @@ def test_pdf_builds_with_figures_and_measured_numbers(tmp_path):
     assert vanilla in text, f"measured RMD {vanilla} not printed"
     assert "not supported at this configuration" in text
     assert not list(tmp_path.glob("ms.pdf.*.tmp"))
+    assert pdf.stat().st_mode & 0o777 == 0o644
 
 
 def test_ci_installs_the_tex_packages_the_error_message_names():

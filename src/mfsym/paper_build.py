@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from .paper_tex import readable_by_all
+
 TEX_DEBIAN_PACKAGES = (
     "latexmk",
     "texlive-latex-base",
@@ -130,6 +132,7 @@ def build_pdf(
     os.close(fd)
     try:
         shutil.copyfile(built, tmp)
+        readable_by_all(tmp)
         os.replace(tmp, output_pdf)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -124,6 +124,11 @@ def render_macros(macros: Mapping[str, str], header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def readable_by_all(path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the usual mode 0644."""
+    os.chmod(path, 0o644)
+
+
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
@@ -132,6 +137,7 @@ def write_text_atomic(path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        readable_by_all(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
