@@ -107,6 +107,77 @@ def test_fused_update_equals_its_definition(name, dim, act, dtype):
         torch.testing.assert_close(got, expected, **TOL[dtype])
 
 
+def fa_spec(unit, dtype, m=2, R=3):
+    """spec_for plus a cotangent over m views: run 1 FA-like (random L), others residual."""
+    spec = spec_for(unit, dtype, R=R)
+    md = m * unit.dy
+    gen = torch.Generator().manual_seed(9)
+    L = torch.eye(md, dtype=dtype).expand(R, md, md).clone()
+    L[1] = torch.randn(md, md, generator=gen, dtype=dtype)
+    spec.views, spec.c0 = m, 0.7
+    spec.cot_l, spec.cot_on = L, torch.tensor([False, True, False])
+    return spec
+
+
+def cotangent_by_definition(out, targets, spec):
+    """c_{g,b} = c₀ (Σ_{g'} L[g, g'] out_{g', b} − T_{g,b}) with s = g·B + b."""
+    R, S, dy = out.shape
+    m = spec.views
+    o = out.reshape(R, m, S // m, dy)
+    L = spec.cot_l.reshape(R, m, dy, m, dy)
+    lo = torch.einsum("rgkhl,rhbl->rgbk", L, o).reshape(R, S, dy)
+    mixed = torch.where(spec.cot_on[:, None, None], lo, out)
+    return spec.c0 * (mixed - targets)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "tanh")])
+def test_fused_step_equals_outputs_cotangent_and_update(name, dim, act, dtype):
+    """One call of the native kernel = forward, c₀(L o − T), update, done one by one."""
+    unit = make_unit(name, dim, dim, act)
+    theta, x, _ = inputs(unit, dtype, S=8)
+    targets = torch.randn(x.shape[0], x.shape[1], unit.dy, dtype=dtype)
+    xi = torch.randn(2, theta.shape[1], unit.dim_z, dtype=dtype)
+    spec = fa_spec(unit, dtype)
+    model = torch.einsum("rnd,red->rne", theta, spec.proj)
+    out = unit.output(model, x)
+    cot = cotangent_by_definition(out, targets, spec)
+    expected = update_by_definition(unit, theta, x, cot, xi, spec)
+    for kern in (EagerKernel(unit), native_or_skip(unit, dtype)):
+        got_out, got = kern.advance(theta, x, targets, xi, spec)
+        torch.testing.assert_close(got_out, out, **TOL[dtype])
+        torch.testing.assert_close(got, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("R", [1, 3, 8])
+def test_fused_step_is_the_same_per_run_whatever_the_threads_and_the_stack(R):
+    """Runs spread over threads or chunks spread over threads: the same bits per run."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, F32)
+    theta, x, _ = inputs(unit, F32, R=8, N=3000, S=20, seed=R)
+    targets = torch.rand(8, 20, 2)
+    xi = torch.randn(3, 3000, 4)
+    spec = UpdateSpec(
+        lr=0.01, wd=2e-4, sigma=1e-3, proj=None, proj_on=torch.zeros(8, dtype=torch.bool),
+        noise_proj=None, noise_on=torch.zeros(8, dtype=torch.bool),
+        noise_row=torch.arange(8) % 3, c0=0.1,
+    )
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            sub = UpdateSpec(**{**spec.__dict__, "noise_row": spec.noise_row[:R], "cache": {}})
+            sub.proj_on, sub.noise_on = spec.proj_on[:R], spec.noise_on[:R]
+            results.append(kern.advance(theta[:R], x[:R], targets[:R], xi, sub))
+            results.append(kern.advance(theta, x, targets, xi, spec))
+    finally:
+        torch.set_num_threads(before)
+    for out, new in results[1:]:
+        assert torch.equal(out[:R], results[0][0][:R])
+        assert torch.equal(new[:R], results[0][1][:R])
+
+
 def test_native_forward_projects_the_model_of_projected_runs():
     unit = make_unit("matrix", 2, 2, "sigmoid")
     theta, x, _ = inputs(unit, F64)

@@ -152,7 +152,19 @@ class Block:
             noise_proj=p_noise if any(noise) else None,
             noise_on=torch.tensor(noise, device=dev),
             noise_row=self.ridx,
+            views=self.m,
+            c0=2.0 / (self.m * eng.batch),
+            cot_l=self._fa_matrices(R) if self.any_fa else None,
+            cot_on=self.is_fa,
         )
+
+    def _fa_matrices(self, R):
+        """FA's cotangent map ``L_{g,g'} = (1/m) g g'ᵀ`` (blocks of the Y action), per run."""
+        gy = self.eng.gy
+        m, dy = self.m, gy.shape[-1]
+        blocks = (gy[:, None, :, None, :] * gy[None, :, None, :, :]).sum(-1) / m  # g g'ᵀ
+        mat = blocks.permute(0, 2, 1, 3).reshape(m * dy, m * dy)
+        return mat.expand(R, -1, -1).contiguous()
 
     def _orbit(self, mats, v, g):
         """``v (R, ..., S, d)`` seen by the model: all |G| images ``M_g v`` (m = |G|), the
@@ -184,37 +196,32 @@ class Block:
         targets = self._orbit(self.eng.gy, y, g)  # (R, k, m, B, dy)
         self.targets = targets.transpose(0, 1).contiguous()
 
-    def _loss_and_cotangent(self, out, j):
-        """Per-run loss (R,) and cotangent (R, m·B, dy) of step ``j`` of the chunk.
+    def _loss(self, out, j):
+        """Per-run minibatch loss (R,) of step ``j`` of the chunk from outputs (R, m·B, dy).
 
-        Residual schemes: loss ``Σ_{g,b} ‖out_{g,b} − g y_b‖² / (mB)``, cotangent
-        ``2 e / (mB)``; FA: loss ``(1/B) Σ_b ‖Φ̂(x_b) − y_b‖²``, cotangent ``2 g e_b / (mB)``.
+        Residual schemes: ``Σ_{g,b} ‖out_{g,b} − g y_b‖² / (mB)``; FA:
+        ``(1/B) Σ_b ‖Φ̂(x_b) − y_b‖²`` with ``Φ̂ = (1/m) Σ_g g⁻¹ out_g``.
         """
         R = out.shape[0]
         y = self.y[j]
         B = y.shape[1]
         out = out.reshape(R, self.m, B, -1)
-        denom = self.m * B
         if self.any_fa:
             e_fa = self._fa_model(out) - y
             loss_fa = (e_fa * e_fa).sum(-1).sum(-1) / B
-            cot_fa = (2.0 / denom) * apply(self.eng.gy[:, None], e_fa.unsqueeze(1))
             if self.all_fa:
-                return loss_fa, cot_fa.reshape(R, denom, -1)
+                return loss_fa
         e = out - self.targets[j]
-        loss = (e * e).sum(-1).sum(-1).sum(-1) / denom
-        cot = (2.0 / denom) * e
-        if self.any_fa:
-            loss = torch.where(self.is_fa, loss_fa, loss)
-            cot = torch.where(self.is_fa[:, None, None, None], cot_fa, cot)
-        return loss, cot.reshape(R, denom, -1)
+        loss = (e * e).sum(-1).sum(-1).sum(-1) / (self.m * B)
+        return torch.where(self.is_fa, loss_fa, loss) if self.any_fa else loss
 
     def step(self, j: int, xi, global_step: int):
         """One noisy SGD step of every run of the block (``xi``: noise rows per seed)."""
-        loss, self.theta = self.eng.kernel.advance(
-            self.theta, self.views[j], xi, self.spec,
-            lambda out: self._loss_and_cotangent(out, j),
+        R, m, B, dy = self.targets.shape[1:]
+        out, self.theta = self.eng.kernel.advance(
+            self.theta, self.views[j], self.targets[j].reshape(R, m * B, dy), xi, self.spec
         )
+        loss = self._loss(out, j)
         bad = ~torch.isfinite(loss)
         self.first_bad = torch.where(bad & (self.first_bad < 0), global_step, self.first_bad)
         self.loss_acc += loss.to(torch.float64)

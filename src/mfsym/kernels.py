@@ -5,19 +5,27 @@ needs, per step,
 
 1. ``forward``: ``Φ_N(x_s) = (1/N) Σ_n σ*(x_s, θ̃_n)`` with ``θ̃ = θ Pᵀ`` where a run's
    model is projected (EA: P = P_E), shape ``(R, S, dy)``;
-2. ``update``: given the cotangent ``c = ∂loss/∂Φ (R, S, dy)``, the force
-   ``F_n = Σ_s J_n(x_s)ᵀ c_s`` (no 1/N: mean-field scaling) at θ̃ and the new particles
+2. the cotangent ``c = ∂loss/∂Φ``: with the S = m·B inputs ordered view-major
+   (``s = g·B + b``) and ``o_b`` the m outputs of sample b stacked into an (m·dy)-vector,
+   ``c_b = c₀ (L o_b − T_b)``: L = I for residual schemes (T = the targets g y, c₀ = 2/(mB))
+   and ``L_{g,g'} = (1/m) g g'ᵀ`` for FA (T_{g,b} = g y_b), see :func:`cotangent`;
+3. ``update``: the force ``F_n = Σ_s J_n(x_s)ᵀ c_s`` (no 1/N: mean-field scaling) at θ̃
+   and the new particles
 
        θ ← θ − lr · Π_d[F + wd·θ] + σ · Π_n ξ
 
    with ``Π_d = P`` for projected runs, ``Π_n`` the run's noise projector, ``lr = α/N``,
    ``wd = 2τ``, ``σ = √(2αβ/N)`` and ``ξ (N, D)`` the run's seed's Gaussian noise.
 
+:meth:`EagerKernel.advance` does the three in turn; the native kernel does them in one
+call, run by run, keeping the activation derivatives of step 1 for step 3.
+
 Backends (``TrainConfig.backend``):
 
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.native`): one pass per
-  phase, no (R, S, N) intermediate in memory, update fused with the force.
+  phase over cache-sized chunks of particles, one activation per particle and sample,
+  update fused with the force, no (R, S, N) intermediate in memory.
 * ``compile``: the same fused formulas as PyTorch element-wise code through
   ``torch.compile`` (C++ on a CPU, Triton on a GPU).
 * ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
@@ -28,6 +36,7 @@ All backends compute the same mathematics and agree with ``eager`` to float roun
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass, field
 
@@ -37,6 +46,8 @@ from . import native
 from .units import Unit
 
 log = logging.getLogger(__name__)
+
+F64 = torch.float64
 
 BACKENDS = ("auto", "eager", "native", "compile")
 
@@ -51,7 +62,9 @@ class UpdateSpec:
 
     proj: (R, D, D) model/drift projectors or None when no run projects; proj_on: (R,) bool;
     noise_proj: (R, D, D) noise projectors or None; noise_on: (R,) bool; noise_row: (R,)
-    long, the row of the noise tensor each run reads (its seed).
+    long, the row of the noise tensor each run reads (its seed); views: m, the views per
+    sample; c0, cot_l (R, m·dy, m·dy) or None (L = I for all) and cot_on (R,) bool: the
+    cotangent ``c₀ (L o − T)`` (L = I where cot_on is false).
     """
 
     lr: float
@@ -62,11 +75,28 @@ class UpdateSpec:
     noise_proj: torch.Tensor | None
     noise_on: torch.Tensor
     noise_row: torch.Tensor
+    views: int = 1
+    c0: float = 1.0
+    cot_l: torch.Tensor | None = None
+    cot_on: torch.Tensor | None = None
     cache: dict = field(default_factory=dict, repr=False)
 
     def model_particles(self, theta: torch.Tensor) -> torch.Tensor:
         """θ̃ = θ Pᵀ for every run (identity rows leave θ unchanged exactly)."""
         return theta if self.proj is None else theta @ self.proj.transpose(1, 2)
+
+
+def cotangent(out: torch.Tensor, targets: torch.Tensor, spec: UpdateSpec) -> torch.Tensor:
+    """``c_s = c₀ (L o_b − T_s)`` for outputs and targets ``(R, m·B, dy)`` (view-major)."""
+    if spec.cot_l is None:
+        return spec.c0 * (out - targets)
+    R, S, dy = out.shape
+    m = spec.views
+    B = S // m
+    o = out.reshape(R, m, B, dy).transpose(1, 2).reshape(R, B, m * dy)
+    lo = (spec.cot_l[:, None] * o[:, :, None, :]).sum(-1)
+    lo = lo.reshape(R, B, m, dy).transpose(1, 2).reshape(R, S, dy)
+    return spec.c0 * (torch.where(spec.cot_on[:, None, None], lo, out) - targets)
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,11 +134,10 @@ class EagerKernel:
         """Φ_N of each run's model, (R, S, dy)."""
         return self.forward(theta, x, spec)[0]
 
-    def advance(self, theta, x, xi, spec: UpdateSpec, cotangent):
-        """One step: ``loss, cot = cotangent(Φ_N(x))``, then the update; (loss, new θ)."""
+    def advance(self, theta, x, targets, xi, spec: UpdateSpec):
+        """One step: outputs, cotangent against ``targets``, update; returns (Φ_N(x), θ)."""
         out, ctx = self.forward(theta, x, spec)
-        loss, cot = cotangent(out)
-        return loss, self.update(ctx, cot, theta, xi, spec)
+        return out, self.update(ctx, cotangent(out, targets, spec), theta, xi, spec)
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,6 +219,53 @@ class NativeKernel(EagerKernel):
                 spec.noise_row.to(torch.int64).contiguous(),
             )
         return spec.cache["native"]
+
+    def _cot_spec(self, spec: UpdateSpec, R: int, dy: int):
+        """The cotangent matrices L (R, m·dy, m·dy) and int8 flags (cached on spec)."""
+        if "native_cot" not in spec.cache:
+            md = spec.views * dy
+            if spec.cot_l is None:
+                mats = torch.eye(md, dtype=self.dtype).expand(R, md, md).contiguous()
+                on = torch.zeros(R, dtype=torch.int8)
+            else:
+                mats = spec.cot_l.to(self.dtype).contiguous()
+                on = spec.cot_on.to(torch.int8).contiguous()
+            spec.cache["native_cot"] = (mats, on)
+        return spec.cache["native_cot"]
+
+    def _workspace(self, N: int, S: int, workers: int):
+        """Scratch arrays of ``mfsym_fused`` for ``workers`` threads, grown on demand."""
+        reals, doubles = ctypes.c_int64(), ctypes.c_int64()
+        self.lib.mfsym_sizes(N, S, ctypes.byref(reals), ctypes.byref(doubles))
+        need = (workers * reals.value, workers * doubles.value)
+        have = getattr(self, "_work", None)
+        if have is None or have[0].numel() < need[0] or have[1].numel() < need[1]:
+            self._work = (
+                torch.empty(need[0], dtype=self.dtype), torch.empty(need[1], dtype=F64)
+            )
+        return self._work
+
+    def advance(self, theta, x, targets, xi, spec: UpdateSpec):
+        """The whole step in one call (see ``mfsym_fused``); returns (Φ_N(x), new θ)."""
+        R, N, D = theta.shape
+        S, dy = x.shape[1], self.unit.dy
+        proj, on, nproj, non, rows = self._native_spec(spec, R, D)
+        mats, cot_on = self._cot_spec(spec, R, dy)
+        x, targets = x.contiguous(), targets.contiguous()
+        self._check(theta, x, targets, xi)
+        if xi.shape[1:] != (N, D) or xi.stride()[1:] != (D, 1):
+            xi = xi.contiguous()
+        threads = self._threads()
+        work, partw = self._workspace(N, S, threads)
+        out = torch.empty(R, S, dy, dtype=self.dtype)
+        new = torch.empty_like(theta)
+        self.lib.mfsym_fused(
+            R, N, S, spec.views, _ptr(theta), _ptr(x), _ptr(targets), _ptr(mats), _ptr(cot_on),
+            float(spec.c0), _ptr(xi), _ptr(rows), xi.stride(0), _ptr(proj), _ptr(on),
+            _ptr(nproj), _ptr(non), float(spec.lr), float(spec.wd), float(spec.sigma),
+            _ptr(out), _ptr(new), _ptr(work), _ptr(partw), threads,
+        )
+        return out, new
 
     def forward(self, theta, x, spec: UpdateSpec):
         R, _, D = theta.shape
@@ -387,8 +463,8 @@ class _Fallback(EagerKernel):
     def output_and_pullback(self, theta, x):
         return self._try("output_and_pullback", theta, x)
 
-    def advance(self, theta, x, xi, spec, cotangent):
-        return self._try("advance", theta, x, xi, spec, cotangent)
+    def advance(self, theta, x, targets, xi, spec):
+        return self._try("advance", theta, x, targets, xi, spec)
 
     def output(self, theta, x, spec):
         return self._try("output", theta, x, spec)

@@ -61,6 +61,12 @@ _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_ID omp_get_thread_num()
+#else
+#define THREAD_ID 0
+#endif
 
 typedef {real} real;
 typedef {ibits} ibits;
@@ -112,8 +118,10 @@ static inline double lane_sum(const real acc[8]) {{
 
 {unit_code}
 
-/* Sums over the chunk's particles: part[s, k] = Σ_n σ*(x_s, z_n)_k (8 lanes, then float64). */
-static void output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S, double* part) {{
+/* Sums over the chunk's particles, part[s, k] = Σ_n σ*(x_s, z_n)_k (8 lanes, then float64);
+   with st, also what the pull-back needs per sample and particle, st[s][q][n]. */
+static void output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S, double* part,
+                         real* st) {{
     int64_t c8 = (cn + 7) / 8 * 8;
     for (int64_t s = 0; s < S; s++) {{
         real xs[DX];
@@ -121,14 +129,19 @@ static void output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S, 
         real acc[DY][8];
         for (int k = 0; k < DY; k++)
             for (int j = 0; j < 8; j++) acc[k][j] = 0;
-        for (int64_t n = 0; n < c8; n += 8) output_block(tz, n, cn, xs, acc);
+        if (st) {{
+            real (*sts)[CH] = (real (*)[CH])(st + s * NQ * CH);
+            for (int64_t n = 0; n < c8; n += 8) output_block(tz, n, cn, xs, acc, sts, 1);
+        }} else {{
+            for (int64_t n = 0; n < c8; n += 8) output_block(tz, n, cn, xs, acc, 0, 0);
+        }}
         for (int k = 0; k < DY; k++) part[s * DY + k] = lane_sum(acc[k]);
     }}
 }}
 
-/* Pull-back over the chunk: g[d][n] = Σ_s (J_n(x_s)ᵀ c_s)_d. */
+/* Pull-back over the chunk: g[d][n] = Σ_s (J_n(x_s)ᵀ c_s)_d, from st when given. */
 static void force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real* cr, int64_t S,
-                        real g[D][CH]) {{
+                        const real* st, real g[D][CH]) {{
     int64_t c8 = (cn + 7) / 8 * 8;
     for (int d = 0; d < D; d++)
         for (int64_t n = 0; n < c8; n++) g[d][n] = 0;
@@ -136,9 +149,37 @@ static void force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real* 
         real xs[DX], cs[DY];
         for (int l = 0; l < DX; l++) xs[l] = xr[s * DX + l];
         for (int k = 0; k < DY; k++) cs[k] = cr[s * DY + k];
-        for (int64_t n = 0; n < c8; n++) force_lane(tz, n, xs, cs, g);
+        if (st) {{
+            const real (*sts)[CH] = (const real (*)[CH])(st + s * NQ * CH);
+            for (int64_t n = 0; n < c8; n++) force_lane_stored(tz, n, sts, xs, cs, g);
+        }} else {{
+            for (int64_t n = 0; n < c8; n++) force_lane(tz, n, xs, cs, g);
+        }}
     }}
     force_finish(g, c8);
+}}
+
+/* θ_out = θ − lr·Π_d[g + wd·θ] + sigma·Π_n ξ for the chunk's cn particles (row vectors
+   times P where pon, times Q where qon). */
+static void update_chunk(const real* th, int64_t cn, real g[D][CH], const real* xv,
+                         const real* P, int pon, const real* Q, int qon, real lr, real wd,
+                         real sg, real* to) {{
+    for (int64_t n = 0; n < cn; n++) {{
+        real dr[D];
+        for (int d = 0; d < D; d++) dr[d] = g[d][n] + wd * th[n * D + d];
+        for (int d = 0; d < D; d++) {{
+            real drift = dr[d], noise = xv[n * D + d];
+            if (pon) {{
+                drift = 0;
+                for (int e = 0; e < D; e++) drift += dr[e] * P[e * D + d];
+            }}
+            if (qon) {{
+                noise = 0;
+                for (int e = 0; e < D; e++) noise += xv[n * D + e] * Q[e * D + d];
+            }}
+            to[n * D + d] = (th[n * D + d] - lr * drift) + sg * noise;
+        }}
+    }}
 }}
 
 static inline int64_t nchunks(int64_t N) {{ return (N + CH - 1) / CH; }}
@@ -157,7 +198,7 @@ int mfsym_output(int64_t R, int64_t N, int64_t S, const real* theta, const real*
         int64_t cn = N - n0 < CH ? N - n0 : CH;
         real tz[D][CH] __attribute__((aligned(64)));
         load_chunk(theta + (r * N + n0) * D, cn, proj + r * D * D, proj_on[r], tz);
-        output_chunk(tz, cn, x + r * S * DX, S, part + w * S * DY);
+        output_chunk(tz, cn, x + r * S * DX, S, part + w * S * DY, 0);
     }}
     for (int64_t r = 0; r < R; r++)
         for (int64_t q = 0; q < S * DY; q++) {{
@@ -179,7 +220,7 @@ int mfsym_force(int64_t R, int64_t N, int64_t S, const real* theta, const real* 
         real tz[D][CH] __attribute__((aligned(64)));
         real g[D][CH] __attribute__((aligned(64)));
         load_chunk(theta + (r * N + n0) * D, cn, 0, 0, tz);
-        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, g);
+        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, 0, g);
         real* f = force + (r * N + n0) * D;
         for (int64_t n = 0; n < cn; n++)
             for (int d = 0; d < D; d++) f[n * D + d] = g[d][n];
@@ -187,62 +228,147 @@ int mfsym_force(int64_t R, int64_t N, int64_t S, const real* theta, const real* 
     return 0;
 }}
 
-/* θ_out = θ − lr·Π_d[F(Pθ) + wd·θ] + sigma·Π_n ξ; run r reads ξ at xi + xi_row[r]·xi_stride.
-   Π_d = P (row vector times P) where proj_on[r], Π_n = Q where noise_on[r]. */
+/* θ_out = θ − lr·Π_d[F(Pθ) + wd·θ] + sigma·Π_n ξ for a given cotangent; run r reads ξ at
+   xi + xi_row[r]·xi_stride; Π_d = P where proj_on[r], Π_n = Q where noise_on[r]. */
 int mfsym_step(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                const real* cot, const real* xi, const int64_t* xi_row, int64_t xi_stride,
                const real* proj, const int8_t* proj_on, const real* noise_proj,
                const int8_t* noise_on, double lr, double wd, double sigma, real* theta_out,
                int nt) {{
     int64_t nch = nchunks(N), W = R * nch;
-    const real lr_ = (real)lr, wd_ = (real)wd, sg_ = (real)sigma;
     #pragma omp parallel for num_threads(nt) schedule(static) if(use_threads(R, N, S))
     for (int64_t w = 0; w < W; w++) {{
         int64_t r = w / nch, n0 = (w % nch) * CH;
         int64_t cn = N - n0 < CH ? N - n0 : CH;
         real tz[D][CH] __attribute__((aligned(64)));
         real g[D][CH] __attribute__((aligned(64)));
-        const real* P = proj + r * D * D;
-        const real* Q = noise_proj + r * D * D;
         const real* th = theta + (r * N + n0) * D;
-        const real* xv = xi + xi_row[r] * xi_stride + n0 * D;
-        real* to = theta_out + (r * N + n0) * D;
-        load_chunk(th, cn, P, proj_on[r], tz);
-        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, g);
-        for (int64_t n = 0; n < cn; n++) {{
-            real dr[D], nz[D];
-            for (int d = 0; d < D; d++) dr[d] = g[d][n] + wd_ * th[n * D + d];
-            for (int d = 0; d < D; d++) {{
-                real drift = dr[d], noise = xv[n * D + d];
-                if (proj_on[r]) {{
-                    drift = 0;
-                    for (int e = 0; e < D; e++) drift += dr[e] * P[e * D + d];
-                }}
-                if (noise_on[r]) {{
-                    noise = 0;
-                    for (int e = 0; e < D; e++) noise += xv[n * D + e] * Q[e * D + d];
-                }}
-                nz[d] = noise;
-                to[n * D + d] = (th[n * D + d] - lr_ * drift) + sg_ * nz[d];
+        load_chunk(th, cn, proj + r * D * D, proj_on[r], tz);
+        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, 0, g);
+        update_chunk(th, cn, g, xi + xi_row[r] * xi_stride + n0 * D, proj + r * D * D,
+                     proj_on[r], noise_proj + r * D * D, noise_on[r], (real)lr, (real)wd,
+                     (real)sigma, theta_out + (r * N + n0) * D);
+    }}
+    return 0;
+}}
+
+/* Workspace of one worker of mfsym_fused: reals (stored pull-back data and a cotangent)
+   and doubles (per-chunk partial sums). */
+void mfsym_sizes(int64_t N, int64_t S, int64_t* reals, int64_t* doubles) {{
+    *reals = nchunks(N) * S * NQ * CH + S * DY;
+    *doubles = nchunks(N) * S * DY;
+}}
+
+typedef struct {{
+    int64_t N, S, m;
+    const real *theta, *x, *targets, *cot_l, *xi, *proj, *noise_proj;
+    const int8_t *cot_on, *proj_on, *noise_on;
+    const int64_t* xi_row;
+    int64_t xi_stride;
+    real c0, lr, wd, sigma;
+    real *out, *theta_out;
+}} fused_args;
+
+/* cot_s = c0 (L o_b − T_s) with o_b the m views of sample b (s = g·B + b), L = I when off. */
+static void cotangent(const fused_args* a, int64_t r, const real* o, real* cot) {{
+    int64_t S = a->S, m = a->m, B = S / m, md = m * DY;
+    const real* T = a->targets + r * S * DY;
+    const real* L = a->cot_l + r * md * md;
+    for (int64_t s = 0; s < S; s++) {{
+        int64_t gi = s / B, b = s % B;
+        for (int k = 0; k < DY; k++) {{
+            real v = o[s * DY + k];
+            if (a->cot_on[r]) {{
+                v = 0;
+                for (int64_t g2 = 0; g2 < m; g2++)
+                    for (int k2 = 0; k2 < DY; k2++)
+                        v += L[(gi * DY + k) * md + g2 * DY + k2] * o[(g2 * B + b) * DY + k2];
             }}
+            cot[s * DY + k] = a->c0 * (v - T[s * DY + k]);
         }}
+    }}
+}}
+
+/* One run: outputs (keeping the pull-back data), cotangent, force and update; the chunks
+   of each phase on `inner` threads. */
+static void fused_run(const fused_args* a, int64_t r, real* work, double* part, int inner) {{
+    int64_t N = a->N, S = a->S, nch = nchunks(N);
+    real* st = work;
+    real* cot = work + nch * S * NQ * CH;
+    const real* P = a->proj + r * D * D;
+    #pragma omp parallel for num_threads(inner) schedule(static) if(inner > 1)
+    for (int64_t c = 0; c < nch; c++) {{
+        int64_t n0 = c * CH, cn = N - n0 < CH ? N - n0 : CH;
+        real tz[D][CH] __attribute__((aligned(64)));
+        load_chunk(a->theta + (r * N + n0) * D, cn, P, a->proj_on[r], tz);
+        output_chunk(tz, cn, a->x + r * S * DX, S, part + c * S * DY, st + c * S * NQ * CH);
+    }}
+    real* o = a->out + r * S * DY;
+    for (int64_t q = 0; q < S * DY; q++) {{
+        double t = 0;
+        for (int64_t c = 0; c < nch; c++) t += part[c * S * DY + q];
+        o[q] = (real)(t / (double)N);
+    }}
+    cotangent(a, r, o, cot);
+    #pragma omp parallel for num_threads(inner) schedule(static) if(inner > 1)
+    for (int64_t c = 0; c < nch; c++) {{
+        int64_t n0 = c * CH, cn = N - n0 < CH ? N - n0 : CH;
+        real tz[D][CH] __attribute__((aligned(64)));
+        real g[D][CH] __attribute__((aligned(64)));
+        const real* th = a->theta + (r * N + n0) * D;
+        load_chunk(th, cn, P, a->proj_on[r], tz);
+        force_chunk(tz, cn, a->x + r * S * DX, cot, S, st + c * S * NQ * CH, g);
+        update_chunk(th, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D, P,
+                     a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr, a->wd,
+                     a->sigma, a->theta_out + (r * N + n0) * D);
+    }}
+}}
+
+/* A whole step of R runs: out = Φ_N(x) (R, S, DY) and θ_out.  Runs are spread over the
+   threads when there are enough of them, else each run's chunks are; the numbers of a
+   run are the same either way. */
+int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, const real* x,
+                const real* targets, const real* cot_l, const int8_t* cot_on, double c0,
+                const real* xi, const int64_t* xi_row, int64_t xi_stride, const real* proj,
+                const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
+                double lr, double wd, double sigma, real* out, real* theta_out, real* work,
+                double* partw, int nt) {{
+    fused_args a = {{N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on, proj_on,
+                    noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd, (real)sigma,
+                    out, theta_out}};
+    int64_t wr, wdb;
+    mfsym_sizes(N, S, &wr, &wdb);
+    int by_run = nt > 1 && R >= nt && (R % nt == 0 || R >= 4 * nt);
+    if (by_run) {{
+        #pragma omp parallel num_threads(nt)
+        {{
+            int t = THREAD_ID;
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t r = 0; r < R; r++) fused_run(&a, r, work + t * wr, partw + t * wdb, 1);
+        }}
+    }} else {{
+        int inner = use_threads(1, N, S) ? nt : 1;
+        for (int64_t r = 0; r < R; r++) fused_run(&a, r, work, partw, inner);
     }}
     return 0;
 }}
 """
 
 _MATRIX = r"""
-/* σ*(x, z) = act(z x), z (DY×DX) row-major: pre_k = Σ_l z[k, l] x_l. */
+/* σ*(x, z) = act(z x), z (DY×DX) row-major: pre_k = Σ_l z[k, l] x_l.
+   Stored per sample and particle: act'(pre_k), k < DY. */
+#define NQ DY
 
 /* Lanes n..n+7 of one sample: acc[k][j] += act(h_k(n + j)) for particles below cn. */
 static inline void output_block(real tz[D][CH], int64_t n, int64_t cn, const real* xs,
-                                real acc[DY][8]) {
+                                real acc[DY][8], real (*st)[CH], int store) {
     for (int k = 0; k < DY; k++)
         for (int j = 0; j < 8; j++) {
             real h = 0;
             for (int l = 0; l < DX; l++) h += tz[k * DX + l][n + j] * xs[l];
             real a = ACT(h);
             acc[k][j] += (n + j < cn) ? a : (real)0;
+            if (store) st[k][n + j] = DACT(h, a);
         }
 }
 
@@ -258,6 +384,15 @@ static inline void force_lane(real tz[D][CH], int64_t n, const real* xs, const r
     }
 }
 
+static inline void force_lane_stored(real tz[D][CH], int64_t n, const real (*st)[CH],
+                                     const real* xs, const real* cs, real g[D][CH]) {
+    (void)tz;
+    for (int k = 0; k < DY; k++) {
+        real w = st[k][n] * cs[k];
+        for (int l = 0; l < DX; l++) g[k * DX + l][n] += w * xs[l];
+    }
+}
+
 static inline void force_finish(real g[D][CH], int64_t c8) {
     (void)g;
     (void)c8;
@@ -265,11 +400,13 @@ static inline void force_finish(real g[D][CH], int64_t c8) {
 """
 
 _UV = r"""
-/* σ*(x, (u, v)) = v · act(uᵀx / DX), z = (u, v). */
+/* σ*(x, (u, v)) = v · act(uᵀx / DX), z = (u, v).
+   Stored per sample and particle: act(h) and act'(h). */
+#define NQ 2
 
 /* Lanes n..n+7 of one sample: acc[k][j] += v_k act(uᵀx / DX) for particles below cn. */
 static inline void output_block(real tz[D][CH], int64_t n, int64_t cn, const real* xs,
-                                real acc[DY][8]) {
+                                real acc[DY][8], real (*st)[CH], int store) {
     for (int j = 0; j < 8; j++) {
         real h = 0;
         for (int l = 0; l < DX; l++) h += tz[l][n + j] * xs[l];
@@ -277,21 +414,36 @@ static inline void output_block(real tz[D][CH], int64_t n, int64_t cn, const rea
         real a = ACT(h);
         real m = (n + j < cn) ? (real)1 : (real)0;
         for (int k = 0; k < DY; k++) acc[k][j] += m * (tz[DX + k][n + j] * a);
+        if (store) {
+            st[0][n + j] = a;
+            st[1][n + j] = DACT(h, a);
+        }
     }
 }
 
-/* Particle n's force contribution of one sample:
-   g_v[k] += act(h) c_k, g_u[l] += act'(h) (v·c) x_l (divided by DX in force_finish). */
+/* Particle n's force contribution of one sample from a = act(h), d = act'(h):
+   g_v[k] += a c_k, g_u[l] += d (v·c) x_l (divided by DX in force_finish). */
+static inline void force_terms(real tz[D][CH], int64_t n, real a, real d, const real* xs,
+                               const real* cs, real g[D][CH]) {
+    real vc = 0;
+    for (int k = 0; k < DY; k++) vc += tz[DX + k][n] * cs[k];
+    real w = d * vc;
+    for (int k = 0; k < DY; k++) g[DX + k][n] += a * cs[k];
+    for (int l = 0; l < DX; l++) g[l][n] += w * xs[l];
+}
+
 static inline void force_lane(real tz[D][CH], int64_t n, const real* xs, const real* cs,
                               real g[D][CH]) {
-    real h = 0, vc = 0;
+    real h = 0;
     for (int l = 0; l < DX; l++) h += tz[l][n] * xs[l];
     h = h / (real)DX;
     real a = ACT(h);
-    for (int k = 0; k < DY; k++) vc += tz[DX + k][n] * cs[k];
-    real w = DACT(h, a) * vc;
-    for (int k = 0; k < DY; k++) g[DX + k][n] += a * cs[k];
-    for (int l = 0; l < DX; l++) g[l][n] += w * xs[l];
+    force_terms(tz, n, a, DACT(h, a), xs, cs, g);
+}
+
+static inline void force_lane_stored(real tz[D][CH], int64_t n, const real (*st)[CH],
+                                     const real* xs, const real* cs, real g[D][CH]) {
+    force_terms(tz, n, st[0][n], st[1][n], xs, cs, g);
 }
 
 static inline void force_finish(real g[D][CH], int64_t c8) {
@@ -469,5 +621,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mfsym_step.argtypes = [
         i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, f64, f64, f64, ptr, i32,
     ]
-    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step):
+    lib.mfsym_fused.argtypes = [
+        i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, f64, ptr, ptr, i64, ptr, ptr, ptr, ptr,
+        f64, f64, f64, ptr, ptr, ptr, ptr, i32,
+    ]
+    lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
+    lib.mfsym_sizes.restype = None
+    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32

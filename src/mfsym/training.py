@@ -296,6 +296,7 @@ class _Engine:
             x_eval = evaluation_inputs(cfg.n_eval, group.dim_x, cfg.input_std, cfg.eval_seed)
         self.x_eval = torch.as_tensor(np.asarray(x_eval), **kw).unsqueeze(0)
         self.x_train = x_train
+        self.batch = cfg.batch_size if x_train is None else x_train.shape[0]
         self.streams = Streams(
             [stream_seed(s, n_particles) for s in seeds], n_particles, cfg, group, self.device,
             self.dtype, x_train=x_train,
