@@ -220,10 +220,12 @@ class SlurmCluster:
     def start(self, timeout: float = 60) -> SlurmCluster:
         munge_dir = self.root / "munge"
         key = self.root / "munge.key"
-        subprocess.run(
-            [_which("mungekey"), "--create", f"--keyfile={key}"], check=True,
-            capture_output=True, timeout=30,
+        made = subprocess.run(
+            [_which("mungekey"), "--create", f"--keyfile={key}"], capture_output=True,
+            text=True, timeout=30, check=False,
         )
+        if made.returncode != 0:
+            raise ClusterStartError(f"mungekey could not create a key: {made.stderr}")
         sock = munge_dir / "munge.socket"
         self._spawn(
             "munged",
@@ -237,8 +239,7 @@ class SlurmCluster:
         self._wait_for("munge socket creation", sock.exists, "munged", timeout)
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._wait_for(
-            "slurmctld answering", lambda: bool(self.client("scontrol", "ping", timeout=10)
-                                               and "UP" in self.client("scontrol", "ping")),
+            "slurmctld answering", lambda: "UP" in self.client("scontrol", "ping", timeout=10),
             "slurmctld", timeout,
         )
         self._spawn("slurmd", [_which("slurmd"), "-D", "-N", NODE, "-f", str(self.conf)])
