@@ -78,7 +78,8 @@ def stream_draws(seed, n, cfg, group):
 
 
 def hand_step(setting, teacher, scheme, init, theta0, draws, cfg):
-    """θ₁ by autograd of the scheme's loss + τ(1/N)Σ‖θᵢ‖², in mean-field scaling."""
+    """θ₁ by autograd of the scheme's loss + τ(1/N)Σ‖θᵢ‖², in mean-field scaling; also
+    returns the scheme's minibatch loss."""
     unit, group = setting.unit, setting.group
     gx, gy = torch.tensor(group.x), torch.tensor(group.y)
     pe = torch.tensor(group.reynolds())
@@ -104,6 +105,7 @@ def hand_step(setting, teacher, scheme, init, theta0, draws, cfg):
     else:  # FA: Φ̂(x) = (1/|G|) Σ_g g⁻¹ Φ(g x)
         pred = sum(phi(x @ a.T) @ b for a, b in zip(gx, gy, strict=True)) / group.order
         loss = ((pred - y) ** 2).sum(-1).mean()
+    data_loss = float(loss.detach())
     loss = loss + cfg.tau * (theta**2).sum() / n
     (grad,) = torch.autograd.grad(loss, theta)
     drift = n * grad
@@ -114,7 +116,7 @@ def hand_step(setting, teacher, scheme, init, theta0, draws, cfg):
         noise = xi @ pe
     lr = cfg.alpha / n
     step = -lr * drift + math.sqrt(2 * lr * cfg.beta) * noise
-    return (torch.as_tensor(theta0) + step).detach().numpy()
+    return (torch.as_tensor(theta0) + step).detach().numpy(), data_loss
 
 
 @pytest.mark.parametrize("backend", ["auto", "eager"])
@@ -133,8 +135,11 @@ def test_one_step_equals_hand_computation(name, da_mode, init, beta, backend):
     for i, r in enumerate(runs):
         start = setting.group.project(theta0) if r.scheme == "EA" else theta0
         np.testing.assert_allclose(res.initial_particles[i], start, rtol=0, atol=1e-15)
-        expected = hand_step(setting, teachers["arbitrary"], r.scheme, init, start, draws, cfg)
+        expected, loss = hand_step(
+            setting, teachers["arbitrary"], r.scheme, init, start, draws, cfg
+        )
         np.testing.assert_allclose(res.final_particles[i], expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(res.train_loss[i], loss, rtol=1e-12)
     moved = np.abs(res.final_particles - res.initial_particles).max(axis=(1, 2))
     assert (moved > 1e-4).all()
 

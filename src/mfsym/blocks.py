@@ -192,39 +192,18 @@ class Block:
         y = y_all[self.pair, :size]
         views = self._orbit(self.eng.gx, xs, g)  # (R, k, m, B, dx)
         self.views = views.transpose(0, 1).reshape(k, R, self.m * B, dx).contiguous()
-        self.y = y.transpose(0, 1).contiguous()
         targets = self._orbit(self.eng.gy, y, g)  # (R, k, m, B, dy)
         self.targets = targets.transpose(0, 1).contiguous()
-
-    def _loss(self, out, j):
-        """Per-run minibatch loss (R,) of step ``j`` of the chunk from outputs (R, m·B, dy).
-
-        Residual schemes: ``Σ_{g,b} ‖out_{g,b} − g y_b‖² / (mB)``; FA:
-        ``(1/B) Σ_b ‖Φ̂(x_b) − y_b‖²`` with ``Φ̂ = (1/m) Σ_g g⁻¹ out_g``.
-        """
-        R = out.shape[0]
-        y = self.y[j]
-        B = y.shape[1]
-        out = out.reshape(R, self.m, B, -1)
-        if self.any_fa:
-            e_fa = self._fa_model(out) - y
-            loss_fa = (e_fa * e_fa).sum(-1).sum(-1) / B
-            if self.all_fa:
-                return loss_fa
-        e = out - self.targets[j]
-        loss = (e * e).sum(-1).sum(-1).sum(-1) / (self.m * B)
-        return torch.where(self.is_fa, loss_fa, loss) if self.any_fa else loss
 
     def step(self, j: int, xi, global_step: int):
         """One noisy SGD step of every run of the block (``xi``: noise rows per seed)."""
         R, m, B, dy = self.targets.shape[1:]
-        out, self.theta = self.eng.kernel.advance(
+        loss, self.theta = self.eng.kernel.advance(
             self.theta, self.views[j], self.targets[j].reshape(R, m * B, dy), xi, self.spec
         )
-        loss = self._loss(out, j)
         bad = ~torch.isfinite(loss)
         self.first_bad = torch.where(bad & (self.first_bad < 0), global_step, self.first_bad)
-        self.loss_acc += loss.to(torch.float64)
+        self.loss_acc += loss
         return loss
 
     # -- measurements ---------------------------------------------------------------------

@@ -86,17 +86,25 @@ class UpdateSpec:
         return theta if self.proj is None else theta @ self.proj.transpose(1, 2)
 
 
-def cotangent(out: torch.Tensor, targets: torch.Tensor, spec: UpdateSpec) -> torch.Tensor:
-    """``c_s = c₀ (L o_b − T_s)`` for outputs and targets ``(R, m·B, dy)`` (view-major)."""
-    if spec.cot_l is None:
-        return spec.c0 * (out - targets)
+def cotangent(out: torch.Tensor, targets: torch.Tensor, spec: UpdateSpec):
+    """Loss (R,) and cotangent ``c_s = c₀ e_s``, ``e_s = L o_b − T_s``, for outputs and
+    targets ``(R, m·B, dy)`` (view-major).
+
+    The loss is ``Σ_s ‖e_s‖² / (mB)``: the residual loss, and for FA (orthogonal g, so
+    ``‖(L o − T)_{g,b}‖ = ‖Φ̂(x_b) − y_b‖``) the loss ``Σ_b ‖Φ̂(x_b) − y_b‖² / B``.
+    """
     R, S, dy = out.shape
-    m = spec.views
-    B = S // m
-    o = out.reshape(R, m, B, dy).transpose(1, 2).reshape(R, B, m * dy)
-    lo = (spec.cot_l[:, None] * o[:, :, None, :]).sum(-1)
-    lo = lo.reshape(R, B, m, dy).transpose(1, 2).reshape(R, S, dy)
-    return spec.c0 * (torch.where(spec.cot_on[:, None, None], lo, out) - targets)
+    if spec.cot_l is None:
+        e = out - targets
+    else:
+        m = spec.views
+        B = S // m
+        o = out.reshape(R, m, B, dy).transpose(1, 2).reshape(R, B, m * dy)
+        lo = (spec.cot_l[:, None] * o[:, :, None, :]).sum(-1)
+        lo = lo.reshape(R, B, m, dy).transpose(1, 2).reshape(R, S, dy)
+        e = torch.where(spec.cot_on[:, None, None], lo, out) - targets
+    loss = (e * e).to(F64).sum(-1).sum(-1) / S
+    return loss, spec.c0 * e
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,9 +143,13 @@ class EagerKernel:
         return self.forward(theta, x, spec)[0]
 
     def advance(self, theta, x, targets, xi, spec: UpdateSpec):
-        """One step: outputs, cotangent against ``targets``, update; returns (Φ_N(x), θ)."""
+        """One step: outputs, loss and cotangent against ``targets``, update.
+
+        Returns the per-run minibatch loss (R,) in float64 and the new particles.
+        """
         out, ctx = self.forward(theta, x, spec)
-        return out, self.update(ctx, cotangent(out, targets, spec), theta, xi, spec)
+        loss, cot = cotangent(out, targets, spec)
+        return loss, self.update(ctx, cot, theta, xi, spec)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +258,7 @@ class NativeKernel(EagerKernel):
         return self._work
 
     def advance(self, theta, x, targets, xi, spec: UpdateSpec):
-        """The whole step in one call (see ``mfsym_fused``); returns (Φ_N(x), new θ)."""
+        """The whole step in one call (see ``mfsym_fused``); returns (loss, new θ)."""
         R, N, D = theta.shape
         S, dy = x.shape[1], self.unit.dy
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
@@ -258,14 +270,15 @@ class NativeKernel(EagerKernel):
         threads = self._threads()
         work, partw = self._workspace(N, S, threads)
         out = torch.empty(R, S, dy, dtype=self.dtype)
+        loss = torch.empty(R, dtype=F64)
         new = torch.empty_like(theta)
         self.lib.mfsym_fused(
             R, N, S, spec.views, _ptr(theta), _ptr(x), _ptr(targets), _ptr(mats), _ptr(cot_on),
             float(spec.c0), _ptr(xi), _ptr(rows), xi.stride(0), _ptr(proj), _ptr(on),
             _ptr(nproj), _ptr(non), float(spec.lr), float(spec.wd), float(spec.sigma),
-            _ptr(out), _ptr(new), _ptr(work), _ptr(partw), threads,
+            _ptr(out), _ptr(loss), _ptr(new), _ptr(work), _ptr(partw), threads,
         )
-        return out, new
+        return loss, new
 
     def forward(self, theta, x, spec: UpdateSpec):
         R, _, D = theta.shape

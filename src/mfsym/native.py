@@ -267,13 +267,17 @@ typedef struct {{
     int64_t xi_stride;
     real c0, lr, wd, sigma;
     real *out, *theta_out;
+    double* loss;
 }} fused_args;
 
-/* cot_s = c0 (L o_b − T_s) with o_b the m views of sample b (s = g·B + b), L = I when off. */
-static void cotangent(const fused_args* a, int64_t r, const real* o, real* cot) {{
+/* cot_s = c0 e_s, e_s = L o_b − T_s with o_b the m views of sample b (s = g·B + b), L = I
+   when off; returns the loss Σ_s ‖e_s‖² / S (for FA, Σ_b ‖Φ̂(x_b) − y_b‖² / B as g is
+   orthogonal). */
+static double cotangent(const fused_args* a, int64_t r, const real* o, real* cot) {{
     int64_t S = a->S, m = a->m, B = S / m, md = m * DY;
     const real* T = a->targets + r * S * DY;
     const real* L = a->cot_l + r * md * md;
+    double loss = 0;
     for (int64_t s = 0; s < S; s++) {{
         int64_t gi = s / B, b = s % B;
         for (int k = 0; k < DY; k++) {{
@@ -284,9 +288,12 @@ static void cotangent(const fused_args* a, int64_t r, const real* o, real* cot) 
                     for (int k2 = 0; k2 < DY; k2++)
                         v += L[(gi * DY + k) * md + g2 * DY + k2] * o[(g2 * B + b) * DY + k2];
             }}
-            cot[s * DY + k] = a->c0 * (v - T[s * DY + k]);
+            real e = v - T[s * DY + k];
+            loss += (double)e * (double)e;
+            cot[s * DY + k] = a->c0 * e;
         }}
     }}
+    return loss / (double)S;
 }}
 
 /* One run: outputs (keeping the pull-back data), cotangent, force and update; the chunks
@@ -309,7 +316,7 @@ static void fused_run(const fused_args* a, int64_t r, real* work, double* part, 
         for (int64_t c = 0; c < nch; c++) t += part[c * S * DY + q];
         o[q] = (real)(t / (double)N);
     }}
-    cotangent(a, r, o, cot);
+    a->loss[r] = cotangent(a, r, o, cot);
     #pragma omp parallel for num_threads(inner) schedule(static) if(inner > 1)
     for (int64_t c = 0; c < nch; c++) {{
         int64_t n0 = c * CH, cn = N - n0 < CH ? N - n0 : CH;
@@ -324,18 +331,18 @@ static void fused_run(const fused_args* a, int64_t r, real* work, double* part, 
     }}
 }}
 
-/* A whole step of R runs: out = Φ_N(x) (R, S, DY) and θ_out.  Runs are spread over the
-   threads when there are enough of them, else each run's chunks are; the numbers of a
-   run are the same either way. */
+/* A whole step of R runs: out = Φ_N(x) (R, S, DY), the loss (R,) and θ_out.  Runs are
+   spread over the threads when there are enough of them, else each run's chunks are; the
+   numbers of a run are the same either way. */
 int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, const real* x,
                 const real* targets, const real* cot_l, const int8_t* cot_on, double c0,
                 const real* xi, const int64_t* xi_row, int64_t xi_stride, const real* proj,
                 const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
-                double lr, double wd, double sigma, real* out, real* theta_out, real* work,
-                double* partw, int nt) {{
+                double lr, double wd, double sigma, real* out, double* loss, real* theta_out,
+                real* work, double* partw, int nt) {{
     fused_args a = {{N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on, proj_on,
                     noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd, (real)sigma,
-                    out, theta_out}};
+                    out, theta_out, loss}};
     int64_t wr, wdb;
     mfsym_sizes(N, S, &wr, &wdb);
     int by_run = nt > 1 && R >= nt && (R % nt == 0 || R >= 4 * nt);
@@ -623,7 +630,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     ]
     lib.mfsym_fused.argtypes = [
         i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, f64, ptr, ptr, i64, ptr, ptr, ptr, ptr,
-        f64, f64, f64, ptr, ptr, ptr, ptr, i32,
+        f64, f64, f64, ptr, ptr, ptr, ptr, ptr, i32,
     ]
     lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
     lib.mfsym_sizes.restype = None
