@@ -158,6 +158,13 @@ def test_particle_figure_draws_every_scheme(c2_matrix):
     ea_view = [ax for ax in flat if ax.name != "3d"][3]
     students = ea_view.collections[0].get_offsets()
     np.testing.assert_allclose(students, 0, atol=1e-12)  # EA sits on E^G
+    (text,) = [t.get_text() for t in ea_view.texts]
+    assert text.startswith("RMS distance to $E^G$: ") and float(text.split(": ")[1]) < 1e-12
+    free = [ax for ax in flat if ax.name != "3d"][0].texts[0].get_text()
+    resid = runs["final_particles"].sel(teacher="SI", seed=1, scheme="vanilla").values
+    resid = resid - group.project(resid)
+    assert float(free.split(": ")[1]) == pytest.approx(np.sqrt((resid**2).sum(1).mean()),
+                                                       rel=0.06)
     with pytest.raises(ValueError, match="seed=7"):
         plot_particles(runs, teacher, group.fixed_basis(), "SI", 7)
 

@@ -5,7 +5,8 @@ students dots.  Row 1: a 3-D view of coordinates z₀, z₁, z₂ with z₃ (whe
 and E^G drawn as the plane (or line) its image spans in those coordinates.  Row 2: the view
 along E^G: the particles projected on the orthogonal complement of E^G (first two
 directions of an orthonormal basis), where E^G collapses to the origin, so a cloud that
-stayed on E^G is a single point there.
+stayed on E^G is a single point there; each panel states the students' RMS distance to E^G,
+(mean_i ‖θᵢ − P_E θᵢ‖²)^{1/2}.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def plot_particles(
         ax2.scatter(view_t[:, 0], view_t[:, 1], marker="s", s=36, facecolors="none",
                     edgecolors="black", label="teacher")
         ax2.scatter([0], [0], marker="+", s=80, color="grey", label="$E^G$")
+        resid = cloud - cloud @ basis @ basis.T
+        ax2.text(0.98, 0.02, f"RMS distance to $E^G$: {np.sqrt((resid**2).sum(1).mean()):.1e}",
+                 transform=ax2.transAxes, ha="right", va="bottom", fontsize="x-small")
         ax2.set_xlim(-lim, lim)
         ax2.set_ylim(-lim, lim)
         ax2.set_aspect("equal")
