@@ -83,7 +83,8 @@ class TrainConfig:
     checks; checkpoint_every: steps between checkpoints (0: never); log_every_s: seconds
     between progress lines; keep_particle_snapshots: also return the particles at every
     snapshot; dtype: "float32" or "float64"; device: "auto", "cpu", "cuda[:k]";
-    backend: force-kernel implementation (see ``mfsym.kernels``).
+    backend: force-kernel implementation, "auto", "eager", "native" or "compile" (see
+    ``mfsym.kernels``; all agree with "eager" to float rounding, each is deterministic).
     """
 
     alpha: float = 50.0
