@@ -77,6 +77,14 @@ def checkpoint_step(path: Path) -> int:
         return int(ck["counters"][0])
 
 
+def assert_plain_arrays(path: Path) -> None:
+    """Every entry of the checkpoint loads without pickle and is a plain (non-object) array."""
+    with np.load(path, allow_pickle=False) as ck:
+        assert "counters" in ck.files and len(ck.files) > 3, ck.files
+        for name in ck.files:
+            assert ck[name].dtype != object, name
+
+
 def start_and_interrupt(wf: Path, target: str, sig: int, log: Path) -> tuple[int, int]:
     """Start snakemake, wait until the training job has written two checkpoints, send
     ``sig`` to snakemake's whole process group; return (exit code, newest checkpoint step)."""
@@ -107,6 +115,7 @@ def test_sigterm_to_snakemake_then_rerun_incomplete_gives_the_uninterrupted_resu
     assert not (wf / RUN).exists()
     assert not (wf / SUMMARY).exists()
     assert (wf / CKPT).exists() and 0 < step < STEPS
+    assert_plain_arrays(wf / CKPT)
 
     res = snakemake(wf, *local("--rerun-incomplete", SUMMARY))
     log = (wf / TRAIN_LOG).read_text()
