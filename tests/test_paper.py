@@ -450,10 +450,16 @@ def test_ci_installs_the_tex_packages_the_error_message_names():
 # ---------------------------------------------------------------------------------------
 # end to end: `snakemake paper` on a tiny configuration
 # ---------------------------------------------------------------------------------------
-#: two widths (so slopes exist), a one-setting heuristic at small N
+#: two widths (so slopes exist), a one-setting heuristic at small N, short Noether studies
 TINY_PAPER = {
     "N": [6, 12],
     "heuristic": {"N": 24, "max_steps": 3, "training": {"T": 1.0, "batch_size": 40}},
+    "noether": {
+        "drift": {"activations": ["relu", "tanh"], "etas": [0.02, 0.01], "flow_time": 0.5,
+                  "decay_eta": 0.01, "langevin_eta": 0.01, "langevin_betas": [1e-4, 1e-3]},
+        "invariance": {"flow_time": 1.0, "n_snapshots": 5},
+        "attraction": {"lambdas": [0.0, 0.3], "flow_time": 2.0, "n_snapshots": 3},
+    },
 }
 
 
