@@ -6,6 +6,11 @@ PAPER_TEX = "paper/ms.tex"
 PAPER_OUTPUT = "paper/output"
 
 
+def paper_figures(wildcards):
+    """The figure PDFs ms.tex includes (read only when the paper is built)."""
+    return [f"{RESULTS}/figures/{name}.pdf" for name in figures_in_tex(PAPER_TEX)]
+
+
 rule paper_numbers:
     input:
         summary=f"{RESULTS}/summary.nc",
@@ -31,11 +36,7 @@ rule paper:
         tex=PAPER_TEX,
         macros=rules.paper_numbers.output.macros,
         table=rules.paper_numbers.output.table,
-        figures=expand(
-            "{results}/figures/{name}.pdf",
-            results=RESULTS,
-            name=figures_in_tex(PAPER_TEX),
-        ),
+        figures=paper_figures,
     output:
         pdf="paper/ms.pdf",
     params:
