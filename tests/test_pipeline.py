@@ -127,19 +127,24 @@ def tiny_config() -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny pipeline run once; figure modules come from a private library copy."""
-    wf = copy_workflow(tmp_path_factory.mktemp("pipeline"), with_library=True)
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end(tmp_path):
+    """One run (a single test, so parallel workers never repeat it), then its checks.
+
+    Figure modules come from a private copy of the library, so that editing one does not
+    touch the installed package.
+    """
+    wf = copy_workflow(tmp_path / "wf", with_library=True)
     (wf / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(wf / "src"))
-    first = smk(wf, "--cores", "2", "grid", env=env)
-    return wf, env, first
+    smk(wf, "--cores", "2", "grid", env=env)
+    check_summary(wf)
+    check_files(wf)
+    check_report(wf, env, tmp_path / "report.zip")
+    check_reruns(wf, env)
 
 
-@pytest.mark.slow
-def test_tiny_pipeline_summary(tiny_run):
-    wf, _, _ = tiny_run
+def check_summary(wf: Path) -> None:
     cfg = tiny_config()
     ds = read_dataset(wf / "results" / "summary.nc")
     assert dict(ds.sizes) == {"init": 2, "N": 2, "teacher": 3, "scheme": 4, "seed": 2,
@@ -163,9 +168,7 @@ def test_tiny_pipeline_summary(tiny_run):
     assert (ds["rmd_between"] >= 0).all() and (ds["rmd_between"] <= 1).all()
 
 
-@pytest.mark.slow
-def test_tiny_pipeline_figures_and_logs(tiny_run):
-    wf, _, _ = tiny_run
+def check_files(wf: Path) -> None:
     for name in FIGURES:
         for ext in ("pdf", "png"):
             path = wf / "results" / "figures" / f"{name}.{ext}"
@@ -173,13 +176,17 @@ def test_tiny_pipeline_figures_and_logs(tiny_run):
     assert list((wf / "results" / "benchmarks" / "train").rglob("*.tsv"))
     assert list((wf / "results" / "runs").rglob("*.nc"))
     assert not list((wf / "results").rglob("*.tmp"))
-    assert not (wf / "results" / "checkpoints").exists() or not list(
-        (wf / "results" / "checkpoints").rglob("*.npz"))
+    assert not list((wf / "results").rglob("*.npz"))  # checkpoints are gone after success
 
 
-@pytest.mark.slow
-def test_tiny_pipeline_reruns_only_what_changed(tiny_run):
-    wf, env, _ = tiny_run
+def check_report(wf: Path, env, path: Path) -> None:
+    smk(wf, "grid", "--report", str(path), env=env)
+    names = zipfile.ZipFile(path).namelist()
+    for name in FIGURES:
+        assert any(n.endswith(f"{name}.png") for n in names), names
+
+
+def check_reruns(wf: Path, env) -> None:
     assert "Nothing to be done" in smk(wf, "--cores", "2", "grid", env=env)
     # editing a plotting module reruns only the figures drawn by it
     module = wf / "src" / "mfsym" / "figures" / "rmd.py"
@@ -194,7 +201,8 @@ def test_tiny_pipeline_reruns_only_what_changed(tiny_run):
 
 
 def planned(wf: Path, env, edit) -> dict[str, int]:
-    """Jobs a dry run plans after ``edit`` of the tiny config (rule all left out)."""
+    """Jobs a dry run plans after ``edit`` of the tiny config (its keys sorted, which alone
+    must change nothing), the target rule left out."""
     cfg = tiny_config()
     edit(cfg)
     path = wf / "edited.yaml"
@@ -202,12 +210,3 @@ def planned(wf: Path, env, edit) -> dict[str, int]:
     out = smk(wf, "grid", "-n", "--quiet", "rules", "--configfile", str(path), env=env)
     counts = job_counts(out)
     return {k: v for k, v in counts.items() if k not in ("grid", "total")}
-
-
-@pytest.mark.slow
-def test_report_collects_every_figure(tiny_run, tmp_path):
-    wf, env, _ = tiny_run
-    smk(wf, "grid", "--report", str(tmp_path / "report.zip"), env=env)
-    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
-    for name in FIGURES:
-        assert any(n.endswith(f"{name}.png") for n in names), names
