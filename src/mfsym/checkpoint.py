@@ -19,10 +19,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _staging_path(path: Path) -> Path:
+    """Where a new checkpoint is completed before the old one is rotated to ``.prev``."""
+    return path.with_name(path.name.removesuffix(".npz") + ".new.npz")
+
+
 def _prev_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".npz") + ".prev.npz")
 
@@ -55,18 +61,13 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     payload = dict(arrays)
     payload["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
     payload["__sha256__"] = np.array(_digest(arrays))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    had_previous = path.exists()
+    with atomic_path(_staging_path(path), suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
             np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.replace(path, _prev_path(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if had_previous:
+        os.replace(path, _prev_path(path))
+    os.replace(_staging_path(path), path)
 
 
 def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray]:
@@ -107,5 +108,5 @@ def load_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.nda
 def remove_checkpoint(path) -> None:
     """Delete a checkpoint and its ``.prev`` (after the result it protects is written)."""
     path = Path(path)
-    for candidate in (path, _prev_path(path)):
+    for candidate in (path, _prev_path(path), _staging_path(path)):
         candidate.unlink(missing_ok=True)

@@ -14,15 +14,13 @@ so a failed build never leaves a partial ``ms.pdf``.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .paper_tex import readable_by_all
+from .atomic import atomic_path
 
 TEX_DEBIAN_PACKAGES = (
     "latexmk",
@@ -127,14 +125,6 @@ def build_pdf(
             f"({build_dir / 'out' / (tex.stem + '.log')}):\n"
             + _log_tail(build_dir / "out" / (tex.stem + ".log"))
         )
-    output_pdf.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output_pdf.name + ".", suffix=".tmp", dir=output_pdf.parent)
-    os.close(fd)
-    try:
+    with atomic_path(output_pdf) as tmp:
         shutil.copyfile(built, tmp)
-        readable_by_all(tmp)
-        os.replace(tmp, output_pdf)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return output_pdf

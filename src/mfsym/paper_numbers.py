@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .atomic import write_text
 from .noether_studies import MODES as NOETHER_MODES
 from .noether_studies import SCHEME_VARIANTS
 from .paper_tex import (
@@ -55,7 +56,6 @@ from .paper_tex import (
     format_number,
     macro_name,
     render_macros,
-    write_text_atomic,
 )
 from .results import read_dataset
 from .units import ACTIVATIONS
@@ -616,7 +616,7 @@ def write_paper_numbers(
         claim_macros(claims, digits),
     )
     header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."
-    write_text_atomic(macros_path, render_macros(macros, header))
-    write_text_atomic(table_path, render_claims_table(claims, digits))
-    write_text_atomic(json_path, claims_json(claims))
+    write_text(macros_path, render_macros(macros, header))
+    write_text(table_path, render_claims_table(claims, digits))
+    write_text(json_path, claims_json(claims))
     return claims

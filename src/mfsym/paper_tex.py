@@ -17,11 +17,8 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 PREFIX = "mf"
 DIGIT_WORDS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
@@ -122,24 +119,3 @@ def render_macros(macros: Mapping[str, str], header: str = "") -> str:
             raise ValueError(f"macro name {name!r} is not a TeX control word (letters only)")
         lines.append(rf"\newcommand{{\{name}}}{{{value}}}")
     return "\n".join(lines) + "\n"
-
-
-def readable_by_all(path) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the usual mode 0644."""
-    os.chmod(path, 0o644)
-
-
-def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        readable_by_all(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -19,13 +19,14 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from .atomic import atomic_path
 
 CONVENTIONS = "CF-1.10"
 PACKAGES = ("mfsym", "torch", "numpy", "scipy", "POT", "xarray", "netCDF4", "snakemake")
@@ -128,21 +129,11 @@ def write_dataset(
 ) -> Path:
     """Validate, stamp provenance and write ``ds`` to ``path`` atomically (netCDF4)."""
     check_dataset(ds, allow_nonfinite)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **provenance(config, title)}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".nc") as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_dataset(path) -> xr.Dataset:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import matplotlib
 
@@ -13,6 +11,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
 
 SCHEME_ORDER = ("vanilla", "DA", "FA", "EA")
 FORMATS = ("pdf", "png")
@@ -47,17 +47,8 @@ def save_figure(fig, outputs: Mapping[str, str | os.PathLike], dpi: int) -> None
         raise ValueError(f"unknown figure format(s) {unknown}; allowed: {list(FORMATS)}")
     try:
         for fmt, path in outputs.items():
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=f".{fmt}", dir=path.parent)
-            os.close(fd)
-            try:
+            with atomic_path(path, suffix=f".{fmt}") as tmp:
                 fig.savefig(tmp, format=fmt, dpi=dpi)
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
     finally:
         plt.close(fig)
 
