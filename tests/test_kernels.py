@@ -17,6 +17,7 @@ from mfsym.kernels import (
     BACKENDS,
     EagerKernel,
     NativeKernel,
+    Tally,
     UpdateSpec,
     select_kernel,
 )
@@ -107,6 +108,10 @@ def test_fused_update_equals_its_definition(name, dim, act, dtype):
         torch.testing.assert_close(got, expected, **TOL[dtype])
 
 
+def new_tally(R, step=0):
+    return Tally(torch.zeros(R, dtype=F64), torch.full((R,), -1, dtype=torch.int64), step)
+
+
 def fa_spec(unit, dtype, m=2, R=3):
     """spec_for plus a cotangent over m views: run 1 FA-like (random L), others residual."""
     spec = spec_for(unit, dtype, R=R)
@@ -146,9 +151,11 @@ def test_fused_step_equals_outputs_cotangent_and_update(name, dim, act, dtype):
     expected = update_by_definition(unit, theta, x, cot, xi, spec)
     loss = ((cot / spec.c0) ** 2).sum((1, 2)).to(F64) / x.shape[1]
     for kern in (EagerKernel(unit), native_or_skip(unit, dtype)):
-        got_loss, got = kern.advance(theta, x, targets, xi, spec)
-        assert got_loss.dtype == F64
-        torch.testing.assert_close(got_loss, loss, **TOL[dtype])
+        tally = new_tally(3, step=17)
+        tally.loss_acc += 1.0
+        got = kern.advance(theta, x, targets, xi, spec, tally)
+        torch.testing.assert_close(tally.loss_acc, loss + 1.0, **TOL[dtype])
+        assert (tally.first_bad == -1).all()
         torch.testing.assert_close(got, expected, **TOL[dtype])
 
 
@@ -172,13 +179,32 @@ def test_fused_step_is_the_same_per_run_whatever_the_threads_and_the_stack(R):
             torch.set_num_threads(threads)
             sub = UpdateSpec(**{**spec.__dict__, "noise_row": spec.noise_row[:R], "cache": {}})
             sub.proj_on, sub.noise_on = spec.proj_on[:R], spec.noise_on[:R]
-            results.append(kern.advance(theta[:R], x[:R], targets[:R], xi, sub))
-            results.append(kern.advance(theta, x, targets, xi, spec))
+            for args in ((theta[:R], x[:R], targets[:R], xi, sub), (theta, x, targets, xi, spec)):
+                tally = new_tally(args[0].shape[0])
+                results.append((tally.loss_acc, kern.advance(*args, tally)))
     finally:
         torch.set_num_threads(before)
     for loss, new in results[1:]:
         assert torch.equal(loss[:R], results[0][0][:R])
         assert torch.equal(new[:R], results[0][1][:R])
+
+
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_tally_marks_the_first_non_finite_step_of_each_run(backend):
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, F32) if backend == "native" else EagerKernel(unit)
+    theta, x, _ = inputs(unit, F32, S=4)
+    theta[2, 0, 0] = float("nan")
+    targets = torch.zeros(3, 4, 2)
+    xi = torch.zeros(2, theta.shape[1], 4)
+    spec = spec_for(unit, F32)
+    tally = new_tally(3, step=5)
+    tally.first_bad[1] = 2  # already marked earlier: kept
+    kern.advance(theta, x, targets, xi, spec, tally)
+    tally.step = 6
+    kern.advance(theta, x, targets, xi, spec, tally)
+    assert tally.first_bad.tolist() == [-1, 2, 5]
+    assert torch.isfinite(tally.loss_acc[:2]).all() and not torch.isfinite(tally.loss_acc[2])
 
 
 def test_native_forward_projects_the_model_of_projected_runs():
@@ -295,6 +321,13 @@ def test_compiled_backend_equals_eager(name, dim, act, dtype):
     got = kern.update(ctx, cot, theta, xi, spec)
     expected = update_by_definition(unit, theta, x, cot, xi, spec)
     torch.testing.assert_close(got, expected, **TOL[dtype])
+    targets = torch.randn(x.shape[0], x.shape[1], unit.dy, dtype=dtype)
+    tallies = [new_tally(3), new_tally(3)]
+    steps = [k.advance(theta, x, targets, xi, spec, t) for k, t in zip(
+        (kern, EagerKernel(unit)), tallies, strict=True
+    )]
+    torch.testing.assert_close(steps[0], steps[1], **TOL[dtype])
+    torch.testing.assert_close(tallies[0].loss_acc, tallies[1].loss_acc, **TOL[dtype])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .kernels import UpdateSpec
+from .kernels import Tally, UpdateSpec
 from .schemes import projects_drift, projects_noise, uses_orbit
 
 
@@ -130,8 +130,10 @@ class Block:
         self.rmd_proj = np.zeros((R, K))
         self.dist = np.zeros((R, K))
         self.snaps = np.zeros((R, K, eng.n, group.dim_z)) if cfg.keep_particle_snapshots else None
-        self.loss_acc = torch.zeros(R, device=dev, dtype=torch.float64)
-        self.first_bad = torch.full((R,), -1, dtype=torch.long, device=dev)
+        self.tally = Tally(
+            torch.zeros(R, device=dev, dtype=torch.float64),
+            torch.full((R,), -1, dtype=torch.long, device=dev),
+        )
         self.y_eval = eng.y_eval[[eng.teacher_names.index(r.teacher) for r in runs]]
 
     def _update_spec(self, schemes, R) -> UpdateSpec:
@@ -198,13 +200,11 @@ class Block:
     def step(self, j: int, xi, global_step: int):
         """One noisy SGD step of every run of the block (``xi``: noise rows per seed)."""
         R, m, B, dy = self.targets.shape[1:]
-        loss, self.theta = self.eng.kernel.advance(
-            self.theta, self.views[j], self.targets[j].reshape(R, m * B, dy), xi, self.spec
+        self.tally.step = global_step
+        self.theta = self.eng.kernel.advance(
+            self.theta, self.views[j], self.targets[j].reshape(R, m * B, dy), xi, self.spec,
+            self.tally,
         )
-        bad = ~torch.isfinite(loss)
-        self.first_bad = torch.where(bad & (self.first_bad < 0), global_step, self.first_bad)
-        self.loss_acc += loss
-        return loss
 
     # -- measurements ---------------------------------------------------------------------
     def population_risk(self, theta) -> np.ndarray:
@@ -239,10 +239,10 @@ class Block:
         eng, theta = self.eng, self.theta
         count = step_now - prev_step
         if count > 0:
-            self.train_loss[:, k] = (self.loss_acc / count).cpu().numpy()
+            self.train_loss[:, k] = (self.tally.loss_acc / count).cpu().numpy()
         elif k > 0:
             self.train_loss[:, k] = self.train_loss[:, k - 1]
-        self.loss_acc.zero_()
+        self.tally.loss_acc.zero_()
         self.risk[:, k] = self.population_risk(theta)
         th = theta.to(torch.float64)
         proj = _rows_times(th, eng.p_e64)
@@ -262,8 +262,8 @@ class Block:
             f"{prefix}risk": self.risk,
             f"{prefix}rmd_proj": self.rmd_proj,
             f"{prefix}dist": self.dist,
-            f"{prefix}loss_acc": self.loss_acc.cpu().numpy(),
-            f"{prefix}first_bad": self.first_bad.cpu().numpy(),
+            f"{prefix}loss_acc": self.tally.loss_acc.cpu().numpy(),
+            f"{prefix}first_bad": self.tally.first_bad.cpu().numpy(),
         }
         if self.snaps is not None:
             out[f"{prefix}snaps"] = self.snaps
@@ -276,8 +276,8 @@ class Block:
         self.risk = arrays[f"{prefix}risk"].copy()
         self.rmd_proj = arrays[f"{prefix}rmd_proj"].copy()
         self.dist = arrays[f"{prefix}dist"].copy()
-        self.loss_acc = torch.as_tensor(arrays[f"{prefix}loss_acc"], device=dev).clone()
-        self.first_bad = torch.as_tensor(arrays[f"{prefix}first_bad"], device=dev).clone()
+        self.tally.loss_acc.copy_(torch.as_tensor(arrays[f"{prefix}loss_acc"]))
+        self.tally.first_bad.copy_(torch.as_tensor(arrays[f"{prefix}first_bad"]))
         if self.snaps is not None:
             self.snaps = arrays[f"{prefix}snaps"].copy()
 

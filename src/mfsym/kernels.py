@@ -86,6 +86,21 @@ class UpdateSpec:
         return theta if self.proj is None else theta @ self.proj.transpose(1, 2)
 
 
+@dataclass
+class Tally:
+    """Per-run loss bookkeeping of a step loop: ``loss_acc`` (R,) float64 sums the minibatch
+    losses, ``first_bad`` (R,) int64 holds the first ``step`` whose loss was not finite
+    (−1 while none).  Both are updated in place."""
+
+    loss_acc: torch.Tensor
+    first_bad: torch.Tensor
+    step: int = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_acc.add_(loss)
+        self.first_bad.masked_fill_(~torch.isfinite(loss) & (self.first_bad < 0), self.step)
+
+
 def cotangent(out: torch.Tensor, targets: torch.Tensor, spec: UpdateSpec):
     """Loss (R,) and cotangent ``c_s = c₀ e_s``, ``e_s = L o_b − T_s``, for outputs and
     targets ``(R, m·B, dy)`` (view-major).
@@ -142,14 +157,13 @@ class EagerKernel:
         """Φ_N of each run's model, (R, S, dy)."""
         return self.forward(theta, x, spec)[0]
 
-    def advance(self, theta, x, targets, xi, spec: UpdateSpec):
-        """One step: outputs, loss and cotangent against ``targets``, update.
-
-        Returns the per-run minibatch loss (R,) in float64 and the new particles.
-        """
+    def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
+        """One step: outputs, loss and cotangent against ``targets``, update; the loss goes
+        to ``tally``.  Returns the new particles."""
         out, ctx = self.forward(theta, x, spec)
         loss, cot = cotangent(out, targets, spec)
-        return loss, self.update(ctx, cot, theta, xi, spec)
+        tally.add(loss)
+        return self.update(ctx, cot, theta, xi, spec)
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,38 +261,44 @@ class NativeKernel(EagerKernel):
 
     def _workspace(self, N: int, S: int, workers: int):
         """Scratch arrays of ``mfsym_fused`` for ``workers`` threads, grown on demand."""
-        reals, doubles = ctypes.c_int64(), ctypes.c_int64()
-        self.lib.mfsym_sizes(N, S, ctypes.byref(reals), ctypes.byref(doubles))
-        need = (workers * reals.value, workers * doubles.value)
-        have = getattr(self, "_work", None)
-        if have is None or have[0].numel() < need[0] or have[1].numel() < need[1]:
-            self._work = (
-                torch.empty(need[0], dtype=self.dtype), torch.empty(need[1], dtype=F64)
-            )
+        key = (N, S, workers)
+        if getattr(self, "_work_key", None) != key:
+            reals, doubles = ctypes.c_int64(), ctypes.c_int64()
+            self.lib.mfsym_sizes(N, S, ctypes.byref(reals), ctypes.byref(doubles))
+            need = (workers * reals.value, workers * doubles.value)
+            have = getattr(self, "_work", None)
+            if have is None or have[0].numel() < need[0] or have[1].numel() < need[1]:
+                self._work = (
+                    torch.empty(need[0], dtype=self.dtype), torch.empty(need[1], dtype=F64)
+                )
+            self._work_key = key
         return self._work
 
-    def advance(self, theta, x, targets, xi, spec: UpdateSpec):
-        """The whole step in one call (see ``mfsym_fused``); returns (loss, new θ)."""
+    def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
+        """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
         R, N, D = theta.shape
         S, dy = x.shape[1], self.unit.dy
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
         mats, cot_on = self._cot_spec(spec, R, dy)
-        x, targets = x.contiguous(), targets.contiguous()
-        self._check(theta, x, targets, xi)
+        if not (x.is_contiguous() and targets.is_contiguous()):
+            x, targets = x.contiguous(), targets.contiguous()
         if xi.shape[1:] != (N, D) or xi.stride()[1:] != (D, 1):
             xi = xi.contiguous()
+        self._check(theta, x, targets, xi)
+        if tally.loss_acc.dtype != F64 or tally.first_bad.dtype != torch.int64:
+            raise ValueError("the tally needs float64 losses and int64 steps")
         threads = self._threads()
         work, partw = self._workspace(N, S, threads)
         out = torch.empty(R, S, dy, dtype=self.dtype)
-        loss = torch.empty(R, dtype=F64)
         new = torch.empty_like(theta)
         self.lib.mfsym_fused(
             R, N, S, spec.views, _ptr(theta), _ptr(x), _ptr(targets), _ptr(mats), _ptr(cot_on),
             float(spec.c0), _ptr(xi), _ptr(rows), xi.stride(0), _ptr(proj), _ptr(on),
             _ptr(nproj), _ptr(non), float(spec.lr), float(spec.wd), float(spec.sigma),
-            _ptr(out), _ptr(loss), _ptr(new), _ptr(work), _ptr(partw), threads,
+            _ptr(out), _ptr(new), _ptr(tally.loss_acc), _ptr(tally.first_bad), int(tally.step),
+            _ptr(work), _ptr(partw), threads,
         )
-        return loss, new
+        return new
 
     def forward(self, theta, x, spec: UpdateSpec):
         R, _, D = theta.shape
@@ -476,8 +496,8 @@ class _Fallback(EagerKernel):
     def output_and_pullback(self, theta, x):
         return self._try("output_and_pullback", theta, x)
 
-    def advance(self, theta, x, targets, xi, spec):
-        return self._try("advance", theta, x, targets, xi, spec)
+    def advance(self, theta, x, targets, xi, spec, tally):
+        return self._try("advance", theta, x, targets, xi, spec, tally)
 
     def output(self, theta, x, spec):
         return self._try("output", theta, x, spec)

@@ -267,7 +267,9 @@ typedef struct {{
     int64_t xi_stride;
     real c0, lr, wd, sigma;
     real *out, *theta_out;
-    double* loss;
+    double* loss_acc;
+    int64_t* first_bad;
+    int64_t step;
 }} fused_args;
 
 /* cot_s = c0 e_s, e_s = L o_b − T_s with o_b the m views of sample b (s = g·B + b), L = I
@@ -316,7 +318,9 @@ static void fused_run(const fused_args* a, int64_t r, real* work, double* part, 
         for (int64_t c = 0; c < nch; c++) t += part[c * S * DY + q];
         o[q] = (real)(t / (double)N);
     }}
-    a->loss[r] = cotangent(a, r, o, cot);
+    double loss = cotangent(a, r, o, cot);
+    a->loss_acc[r] += loss;
+    if (!__builtin_isfinite(loss) && a->first_bad[r] < 0) a->first_bad[r] = a->step;
     #pragma omp parallel for num_threads(inner) schedule(static) if(inner > 1)
     for (int64_t c = 0; c < nch; c++) {{
         int64_t n0 = c * CH, cn = N - n0 < CH ? N - n0 : CH;
@@ -331,18 +335,20 @@ static void fused_run(const fused_args* a, int64_t r, real* work, double* part, 
     }}
 }}
 
-/* A whole step of R runs: out = Φ_N(x) (R, S, DY), the loss (R,) and θ_out.  Runs are
-   spread over the threads when there are enough of them, else each run's chunks are; the
-   numbers of a run are the same either way. */
+/* A whole step of R runs: out = Φ_N(x) (R, S, DY) and θ_out; the minibatch loss is added
+   to loss_acc (R,) and the step recorded in first_bad (R,) the first time a run's loss is
+   not finite.  Runs are spread over the threads when there are enough of them, else each
+   run's chunks are; the numbers of a run are the same either way. */
 int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, const real* x,
                 const real* targets, const real* cot_l, const int8_t* cot_on, double c0,
                 const real* xi, const int64_t* xi_row, int64_t xi_stride, const real* proj,
                 const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
-                double lr, double wd, double sigma, real* out, double* loss, real* theta_out,
-                real* work, double* partw, int nt) {{
+                double lr, double wd, double sigma, real* out, real* theta_out,
+                double* loss_acc, int64_t* first_bad, int64_t step, real* work, double* partw,
+                int nt) {{
     fused_args a = {{N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on, proj_on,
                     noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd, (real)sigma,
-                    out, theta_out, loss}};
+                    out, theta_out, loss_acc, first_bad, step}};
     int64_t wr, wdb;
     mfsym_sizes(N, S, &wr, &wdb);
     int by_run = nt > 1 && R >= nt && (R % nt == 0 || R >= 4 * nt);
@@ -630,7 +636,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     ]
     lib.mfsym_fused.argtypes = [
         i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, f64, ptr, ptr, i64, ptr, ptr, ptr, ptr,
-        f64, f64, f64, ptr, ptr, ptr, ptr, ptr, i32,
+        f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
     ]
     lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
     lib.mfsym_sizes.restype = None

@@ -371,7 +371,7 @@ class _Engine:
         """Raise :class:`TrainingDiverged` naming every run that became non-finite."""
         bad_runs = []
         for b in self.blocks:
-            fb = b.first_bad.cpu().numpy()
+            fb = b.tally.first_bad.cpu().numpy()
             nonfinite = ~torch.isfinite(b.theta).reshape(len(b.runs), -1).all(1).cpu().numpy()
             for i, r in enumerate(b.runs):
                 if fb[i] >= 0 or nonfinite[i]:
@@ -461,7 +461,7 @@ class _Engine:
                     b.step(j, xi, step)
                 if step == 0:  # snapshots at t = 0 report the first minibatch's loss
                     for b in self.blocks:
-                        first = b.loss_acc.cpu().numpy()
+                        first = b.tally.loss_acc.cpu().numpy()
                         for k in np.flatnonzero(snaps == 0):
                             b.train_loss[:, k] = first
                 step += 1
