@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -66,6 +66,7 @@ from scipy.linalg import subspace_angles
 from .config import build_group, build_teachers, build_unit
 from .groups import FiniteGroup
 from .results import read_dataset, variable, write_dataset
+from .settings import build_strict
 from .teachers import Teacher
 from .training import RunSpec, TrainConfig, initial_particles, train_stack
 from .transport import rmd_to_projected, rmd_to_symmetrized
@@ -136,11 +137,9 @@ class HeuristicConfig:
     @classmethod
     def from_dict(cls, values: Mapping) -> HeuristicConfig:
         """Build from plain values; an unknown key raises naming it and the allowed keys."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise HeuristicError(f"unknown heuristic key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**dict(values))
+        return build_strict(
+            cls, values, "unknown heuristic key(s) {unknown}; allowed: {allowed}", HeuristicError
+        )
 
     def threshold(self, step: int) -> float:
         """d_j: the j-th threshold, the last one for every later step."""

@@ -29,7 +29,7 @@ set X), ``full_batch_symmetrized`` (gradient descent on X ∪ gX ∪ …).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -46,6 +46,7 @@ from .noether import (
     symmetrized_inputs,
 )
 from .results import variable
+from .settings import build_strict
 from .teachers import TEACHER_KINDS, Teacher, random_teacher
 from .training import RunSpec, TrainConfig, initial_particles, train_stack
 from .units import ACTIVATIONS, UNITS, Unit, make_unit
@@ -98,12 +99,9 @@ def _numbers(values, test, where, key, what) -> tuple:
 
 
 def _build(cls, values: Mapping | None, where: str):
-    values = dict(values or {})
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in noether.{where}; allowed: {sorted(allowed)}")
-    return cls(**values)
+    return build_strict(
+        cls, values, f"unknown key(s) {{unknown}} in noether.{where}; allowed: {{allowed}}"
+    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ from .device import DTYPES, resolve_device, resolve_dtype
 from .groups import FiniteGroup
 from .kernels import BACKENDS, select_kernel
 from .schemes import DA_MODES, INITS, check_scheme, uses_orbit
+from .settings import build_strict
 from .teachers import Teacher
 from .units import Unit
 
@@ -149,11 +150,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:
         """Build from a plain mapping; an unknown key raises naming it and the allowed keys."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ValueError(f"unknown training key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**dict(values))
+        return build_strict(cls, values, "unknown training key(s) {unknown}; allowed: {allowed}")
 
     def to_dict(self) -> dict:
         return asdict(self)
