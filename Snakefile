@@ -2,7 +2,7 @@
 # Rules live in workflow/rules/*.smk; all science lives in the mfsym library (src/mfsym).
 from snakemake.utils import min_version, validate
 
-from mfsym.config import check_config, load_schema
+from mfsym.pipeline.config import check_config, load_schema
 
 min_version("9.0")
 

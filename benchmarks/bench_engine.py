@@ -5,7 +5,7 @@ divided by runs × N × B.  B is the minibatch size for every scheme: the |G|·B
 FA and orbit-averaged DA evaluate count as B samples, so their figure includes the
 extra views (the same definition for all schemes).
 
-Engine: :func:`mfsym.training.train_stack`; the time per step is the marginal wall time
+Engine: :func:`mfsym.engine.training.train_stack`; the time per step is the marginal wall time
 of its step loop (data and noise draws, views and targets, the fused step, loss
 bookkeeping), i.e. (wall(2k steps) − wall(k steps)) / k, after a warm-up call.  A stack
 of R runs of one scheme is the paper's three teachers over ⌈R/3⌉ seeds (runs of a seed
@@ -31,11 +31,11 @@ import time
 
 import torch
 
-from mfsym.groups import c2_swap
-from mfsym.schemes import SCHEMES
-from mfsym.teachers import paper_teachers
-from mfsym.training import RunSpec, TrainConfig, train_stack
-from mfsym.units import make_unit
+from mfsym.core.groups import c2_swap
+from mfsym.core.schemes import SCHEMES
+from mfsym.core.teachers import paper_teachers
+from mfsym.core.units import make_unit
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
 GRID_N = (5, 10, 50, 100, 500, 1000, 5000)
 TEACHERS = ("arbitrary", "WI", "SI")

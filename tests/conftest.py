@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from mfsym.groups import FiniteGroup, GroupXY, c2_swap, cyclic_group, symmetric_group
-from mfsym.units import Unit, make_unit
+from mfsym.core.groups import FiniteGroup, GroupXY, c2_swap, cyclic_group, symmetric_group
+from mfsym.core.units import Unit, make_unit
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def any_setting(request) -> Setting:
 def same_atoms(a: np.ndarray, b: np.ndarray, atol: float = 1e-12) -> bool:
     """True iff the uniform empirical measures on the rows of a and b are equal (up to atol).
 
-    Sort-free: an optimal matching of the atoms (independent of mfsym.transport) must pair
+    Sort-free: an optimal matching of the atoms (independent of mfsym.measure.transport) must pair
     every atom with one at distance ≤ atol.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

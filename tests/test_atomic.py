@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from mfsym.atomic import atomic_path, write_text
+from mfsym.records.atomic import atomic_path, write_text
 
 
 def test_success_moves_the_file_with_umask_permissions(tmp_path):

@@ -12,7 +12,8 @@ from conftest import same_atoms
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfsym.config import (
+from mfsym.core.teachers import paper_teachers
+from mfsym.pipeline.config import (
     ConfigError,
     build_group,
     build_teachers,
@@ -26,7 +27,6 @@ from mfsym.config import (
     particles_n,
     seed_blocks,
 )
-from mfsym.teachers import paper_teachers
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")

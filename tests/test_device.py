@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mfsym.device import resolve_device
-from mfsym.groups import c2_swap
-from mfsym.teachers import paper_teachers
-from mfsym.training import RunSpec, TrainConfig, TrainingDiverged, train_stack
-from mfsym.units import make_unit
+from mfsym.core.groups import c2_swap
+from mfsym.core.teachers import paper_teachers
+from mfsym.core.units import make_unit
+from mfsym.engine.device import resolve_device
+from mfsym.engine.training import RunSpec, TrainConfig, TrainingDiverged, train_stack
 
 
 def fake_cuda(monkeypatch, available: bool, count: int = 1) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.linalg import null_space
 
-from mfsym.groups import (
+from mfsym.core.groups import (
     FiniteGroup,
     GroupError,
     c2_swap,

@@ -1,4 +1,4 @@
-"""The SI-subspace discovery heuristic (mfsym.heuristic), its files and its figure.
+"""The SI-subspace discovery heuristic (mfsym.studies.heuristic), its files and its figure.
 
 Recovery tests run at N = 100, T = 4, batch 500, seed 0 (a few seconds each).  At that size
 the principal angles between the recovered subspace and E^G measured over seeds 0–9 are at
@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from mfsym.config import check_config, load_schema
+from mfsym.engine.training import TrainConfig
 from mfsym.figures.heuristic import heuristic_job, plot_heuristic
-from mfsym.heuristic import (
+from mfsym.measure.transport import rmd_to_projected
+from mfsym.paper.numbers import heuristic_outcome
+from mfsym.pipeline.config import check_config, load_schema
+from mfsym.records.results import read_dataset, write_dataset
+from mfsym.studies.heuristic import (
     STATUS,
     HeuristicConfig,
     HeuristicError,
@@ -39,10 +43,6 @@ from mfsym.heuristic import (
     step_is_final,
     step_job,
 )
-from mfsym.paper_numbers import heuristic_outcome
-from mfsym.results import read_dataset, write_dataset
-from mfsym.training import TrainConfig
-from mfsym.transport import rmd_to_projected
 
 ROOT = Path(__file__).resolve().parents[1]
 ANGLE_BOUND = 0.06

@@ -12,8 +12,9 @@ import logging
 import pytest
 import torch
 
-from mfsym import native
-from mfsym.kernels import (
+from mfsym.core.units import ACTIVATIONS, make_unit
+from mfsym.engine import native
+from mfsym.engine.kernels import (
     BACKENDS,
     EagerKernel,
     NativeKernel,
@@ -21,7 +22,6 @@ from mfsym.kernels import (
     UpdateSpec,
     select_kernel,
 )
-from mfsym.units import ACTIVATIONS, make_unit
 
 CPU = torch.device("cpu")
 F32, F64 = torch.float32, torch.float64
@@ -279,7 +279,7 @@ def test_auto_without_a_compiler_falls_back_to_eager_and_says_so(monkeypatch, tm
     unit = make_unit("matrix", 2, 2, "leaky_relu", leaky_slope=0.37)  # a kernel never built
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("MFSYM_KERNEL_CACHE", str(tmp_path / "cache"))
-    with caplog.at_level(logging.WARNING, logger="mfsym.kernels"):
+    with caplog.at_level(logging.WARNING, logger="mfsym.engine.kernels"):
         kern = select_kernel(unit, "auto", CPU, F32)
     assert kern.name == "eager"
     assert "native kernels unavailable" in caplog.text

@@ -13,12 +13,12 @@ import yaml
 from conftest import same_atoms
 from scipy.spatial.distance import cdist
 
-from mfsym import data as mdata
-from mfsym.config import build_group
-from mfsym.metrics import metrics_job, rmd_between_schemes, run_metrics
-from mfsym.results import read_dataset, write_dataset
-from mfsym.runs import train_block, train_job
-from mfsym.summary import aggregate
+from mfsym.measure.metrics import metrics_job, rmd_between_schemes, run_metrics
+from mfsym.pipeline import data as mdata
+from mfsym.pipeline.config import build_group
+from mfsym.pipeline.runs import train_block, train_job
+from mfsym.pipeline.summary import aggregate
+from mfsym.records.results import read_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())

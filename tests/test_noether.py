@@ -15,9 +15,12 @@ import pytest
 import torch
 import yaml
 
+from mfsym.core.groups import c2_swap, cyclic_group, symmetric_group
+from mfsym.core.teachers import random_teacher
+from mfsym.core.units import make_unit
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 from mfsym.figures.noether import FIGURES, noether_figure_job
-from mfsym.groups import c2_swap, cyclic_group, symmetric_group
-from mfsym.noether import (
+from mfsym.measure.noether import (
     charge_drift,
     charge_identity_error,
     charges,
@@ -30,16 +33,13 @@ from mfsym.noether import (
     predicted_charges,
     symmetrized_inputs,
 )
-from mfsym.noether_studies import (
+from mfsym.records.results import read_dataset, write_dataset
+from mfsym.studies.noether import (
     NoetherConfig,
     attraction_study,
     drift_study,
     invariance_study,
 )
-from mfsym.results import read_dataset, write_dataset
-from mfsym.teachers import random_teacher
-from mfsym.training import RunSpec, TrainConfig, train_stack
-from mfsym.units import make_unit
 
 HOMOGENEOUS = ("relu", "leaky_relu", "linear")
 LEAKY_SLOPE = 0.1

@@ -19,9 +19,9 @@ import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfsym import paper_build
-from mfsym.paper_build import LatexMissing, build_pdf, figures_in_tex
-from mfsym.paper_numbers import (
+from mfsym.paper import build as paper_build
+from mfsym.paper.build import LatexMissing, build_pdf, figures_in_tex
+from mfsym.paper.numbers import (
     NOT_MEASURED,
     NOT_SUPPORTED,
     SUPPORTED,
@@ -29,8 +29,8 @@ from mfsym.paper_numbers import (
     loglog_slope,
     write_paper_numbers,
 )
-from mfsym.paper_tex import format_exact, format_number, macro_name, render_macros
-from mfsym.results import variable, write_dataset
+from mfsym.paper.tex import format_exact, format_number, macro_name, render_macros
+from mfsym.records.results import variable, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MS_TEX = ROOT / "paper" / "ms.tex"
@@ -106,7 +106,7 @@ def synthetic_summary(vanilla_slope=-0.5, n_grid=None, inits=None) -> xr.Dataset
 
 
 def synthetic_heuristic(recovered=2, angle_rad=0.01) -> xr.Dataset:
-    """The layout of mfsym.heuristic's heuristic.nc: two settings, angles in radians; the
+    """The layout of mfsym.studies.heuristic's heuristic.nc: two settings, angles in radians; the
     second setting always succeeds, the first has the given outcome."""
     return xr.Dataset(
         {
@@ -126,7 +126,7 @@ NOETHER_SCHEMES = ["vanilla", "DA-orbit", "FA"]
 
 
 def synthetic_noether() -> dict[str, xr.Dataset]:
-    """mfsym.noether_studies' layout: drift slopes (activation, mode, scheme) with known
+    """mfsym.studies.noether' layout: drift slopes (activation, mode, scheme) with known
     medians (1 + 0.01·k for activation k, 2 for tanh) and distances to E^G (scheme, mode,
     time) growing linearly in time at a rate given by the scheme."""
     slopes = np.empty((3, 2, 3))

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mfsym.config import grid_of
-from mfsym.results import read_dataset
+from mfsym.pipeline.config import grid_of
+from mfsym.records.results import read_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -9,8 +9,8 @@ from conftest import make_setting, same_atoms
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfsym.groups import FiniteGroup, c2_swap, cyclic_group, symmetric_group
-from mfsym.teachers import (
+from mfsym.core.groups import FiniteGroup, c2_swap, cyclic_group, symmetric_group
+from mfsym.core.teachers import (
     TEACHER_KINDS,
     Teacher,
     paper_teachers,

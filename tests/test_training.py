@@ -13,11 +13,11 @@ import pytest
 import torch
 from conftest import make_setting
 
-from mfsym.blocks import Block
-from mfsym.groups import c2_swap, symmetric_group
-from mfsym.schemes import SCHEMES
-from mfsym.teachers import paper_teachers, random_teacher
-from mfsym.training import (
+from mfsym.core.groups import c2_swap, symmetric_group
+from mfsym.core.schemes import SCHEMES
+from mfsym.core.teachers import paper_teachers, random_teacher
+from mfsym.engine.blocks import Block
+from mfsym.engine.training import (
     RunSpec,
     TrainConfig,
     TrainingDiverged,
@@ -68,7 +68,7 @@ def sigma_star(unit, theta, x):
 
 
 def stream_draws(seed, n, cfg, group):
-    """The first step's x, DA indices and ξ of a seed (the stream layout of mfsym.blocks)."""
+    """The first step's x, DA indices and ξ of a seed (the stream layout of mfsym.engine.blocks)."""
     gen = torch.Generator().manual_seed(stream_seed(seed, n))
     k, B = cfg.rng_chunk, cfg.batch_size
     x = cfg.input_std * torch.randn(k, B, group.dim_x, generator=gen, dtype=F64)
@@ -416,7 +416,7 @@ def test_a_checkpoint_of_another_computation_is_not_resumed(monkeypatch, tmp_pat
 def test_progress_lines_report_rate_and_eta(caplog):
     setting, teachers = c2_paper()
     cfg = TrainConfig(T=4.0, rng_chunk=4, log_every_s=1e-9, n_eval=32)
-    with caplog.at_level(logging.INFO, logger="mfsym.training"):
+    with caplog.at_level(logging.INFO, logger="mfsym.engine.training"):
         train(setting, teachers, [RunSpec("WI", "vanilla", 0)], 10, "WI", cfg, label="probe")
     lines = [r.getMessage() for r in caplog.records if "probe step" in r.getMessage()]
     assert len(lines) == 10  # one per chunk of 4 steps, 40 steps

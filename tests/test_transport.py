@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mfsym.groups import c2_swap, symmetric_group
-from mfsym.transport import (
+from mfsym.core.groups import c2_swap, symmetric_group
+from mfsym.core.units import make_unit
+from mfsym.measure.transport import (
     rmd,
     rmd2,
     rmd_to_projected,
@@ -20,7 +21,6 @@ from mfsym.transport import (
     w2_squared,
     w2_squared_to_projection,
 )
-from mfsym.units import make_unit
 
 ELEM = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 

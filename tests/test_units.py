@@ -9,8 +9,8 @@ from conftest import make_setting, rotation_group
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfsym.groups import c2_swap, cyclic_group, symmetric_group
-from mfsym.units import ACTIVATIONS, UNITS, make_activation, make_unit
+from mfsym.core.groups import c2_swap, cyclic_group, symmetric_group
+from mfsym.core.units import ACTIVATIONS, UNITS, make_activation, make_unit
 
 F64 = torch.float64
 

@@ -10,7 +10,7 @@ def all_targets():
 
 
 # ---- the paper grid: one training job per (init, N, seed block) ---------------------------
-from mfsym.config import canonical, grid_of, particles_n
+from mfsym.pipeline.config import canonical, grid_of, particles_n
 
 RESULTS = config["results_dir"]
 GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures) first

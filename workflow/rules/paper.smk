@@ -1,6 +1,6 @@
 # The manuscript: result datasets -> TeX macros and claims table -> paper/ms.pdf (latexmk).
 # Not part of `rule all` (the rest of the pipeline needs no LaTeX): `snakemake paper`.
-from mfsym.paper_build import figures_in_tex
+from mfsym.paper.build import figures_in_tex
 
 PAPER_TEX = "paper/ms.tex"
 PAPER_OUTPUT = "paper/output"

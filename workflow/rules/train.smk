@@ -1,5 +1,5 @@
 # Training: one job per (init, N, seed block); every teacher x scheme x seed of the job is
-# stacked into one tensor program (mfsym.training.train_stack). Jobs are grouped for cluster
+# stacked into one tensor program (mfsym.engine.training.train_stack). Jobs are grouped for cluster
 # submission (group-components in the cluster profile). A job checkpoints every
 # training.checkpoint_every steps under checkpoints/ (not an output, so it survives a failed
 # or killed job and the rerun resumes from it); the checkpoint is deleted after success.

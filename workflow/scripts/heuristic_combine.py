@@ -1,6 +1,6 @@
 """Write heuristic.nc from the per-setting heuristic files."""
 
-from mfsym.heuristic import combine_job
+from mfsym.studies.heuristic import combine_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

@@ -1,6 +1,6 @@
 """Gather the step files of one heuristic setting (with its principal angles to E^G)."""
 
-from mfsym.heuristic import setting_job
+from mfsym.studies.heuristic import setting_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from mfsym.heuristic import step_job
+from mfsym.studies.heuristic import step_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(

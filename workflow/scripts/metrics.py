@@ -2,7 +2,7 @@
 
 import logging
 
-from mfsym.metrics import metrics_job
+from mfsym.measure.metrics import metrics_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(filename=smk.log[0], level=logging.INFO)

@@ -2,8 +2,8 @@
 
 import logging
 
-from mfsym.noether_studies import run_study
-from mfsym.results import write_dataset
+from mfsym.records.results import write_dataset
+from mfsym.studies.noether import run_study
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(

@@ -1,6 +1,6 @@
 """Compile paper/ms.tex with latexmk into the manuscript PDF."""
 
-from mfsym.paper_build import build_pdf
+from mfsym.paper.build import build_pdf
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

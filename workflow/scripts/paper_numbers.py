@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mfsym.paper_numbers import write_paper_numbers
+from mfsym.paper.numbers import write_paper_numbers
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

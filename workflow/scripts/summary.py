@@ -2,7 +2,7 @@
 
 import logging
 
-from mfsym.summary import summary_job
+from mfsym.pipeline.summary import summary_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(filename=smk.log[0], level=logging.INFO)

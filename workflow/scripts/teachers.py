@@ -2,8 +2,8 @@
 
 import logging
 
-from mfsym.data import teacher_dataset
-from mfsym.results import write_dataset
+from mfsym.pipeline.data import teacher_dataset
+from mfsym.records.results import write_dataset
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(filename=smk.log[0], level=logging.INFO)

@@ -2,7 +2,7 @@
 
 import logging
 
-from mfsym.runs import train_job
+from mfsym.pipeline.runs import train_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 logging.basicConfig(

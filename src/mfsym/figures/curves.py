@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from ..results import read_dataset
+from ..records.results import read_dataset
 from .style import apply_style, save_figure, scheme_colors, seed_band
 
 CURVES = (("train_loss_curve", "training loss"), ("risk_curve", "population risk"))

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import LogNorm
 
-from ..results import read_dataset
+from ..records.results import read_dataset
 from .particles import complement_basis
 from .style import apply_style, save_figure
 

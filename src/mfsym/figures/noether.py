@@ -20,7 +20,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..results import read_dataset
+from ..records.results import read_dataset
 from .style import apply_style, save_figure
 
 #: Values at or below this are drawn on the floor of the log axes (exact zeros included).

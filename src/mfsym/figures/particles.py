@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from ..config import build_group
-from ..data import read_teachers
-from ..results import read_dataset
+from ..pipeline.config import build_group
+from ..pipeline.data import read_teachers
+from ..records.results import read_dataset
 from .style import apply_style, save_figure, scheme_colors
 
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from ..results import read_dataset
+from ..records.results import read_dataset
 from .style import apply_style, pair_colors, save_figure, scheme_colors, seed_band
 
 QUANTITIES = ("RMD", "RMD2")

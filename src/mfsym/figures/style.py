@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
+from ..records.atomic import atomic_path  # noqa: E402
 
 SCHEME_ORDER = ("vanilla", "DA", "FA", "EA")
 FORMATS = ("pdf", "png")

@@ -20,10 +20,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from .groups import FiniteGroup, group_xy
-from .teachers import Teacher, paper_teachers, random_teacher
-from .training import TrainConfig
-from .units import Unit, make_unit
+from ..core.groups import FiniteGroup, group_xy
+from ..core.teachers import Teacher, paper_teachers, random_teacher
+from ..core.units import Unit, make_unit
+from ..engine.training import TrainConfig
 
 TEACHER_SOURCES = ("auto", "paper", "random")
 

@@ -27,7 +27,7 @@ conserved in general.)  One step gives ``C ← (1 − ηλ)² C + η² (G_v G_v�
 
 Finite groups.  A finite group has no charge, but an equivariant drift keeps E^G and
 orbit pairings invariant: a cloud ``θ_{k,j} = M_{g_k} θ_j`` (element-major, as built by
-:meth:`mfsym.groups.FiniteGroup.symmetrize`) stays paired, and the pairing error
+:meth:`mfsym.core.groups.FiniteGroup.symmetrize`) stays paired, and the pairing error
 
     ε = max_{h, k, j} ‖θ_{(h g_k), j} − M_h θ_{k, j}‖                  (orbit_pairing_error)
 
@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import FiniteGroup
-from .units import Unit
+from ..core.groups import FiniteGroup
+from ..core.units import Unit
 
 
 def _uv_parts(theta, unit: Unit) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .results import read_dataset, variable, write_dataset
+from ..records.results import read_dataset, variable, write_dataset
 
 PER_RUN = ("rmd_projected", "rmd_symmetrized", "population_risk")
 PER_PAIR = ("rmd_between",)

@@ -3,8 +3,8 @@
 A *block* holds the runs of a stack that see the same number m of views per sample
 (m = 1: vanilla, random-g DA, EA; m = |G|: FA, orbit-averaged DA).  Its particles are one
 tensor ``θ (R, N, D)``; every step it evaluates the model on the views of the minibatch,
-forms the scheme's loss and cotangent (``mfsym.schemes``) and lets the force kernel
-(``mfsym.kernels``) apply the noisy SGD update of PAPER.md §4.
+forms the scheme's loss and cotangent (``mfsym.core.schemes``) and lets the force kernel
+(``mfsym.engine.kernels``) apply the noisy SGD update of PAPER.md §4.
 
 All per-sample work that does not involve the particles (teacher targets, group views)
 is done once per chunk of ``rng_chunk`` steps.  Every operation acts on each run on its
@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..core.schemes import projects_drift, projects_noise, uses_orbit
 from .kernels import Tally, UpdateSpec
-from .schemes import projects_drift, projects_noise, uses_orbit
 
 
 class Streams:

@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .config import build_group, parse_pair
-from .groups import FiniteGroup
-from .results import read_dataset, variable, write_dataset
+from ..core.groups import FiniteGroup
+from ..pipeline.config import build_group, parse_pair
+from ..records.results import read_dataset, variable, write_dataset
 from .transport import rmd, rmd_to_projected, rmd_to_symmetrized
 
 RUN_DIMS = ("teacher", "scheme", "seed")

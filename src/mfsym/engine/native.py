@@ -4,7 +4,7 @@ For one unit, activation and dtype this module writes a small C file with every 
 fixed at compile time, builds it with the system C compiler (OpenMP, ``-O3
 -march=native``) into a cached shared library and calls it through :mod:`ctypes`.
 
-What the kernels compute (shapes as in :mod:`mfsym.units`; R runs, N particles, S samples):
+What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N particles, S samples):
 
 * ``output``: ``Φ_N(x_s) = (1/N) Σ_n σ*(x_s, P θ_n)``, ``(R, S, dy)``, with P the run's
   model projector (P_E for EA, else the identity);
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from .units import Unit
+from ..core.units import Unit
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import atomic_path
+from ..records.atomic import atomic_path
 
 TEX_DEBIAN_PACKAGES = (
     "latexmk",

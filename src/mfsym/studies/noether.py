@@ -1,6 +1,6 @@
 """The Noether studies (PAPER.md §9): grids of short trainings and their result datasets.
 
-Every training goes through :func:`mfsym.training.train_stack` in float64.  The studies
+Every training goes through :func:`mfsym.engine.training.train_stack` in float64.  The studies
 are parametrised by the step size η and the flow time s rather than by (α, T): with N
 particles the engine's step is ``η = α/N`` and its weight decay in ``z ← z − η(g + λz)``
 form is ``λ = 2τ``, so a study asks for
@@ -10,7 +10,7 @@ form is ``λ = 2τ``, so a study asks for
 and its Langevin term is ``√(2αβ/N) ξ = √(2ηβ) ξ``.
 
 Three studies, each returning an :class:`xarray.Dataset` ready for
-:func:`mfsym.results.write_dataset`:
+:func:`mfsym.records.results.write_dataset`:
 
 * :func:`drift_study` — charge drift ``max_i |Q_i(s) − Q_i(0)|`` against η per activation,
   training mode and scheme; the one-step identity's relative error; charges under weight
@@ -34,8 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .groups import FiniteGroup, group_xy
-from .noether import (
+from ..core.groups import FiniteGroup, group_xy
+from ..core.settings import build_strict
+from ..core.teachers import TEACHER_KINDS, Teacher, random_teacher
+from ..core.units import ACTIVATIONS, UNITS, Unit, make_unit
+from ..engine.training import RunSpec, TrainConfig, initial_particles, train_stack
+from ..measure.noether import (
     charge_drift,
     charge_identity_error,
     charges,
@@ -45,11 +49,7 @@ from .noether import (
     orbit_pairing_error,
     symmetrized_inputs,
 )
-from .results import variable
-from .settings import build_strict
-from .teachers import TEACHER_KINDS, Teacher, random_teacher
-from .training import RunSpec, TrainConfig, initial_particles, train_stack
-from .units import ACTIVATIONS, UNITS, Unit, make_unit
+from ..records.results import variable
 
 #: Study schemes → (engine scheme, DA mode).
 SCHEME_VARIANTS = {
@@ -502,7 +502,7 @@ def invariance_study(config: Mapping | NoetherConfig, threads: int | None = None
     """Distance to E^G from an SI start and orbit-pairing error, per scheme and mode.
 
     Variables (scheme, mode, time): ``dist_fixed`` = ``(mean_i ‖θ_i − P_E θ_i‖²)^{1/2}`` from
-    the SI start; ``pairing_error`` = :func:`mfsym.noether.orbit_pairing_error` from an
+    the SI start; ``pairing_error`` = :func:`mfsym.measure.noether.orbit_pairing_error` from an
     orbit-paired generic start; (scheme, mode): ``population_risk`` at the end (SI start).
     ``time`` is the flow time s = η · step.
     """

@@ -7,7 +7,7 @@ Update.  For each run and each particle i, every step does
 the gradient step of the minibatch loss ``‖Φ̂(x) − y‖²`` (averaged over the B samples)
 plus ``τ (1/N) Σᵢ ‖θᵢ‖²`` in mean-field scaling (step size α/N, force multiplied by N):
 ``F_i = Σ_{g,b} J_i(g x_b)ᵀ c_{g,b}`` with ``J_i(x) = ∂σ*(x, θ̃ᵢ)/∂θ̃ᵢ`` and the scheme's
-cotangent ``c`` (``mfsym.schemes``; vanilla ``c_b = 2(Φ_N(x_b) − y_b)/B``).  EA's model uses
+cotangent ``c`` (``mfsym.core.schemes``; vanilla ``c_b = 2(Φ_N(x_b) − y_b)/B``).  EA's model uses
 the projected particles ``θ̃ᵢ = P_E θᵢ`` (every other scheme ``θ̃ᵢ = θᵢ``), and Π_d = P_E for
 EA, else I; Π_n = P_E for EA and, from an SI start, for every scheme (or the projector
 ``subspace`` given to :func:`train_stack`), else I.  In the form ``z ← z − η(g + λz)`` the
@@ -19,9 +19,9 @@ Vectorisation.  A *stack* of runs (teacher, scheme, seed) sharing N and the
 initialisation trains as one tensor program: particles ``(R, N, D)``, samples
 ``(R, m·B, dx)``.  Runs are split by the number m of views per sample (m = 1 for vanilla,
 random-g DA and EA; m = |G| for FA and orbit-averaged DA) into at most two blocks
-(``mfsym.blocks``) so that no work is padded; both advance in the same step loop, with no
+(``mfsym.engine.blocks``) so that no work is padded; both advance in the same step loop, with no
 Python loop over runs, particles or samples inside a step.  The force and update run in
-one of the kernels of ``mfsym.kernels`` (``backend``: fused C on a CPU by default).
+one of the kernels of ``mfsym.engine.kernels`` (``backend``: fused C on a CPU by default).
 
 Randomness.  Every seed owns one random stream (``torch.Generator`` seeded from
 ``(seed, N)``) that draws, in chunks of ``rng_chunk`` steps, the inputs x, the DA group
@@ -47,15 +47,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..core.groups import FiniteGroup
+from ..core.schemes import DA_MODES, INITS, check_scheme, uses_orbit
+from ..core.settings import build_strict
+from ..core.teachers import Teacher
+from ..core.units import Unit
 from . import checkpoint as ckpt
 from .blocks import Block, Streams
 from .device import DTYPES, resolve_device, resolve_dtype
-from .groups import FiniteGroup
 from .kernels import BACKENDS, select_kernel
-from .schemes import DA_MODES, INITS, check_scheme, uses_orbit
-from .settings import build_strict
-from .teachers import Teacher
-from .units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class TrainConfig:
     between progress lines; keep_particle_snapshots: also return the particles at every
     snapshot; dtype: "float32" or "float64"; device: "auto", "cpu", "cuda[:k]";
     backend: force-kernel implementation, "auto", "eager", "native" or "compile" (see
-    ``mfsym.kernels``; all agree with "eager" to float rounding, each is deterministic).
+    ``mfsym.engine.kernels``; all agree with "eager" to float rounding, each is deterministic).
     """
 
     alpha: float = 50.0

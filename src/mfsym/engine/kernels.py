@@ -23,7 +23,7 @@ call, run by run, keeping the activation derivatives of step 1 for step 3.
 Backends (``TrainConfig.backend``):
 
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
-* ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.native`): one pass per
+* ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
   update fused with the force, no (R, S, N) intermediate in memory.
 * ``compile``: the same fused formulas as PyTorch element-wise code through
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.units import Unit
 from . import native
-from .units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _ptr(t: torch.Tensor) -> int:
 
 
 class NativeKernel(EagerKernel):
-    """Fused C kernels (:mod:`mfsym.native`); CPU tensors of one dtype only."""
+    """Fused C kernels (:mod:`mfsym.engine.native`); CPU tensors of one dtype only."""
 
     name = "native"
 
@@ -518,7 +518,7 @@ def select_kernel(
     """The force kernel for ``unit`` on ``device`` in ``dtype``.
 
     Raises ``ValueError`` naming the allowed backends for an unknown name, and
-    :class:`mfsym.native.NativeUnavailable` when ``native`` is requested explicitly but
+    :class:`mfsym.engine.native.NativeUnavailable` when ``native`` is requested explicitly but
     cannot be built or does not apply (GPU tensors, unsupported unit).
     """
     if backend not in BACKENDS:

@@ -6,7 +6,7 @@ training.  Starting from a subspace E₀ ⊂ Z = R^D (default {0}), step j does:
 1. *Initialise on E_j*: ``θᵢ(0) = P_j θᵢ⁰`` where ``θᵢ⁰`` is the i.i.d. ``N(0, s²)`` (WI)
    draw of the seed and ``P_j = B_j B_jᵀ`` the orthogonal projector onto E_j
    (``B_j``: (D, k_j) orthonormal columns; ``k_j = 0`` gives ``P_j = 0``).
-2. *Train freely* with :func:`mfsym.training.train_stack` (scheme vanilla, ``init="SI"``,
+2. *Train freely* with :func:`mfsym.engine.training.train_stack` (scheme vanilla, ``init="SI"``,
    ``subspace=P_j``): the Langevin noise is projected on E_j, so only the drift can leave it.
 3. *Measure* ``r_j = RMD(ν, (P_j)#ν)`` by the closed form ``W₂² = mean_i ‖θᵢ − P_j θᵢ‖²``
    (``z ↦ P_j z`` is the gradient of a convex function, hence optimal by Brenier) and
@@ -63,14 +63,14 @@ import numpy as np
 import xarray as xr
 from scipy.linalg import subspace_angles
 
-from .config import build_group, build_teachers, build_unit
-from .groups import FiniteGroup
-from .results import read_dataset, variable, write_dataset
-from .settings import build_strict
-from .teachers import Teacher
-from .training import RunSpec, TrainConfig, initial_particles, train_stack
-from .transport import rmd_to_projected, rmd_to_symmetrized
-from .units import Unit
+from ..core.groups import FiniteGroup
+from ..core.settings import build_strict
+from ..core.teachers import Teacher
+from ..core.units import Unit
+from ..engine.training import RunSpec, TrainConfig, initial_particles, train_stack
+from ..measure.transport import rmd_to_projected, rmd_to_symmetrized
+from ..pipeline.config import build_group, build_teachers, build_unit
+from ..records.results import read_dataset, variable, write_dataset
 
 CRITERIA = ("relative_singular_value", "explained_variance")
 #: Teachers with symmetric data (the heuristic's premise).
@@ -298,7 +298,7 @@ class Step:
 def initial_on_subspace(
     group: FiniteGroup, n_particles: int, seed: int, basis: np.ndarray, init_std: float
 ) -> np.ndarray:
-    """``P_j θ⁰``: the seed's WI draw (:func:`mfsym.training.initial_particles`) on E_j."""
+    """``P_j θ⁰``: the seed's WI draw (:func:`mfsym.engine.training.initial_particles`) on E_j."""
     return initial_particles(group, n_particles, seed, "WI", init_std) @ projector(basis)
 
 

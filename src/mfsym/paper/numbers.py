@@ -46,10 +46,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .atomic import write_text
-from .noether_studies import MODES as NOETHER_MODES
-from .noether_studies import SCHEME_VARIANTS
-from .paper_tex import (
+from ..core.units import ACTIVATIONS
+from ..records.atomic import write_text
+from ..records.results import read_dataset
+from ..studies.noether import MODES as NOETHER_MODES
+from ..studies.noether import SCHEME_VARIANTS
+from .tex import (
     escape_tex,
     format_exact,
     format_list,
@@ -57,8 +59,6 @@ from .paper_tex import (
     macro_name,
     render_macros,
 )
-from .results import read_dataset
-from .units import ACTIVATIONS
 
 SI, WI = "SI", "WI"
 INITS = ("SI", "WI")
@@ -458,7 +458,7 @@ def claims_json(claims: Sequence[Claim]) -> str:
 # ---------------------------------------------------------------------------------------
 # the heuristic (claim 4)
 # ---------------------------------------------------------------------------------------
-#: Roles read from ``heuristic.nc`` (names of ``mfsym.heuristic``: per ``setting``,
+#: Roles read from ``heuristic.nc`` (names of ``mfsym.studies.heuristic``: per ``setting``,
 #: ``recovered_dim``, ``true_dim``, ``principal_angles`` (setting, fixed_direction) in rad,
 #: ``n_steps``); the later names of each role are accepted for other producers.
 HEURISTIC_VARIABLES = {
@@ -540,7 +540,7 @@ def heuristic_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
 # the Noether studies (beyond the paper)
 # ---------------------------------------------------------------------------------------
 def noether_macros(drift: xr.Dataset, invariance: xr.Dataset, digits: int) -> dict[str, str]:
-    """Numbers of the Noether studies (``mfsym.noether_studies``), ``n/a`` where absent.
+    """Numbers of the Noether studies (``mfsym.studies.noether``), ``n/a`` where absent.
 
     ``mfNoetherSlope<activation>``: median over modes and schemes of ``drift_slope``, the
     fitted slope of ``log max_i |ΔQ_i|`` on ``log η`` (1 for a conserved charge under steps

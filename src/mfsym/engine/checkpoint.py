@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..records.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -198,8 +198,8 @@ class FiniteGroup:
 class GroupXY:
     """A finite group given by its orthogonal action on inputs and outputs only.
 
-    A unit (``mfsym.units``) turns it into a :class:`FiniteGroup` by supplying the action
-    on Z; see :meth:`mfsym.units.Unit.group`.
+    A unit (``mfsym.core.units``) turns it into a :class:`FiniteGroup` by supplying the action
+    on Z; see :meth:`mfsym.core.units.Unit.group`.
     """
 
     name: str

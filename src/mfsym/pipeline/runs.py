@@ -1,7 +1,7 @@
 """One training job of the grid: a stack of runs sharing (init, N) and a block of seeds.
 
 All teachers × schemes × seeds of the block train together through
-:func:`mfsym.training.train_stack` and are recorded in one dataset with coordinates
+:func:`mfsym.engine.training.train_stack` and are recorded in one dataset with coordinates
 ``teacher``, ``scheme``, ``seed``, ``time`` (the nominal mean-field snapshot times, the
 same for every N), ``particle`` and ``coord``:
 
@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import checkpoint as ckpt
+from ..engine import checkpoint as ckpt
+from ..engine.training import RunSpec, StackResult, snapshot_times, train_stack
+from ..records.results import read_dataset, variable, write_dataset
 from .config import build_group, build_unit, train_config
 from .data import read_initial, read_teachers
-from .results import read_dataset, variable, write_dataset
-from .training import RunSpec, StackResult, snapshot_times, train_stack
 
 CURVES = {
     "train_loss": ("training loss (mean minibatch loss over the window)", "1"),
@@ -97,7 +97,7 @@ def train_block(
 
     ``setting``: the config sections ``group``, ``unit``, ``training`` and the ``schemes``
     list; ``inputs``: the ``teachers``, ``initial`` and ``eval`` datasets of
-    :mod:`mfsym.data`.  The seeds are those of the initial particles, which every run of a
+    :mod:`mfsym.pipeline.data`.  The seeds are those of the initial particles, which every run of a
     seed starts from.
     """
     group = build_group(setting["group"], setting["unit"])

@@ -9,7 +9,7 @@
   (N, seed, init) starts from this same cloud (EA from its projection).
 
 Each ``*_dataset`` function builds the dataset from plain config sections; the readers
-turn a dataset back into what :func:`mfsym.training.train_stack` takes.
+turn a dataset back into what :func:`mfsym.engine.training.train_stack` takes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from ..core.teachers import Teacher
+from ..engine.training import evaluation_inputs, initial_particles
+from ..records.results import variable
 from .config import build_group, build_teachers
-from .results import variable
-from .teachers import Teacher
-from .training import evaluation_inputs, initial_particles
 
 TEACHER_PREFIX = "particles_"
 
