@@ -29,7 +29,7 @@ IGNORED = shutil.ignore_patterns("__pycache__", "output", "build", "*.pdf", ".sn
 
 #: a grid that trains in seconds: one N, both inits, two seeds in one block
 TINY = {
-    "N": [12],
+    "n_particles": [12],
     "seeds": [0, 1],
     "seeds_per_job": 2,
     "training": {"T": 4.0, "n_eval": 256, "n_snapshots": 4, "checkpoint_every": 0},

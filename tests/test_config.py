@@ -53,12 +53,12 @@ def test_shipped_configs_are_valid(name):
     cfg = load(name)
     check_config(cfg, SCHEMA)
     grid = grid_of(cfg)
-    assert len(grid.jobs()) == len(cfg["inits"]) * len(cfg["N"]) * len(grid.blocks)
+    assert len(grid.jobs()) == len(cfg["inits"]) * len(cfg["n_particles"]) * len(grid.blocks)
 
 
 def test_paper_config_is_the_papers_grid():
     cfg = load("config/paper.yaml")
-    assert cfg["N"] == [5, 10, 50, 100, 500, 1000, 5000]
+    assert cfg["n_particles"] == [5, 10, 50, 100, 500, 1000, 5000]
     assert len(cfg["seeds"]) == 10
     assert set(cfg["inits"]) == {"SI", "WI"}
     assert cfg["teachers"] == ["arbitrary", "WI", "SI"]
@@ -74,7 +74,7 @@ def test_default_config_keeps_the_paper_hyperparameters():
     assert default["training"] == {
         **paper["training"], "checkpoint_every": default["training"]["checkpoint_every"]
     }
-    assert len(default["seeds"]) >= 2 and len(default["N"]) >= 3
+    assert len(default["seeds"]) >= 2 and len(default["n_particles"]) >= 3
 
 
 def test_unknown_scheme_names_key_and_allowed_values(config):
@@ -86,12 +86,12 @@ def test_unknown_scheme_names_key_and_allowed_values(config):
 
 @pytest.mark.parametrize("bad", [0, -5])
 def test_non_positive_n(config, bad):
-    config["N"] = [10, bad]
+    config["n_particles"] = [10, bad]
     msg = errors_of(config)
-    assert f"N[1] = {bad} is too small; it must be ≥ 1" in msg
+    assert f"n_particles[1] = {bad} is too small; it must be ≥ 1" in msg
 
 
-@pytest.mark.parametrize("key", ["N", "seeds", "schemes", "teachers", "inits"])
+@pytest.mark.parametrize("key", ["n_particles", "seeds", "schemes", "teachers", "inits"])
 def test_empty_grid(config, key):
     config[key] = []
     assert f"{key} = [] is empty" in errors_of(config)
@@ -144,7 +144,8 @@ def test_null_or_positive_particles_n(config):
 
 @pytest.mark.parametrize(
     ("key", "value", "grid"),
-    [("particles_N", 7, "N"), ("particles_seed", 99, "seeds"), ("curves_N", 3, "N")],
+    [("particles_N", 7, "n_particles"), ("particles_seed", 99, "seeds"),
+     ("curves_N", 3, "n_particles")],
 )
 def test_figure_runs_must_be_in_the_grid(config, key, value, grid):
     config["figures"][key] = value
@@ -209,9 +210,9 @@ def test_grid_finds_the_block_of_a_seed(config):
 
 def test_particles_n_defaults_to_the_largest(config):
     config["figures"]["particles_N"] = None
-    assert particles_n(config) == max(config["N"])
-    config["figures"]["particles_N"] = config["N"][0]
-    assert particles_n(config) == config["N"][0]
+    assert particles_n(config) == max(config["n_particles"])
+    config["figures"]["particles_N"] = config["n_particles"][0]
+    assert particles_n(config) == config["n_particles"][0]
 
 
 def test_parse_pair():

@@ -452,7 +452,7 @@ def test_ci_installs_the_tex_packages_the_error_message_names():
 # ---------------------------------------------------------------------------------------
 #: two widths (so slopes exist), a one-setting heuristic at small N, short Noether studies
 TINY_PAPER = {
-    "N": [6, 12],
+    "n_particles": [6, 12],
     "heuristic": {"N": 24, "max_steps": 3, "training": {"T": 1.0, "batch_size": 40}},
     "noether": {
         "drift": {"activations": ["relu", "tanh"], "etas": [0.02, 0.01], "flow_time": 0.5,

@@ -158,7 +158,7 @@ def check_summary(wf: Path) -> None:
         assert var.attrs["long_name"] and "units" in var.attrs
         assert np.isfinite(var.values).all()
     assert ds.attrs["Conventions"].startswith("CF")
-    assert yaml.safe_load(ds.attrs["config_json"])["N"] == [5, 10]
+    assert yaml.safe_load(ds.attrs["config_json"])["n_particles"] == [5, 10]
     assert len(ds.attrs["config_sha256"]) == 64
     assert "torch==" in ds.attrs["package_versions"] and ds.attrs["git_commit"]
     si = ds.sel(init="SI")

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 #: one training job (init SI, N = 100, one seed) of N·T = 2000 steps, checkpointed every 256
 CONFIG = {
     "inits": ["SI"],
-    "N": [100],
+    "n_particles": [100],
     "seeds": [0],
     "seeds_per_job": 1,
     "training": {"T": 20.0, "checkpoint_every": 256, "n_snapshots": 6},

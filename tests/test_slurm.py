@@ -108,13 +108,14 @@ def test_slurm_profile_dry_run_without_slurm(tmp_path, no_slurm_env, configfile)
     out = res.stdout + res.stderr
     cfg = repo_config(configfile)
     blocks = -(-len(cfg["seeds"]) // cfg["seeds_per_job"])
-    n_train = len(cfg["inits"]) * len(cfg["N"]) * blocks
+    n_train = len(cfg["inits"]) * len(cfg["n_particles"]) * blocks
     counts = job_counts(out)
     assert counts["train"] == n_train, counts
     assert counts["metrics"] == n_train, counts
     # one batch per N holding all its training jobs (inits × seed blocks)
     batches = train_batches(out)
-    assert sorted(g for g, _ in batches) == sorted(f"train_N{n}" for n in cfg["N"]), batches
+    expected = sorted(f"train_N{n}" for n in cfg["n_particles"])
+    assert sorted(g for g, _ in batches) == expected, batches
     assert {n for _, n in batches} == {len(cfg["inits"]) * blocks}, batches
     assert all("gpu=0" in r for r in train_resources(out))  # CPU training: no GPU asked
 
@@ -122,7 +123,7 @@ def test_slurm_profile_dry_run_without_slurm(tmp_path, no_slurm_env, configfile)
 def test_gpu_profile_dry_run_asks_a_gpu_per_training_job(tmp_path, no_slurm_env):
     """The GPU profile switches training to CUDA, so every training job asks for a GPU
     (and is submitted alone, not batched)."""
-    wf = sandbox(tmp_path / "wf", tiny_config({"N": [8, 16], "seeds": [0, 1, 2]}))
+    wf = sandbox(tmp_path / "wf", tiny_config({"n_particles": [8, 16], "seeds": [0, 1, 2]}))
     res = snakemake(wf, "-n", "--workflow-profile", "profiles/slurm-gpu", env=no_slurm_env)
     out = res.stdout + res.stderr
     n_train = 2 * 2 * 2  # inits × N × seed blocks of 2

@@ -32,7 +32,7 @@ rule summary:
     params:
         grid={
             "inits": CFG["inits"],
-            "N": CFG["N"],
+            "N": CFG["n_particles"],
             "teachers": CFG["teachers"],
             "schemes": CFG["schemes"],
             "seeds": CFG["seeds"],

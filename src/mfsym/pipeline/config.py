@@ -204,8 +204,8 @@ def _check_pairs(config: Mapping) -> list[str]:
 
 def _check_particle_figure(config: Mapping) -> list[str]:
     fig, problems = config["figures"], []
-    for key, grid in (("particles_N", "N"), ("particles_seed", "seeds"),
-                      ("particles_init", "inits"), ("curves_N", "N")):
+    for key, grid in (("particles_N", "n_particles"), ("particles_seed", "seeds"),
+                      ("particles_init", "inits"), ("curves_N", "n_particles")):
         value = fig[key]
         if value is not None and value not in config[grid]:
             problems.append(
@@ -259,7 +259,7 @@ def grid_of(config: Mapping) -> Grid:
     check_semantics(config)
     return Grid(
         inits=tuple(config["inits"]),
-        n_values=tuple(int(n) for n in config["N"]),
+        n_values=tuple(int(n) for n in config["n_particles"]),
         blocks=seed_blocks(config["seeds"], config["seeds_per_job"]),
     )
 
@@ -280,4 +280,4 @@ def canonical(value):
 def particles_n(config: Mapping) -> int:
     """N of the particle figures: ``figures.particles_N`` or the largest N of the grid."""
     value = config["figures"]["particles_N"]
-    return int(value) if value is not None else max(int(n) for n in config["N"])
+    return int(value) if value is not None else max(int(n) for n in config["n_particles"])
