@@ -12,6 +12,7 @@ from conftest import same_atoms
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mfsym.core.schemes import parse_pair
 from mfsym.core.teachers import paper_teachers
 from mfsym.pipeline.config import (
     ConfigError,
@@ -23,7 +24,6 @@ from mfsym.pipeline.config import (
     grid_of,
     key_path,
     load_schema,
-    parse_pair,
     particles_n,
     seed_blocks,
 )
@@ -217,7 +217,7 @@ def test_particles_n_defaults_to_the_largest(config):
 
 def test_parse_pair():
     assert parse_pair("vanilla-EA") == ("vanilla", "EA")
-    with pytest.raises(ConfigError, match="'A-B'"):
+    with pytest.raises(ValueError, match="'A-B'"):
         parse_pair("vanilla")
 
 

@@ -22,15 +22,20 @@ from mfsym.figures.heuristic import heuristic_job, plot_heuristic
 from mfsym.measure.transport import rmd_to_projected
 from mfsym.paper.numbers import heuristic_outcome
 from mfsym.pipeline.config import check_config, load_schema
+from mfsym.pipeline.heuristic import (
+    build_problem,
+    check_section,
+    combine_job,
+    setting_job,
+    step_is_final,
+    step_job,
+)
 from mfsym.records.results import read_dataset, write_dataset
 from mfsym.studies.heuristic import (
     STATUS,
     HeuristicConfig,
     HeuristicError,
     angles_to,
-    build_problem,
-    check_section,
-    combine_job,
     combine_settings,
     decide,
     discover_subspace,
@@ -39,9 +44,6 @@ from mfsym.studies.heuristic import (
     orthonormal_basis,
     principal_directions,
     projector,
-    setting_job,
-    step_is_final,
-    step_job,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,11 @@ import yaml
 from conftest import same_atoms
 from scipy.spatial.distance import cdist
 
-from mfsym.measure.metrics import metrics_job, rmd_between_schemes, run_metrics
+from mfsym.core.teachers import read_teachers
+from mfsym.measure.metrics import rmd_between_schemes, run_metrics
 from mfsym.pipeline import data as mdata
 from mfsym.pipeline.config import build_group
+from mfsym.pipeline.metrics import metrics_job
 from mfsym.pipeline.runs import train_block, train_job
 from mfsym.pipeline.summary import aggregate
 from mfsym.records.results import read_dataset, write_dataset
@@ -60,7 +62,7 @@ def si_runs():
 def test_teacher_dataset_round_trip(tmp_path, group):
     ds = mdata.teacher_dataset(GROUP, UNIT, TEACHERS, CONFIG["data"])
     path = write_dataset(ds, tmp_path / "t.nc", CONFIG, "teachers")
-    back = mdata.read_teachers(read_dataset(path))
+    back = read_teachers(read_dataset(path))
     assert list(back) == TEACHERS
     assert [back[k].particles.shape[0] for k in TEACHERS] == [5, 10, 5]
     np.testing.assert_allclose(group.project(back["SI"].particles), back["SI"].particles,

@@ -56,8 +56,6 @@ for _teacher in config["teachers"]:
         output:
             **figure_outputs(f"fig_particles_{_teacher.lower()}", "Particles"),
         params:
-            group=CFG["group"],
-            unit=CFG["unit"],
             teacher=_teacher,
             seed=PARTICLES_SEED,
             figures=FIGURES,

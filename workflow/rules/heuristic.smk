@@ -6,7 +6,7 @@
 # `heuristic_setting` walks the chain: after each finished step Snakemake re-evaluates it,
 # and it asks for step j+1 only while the last step's status is "enlarged". One such
 # gathering job per setting lets the settings' chains run in parallel.
-from mfsym.studies.heuristic import check_section, step_is_final
+from mfsym.pipeline.heuristic import check_section, step_is_final
 
 check_section(config["heuristic"], config["training"])  # every setting, before any job
 HEURISTIC = {k: v for k, v in config["heuristic"].items() if k != "resources"}

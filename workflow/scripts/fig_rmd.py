@@ -1,12 +1,14 @@
 """Draw one RMD figure (fig_rmd_si_init or fig_rmd_wi_init) from summary.nc."""
 
 from mfsym.figures.rmd import rmd_job
+from mfsym.records.joblog import script_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 
-rmd_job(
-    smk.input.summary,
-    smk.params.init,
-    smk.params.figures,
-    {"pdf": smk.output.pdf, "png": smk.output.png},
-)
+with script_log(smk):
+    rmd_job(
+        smk.input.summary,
+        smk.params.init,
+        smk.params.figures,
+        {"pdf": smk.output.pdf, "png": smk.output.png},
+    )

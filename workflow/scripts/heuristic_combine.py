@@ -1,7 +1,9 @@
 """Write heuristic.nc from the per-setting heuristic files."""
 
+from mfsym.records.joblog import script_log
 from mfsym.studies.heuristic import combine_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 
-combine_job(list(smk.input), smk.output[0], smk.config)
+with script_log(smk):
+    combine_job(list(smk.input), smk.output[0], smk.config)

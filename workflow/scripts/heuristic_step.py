@@ -1,21 +1,18 @@
 """Run one step of the SI-subspace discovery heuristic for one setting and write it."""
 
-import logging
-
+from mfsym.records.joblog import script_log
 from mfsym.studies.heuristic import step_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
-logging.basicConfig(
-    filename=smk.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-)
 
-step_job(
-    smk.params.setting,
-    smk.params.heuristic,
-    smk.params.training,
-    step=int(smk.wildcards.step),
-    previous=smk.input[0] if len(smk.input) else None,
-    output=smk.output[0],
-    config=smk.config,
-    threads=smk.threads,
-)
+with script_log(smk):
+    step_job(
+        smk.params.setting,
+        smk.params.heuristic,
+        smk.params.training,
+        step=int(smk.wildcards.step),
+        previous=smk.input[0] if len(smk.input) else None,
+        output=smk.output[0],
+        config=smk.config,
+        threads=smk.threads,
+    )

@@ -24,6 +24,17 @@ from __future__ import annotations
 SCHEMES = ("vanilla", "DA", "FA", "EA")
 DA_MODES = ("random", "orbit")
 INITS = ("WI", "SI")
+#: Scheme variants of the Noether studies → (engine scheme, DA mode).
+SCHEME_VARIANTS = {
+    "vanilla": ("vanilla", "random"),
+    "DA": ("DA", "random"),
+    "DA-orbit": ("DA", "orbit"),
+    "FA": ("FA", "random"),
+    "EA": ("EA", "random"),
+}
+#: How the Noether studies feed data: a fresh minibatch per step, the full fixed sample, or
+#: the full sample closed under G.
+TRAINING_MODES = ("online", "full_batch", "full_batch_symmetrized")
 
 
 def check_scheme(scheme: str) -> str:
@@ -45,3 +56,11 @@ def projects_drift(scheme: str) -> bool:
 def projects_noise(scheme: str, init: str) -> bool:
     """Noise is projected on E^G for EA, and for every scheme from an SI start."""
     return scheme == "EA" or init == "SI"
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """A scheme pair ``"vanilla-DA"`` → ``("vanilla", "DA")``."""
+    parts = str(pair).split("-")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"scheme pair {pair!r} must read 'A-B' with two scheme names")
+    return parts[0], parts[1]

@@ -20,6 +20,9 @@ import torch
 
 from .groups import FiniteGroup
 
+#: Teacher ``kind`` is stored as the variable ``particles_<kind>`` of a teachers dataset.
+TEACHER_PREFIX = "particles_"
+
 TEACHER_KINDS = ("arbitrary", "WI", "SI")
 
 #: App. F rows; each row reshaped row-major to a 2×2 matrix and multiplied by 0.5.
@@ -129,3 +132,12 @@ def sample_inputs(
     if not sigma > 0:
         raise ValueError(f"input standard deviation sigma must be > 0, got {sigma!r}")
     return sigma * torch.randn(n, dim, generator=generator, **tensor_kw)
+
+
+def read_teachers(ds) -> dict[str, Teacher]:
+    """``{kind: Teacher}`` from a teachers dataset (variables ``particles_<kind>``)."""
+    return {
+        name[len(TEACHER_PREFIX):]: Teacher(name[len(TEACHER_PREFIX):], ds[name].values)
+        for name in ds.data_vars
+        if name.startswith(TEACHER_PREFIX)
+    }

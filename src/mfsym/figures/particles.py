@@ -17,8 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from ..pipeline.config import build_group
-from ..pipeline.data import read_teachers
+from ..core.teachers import read_teachers
 from ..records.results import read_dataset
 from .style import apply_style, save_figure, scheme_colors
 
@@ -132,15 +131,15 @@ def plot_particles(
 
 
 def particles_job(
-    runs_path, teachers_path, group_cfg: Mapping, unit_cfg: Mapping, teacher: str, seed: int,
-    figures_cfg: Mapping, outputs: Mapping,
+    runs_path, teachers_path, teacher: str, seed: int, figures_cfg: Mapping, outputs: Mapping,
 ) -> None:
-    """Read a run file and the teachers, draw :func:`plot_particles`, write ``outputs``."""
+    """Read a run file and the teachers file (clouds and the basis of E^G), draw
+    :func:`plot_particles`, write ``outputs``."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    basis = build_group(group_cfg, unit_cfg).fixed_basis()
-    teachers = read_teachers(read_dataset(teachers_path))
+    teachers_ds = read_dataset(teachers_path)
+    teachers = read_teachers(teachers_ds)
     if teacher not in teachers:
         raise ValueError(f"unknown teacher {teacher!r}; available: {sorted(teachers)}")
-    fig = plot_particles(read_dataset(runs_path), teachers[teacher].particles, basis, teacher,
-                         int(seed))
+    fig = plot_particles(read_dataset(runs_path), teachers[teacher].particles,
+                         teachers_ds["fixed_basis"].values, teacher, int(seed))
     save_figure(fig, outputs, figures_cfg["dpi"])

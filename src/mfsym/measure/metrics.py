@@ -14,14 +14,14 @@ RMD = sqrt(RMD²) ∈ [0, 1].  The curves ``risk_curve``, ``train_loss_curve`` a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 
 from ..core.groups import FiniteGroup
-from ..pipeline.config import build_group, parse_pair
-from ..records.results import read_dataset, variable, write_dataset
+from ..core.schemes import parse_pair
+from ..records.results import variable
 from .transport import rmd, rmd_to_projected, rmd_to_symmetrized
 
 RUN_DIMS = ("teacher", "scheme", "seed")
@@ -95,15 +95,3 @@ def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> x
         "time": runs["time"],
     }
     return xr.Dataset(data, coords=coords, attrs={k: runs.attrs[k] for k in ("init", "N")})
-
-
-def metrics_job(
-    group_cfg: Mapping, unit_cfg: Mapping, pairs: Sequence[str], runs_path, output,
-    config: Mapping,
-) -> None:
-    """Read a run dataset, compute :func:`run_metrics` and write it atomically."""
-    runs = read_dataset(runs_path)
-    ds = run_metrics(runs, build_group(group_cfg, unit_cfg), pairs)
-    write_dataset(
-        ds, output, config, f"per-run metrics, init={ds.attrs['init']}, N={ds.attrs['N']}"
-    )

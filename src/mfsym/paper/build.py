@@ -1,7 +1,9 @@
 """Build the manuscript PDF with latexmk in a staging folder, then move it into place.
 
-Staging layout (the folder is wiped first, so no stale input survives)::
+Staging layout (wiped first, so no stale input survives; only a folder holding the
+builder's marker is ever wiped, any other non-empty folder is refused)::
 
+    <build_dir>/.mfsym-paper-staging        (marker: this build made the folder)
     <build_dir>/ms.tex
     <build_dir>/output/<generated>.tex     (measured numbers, claims table)
     <build_dir>/figures/<name>.pdf         (the figures named in ms.tex)
@@ -14,6 +16,7 @@ so a failed build never leaves a partial ``ms.pdf``.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -21,6 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..records.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 TEX_DEBIAN_PACKAGES = (
     "latexmk",
@@ -30,6 +35,8 @@ TEX_DEBIAN_PACKAGES = (
     "lmodern",
 )
 TEX_PROGRAMS = ("latexmk", "pdflatex")
+#: File the builder writes into its staging folder; only a folder holding it is ever wiped.
+STAGING_MARKER = ".mfsym-paper-staging"
 _INCLUDE_RE = re.compile(r"^[^%\n]*?\\includegraphics(?:\[[^\]]*\])?\{([^}]+)\}", re.M)
 
 
@@ -39,6 +46,10 @@ class LatexMissing(RuntimeError):
 
 class LatexFailed(RuntimeError):
     """latexmk returned an error; the message holds the end of the TeX log."""
+
+
+class UnsafeBuildDir(RuntimeError):
+    """The staging folder holds files the builder did not create; it is left alone."""
 
 
 def missing_latex_programs() -> list[str]:
@@ -66,10 +77,44 @@ def figures_in_tex(tex_path) -> list[str]:
     return names
 
 
-def _stage(build_dir: Path, tex: Path, generated: Iterable, figures: Iterable) -> None:
+def staging_refusal(build_dir) -> str | None:
+    """Why ``build_dir`` must not be wiped as a staging folder, or None when it may be.
+
+    Only a folder this builder created may be wiped: an empty or absent folder, or one with
+    the :data:`STAGING_MARKER` file inside. Anything else (the checkout, the sources, the
+    results) holds files the build did not put there.
+    """
+    path = Path(build_dir)
+    if path.is_symlink():
+        return "is a symbolic link"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "is a file, not a folder"
+    if (path / STAGING_MARKER).is_file() or not any(path.iterdir()):
+        return None
+    return f"holds files the paper build did not create (no {STAGING_MARKER} file inside)"
+
+
+def _fresh_staging(build_dir: Path) -> None:
+    """Empty ``build_dir`` (only if the builder made it) and mark it as the builder's."""
+    refusal = staging_refusal(build_dir)
+    if refusal is not None:
+        raise UnsafeBuildDir(
+            f"refusing to wipe the staging folder {str(build_dir)!r}: it {refusal}; give "
+            "paper.build_dir a folder of its own (e.g. paper/build) or empty this one by hand"
+        )
     if build_dir.exists():
         shutil.rmtree(build_dir)
-    (build_dir / "output").mkdir(parents=True)
+    build_dir.mkdir(parents=True)
+    (build_dir / STAGING_MARKER).write_text(
+        "Staging folder of the manuscript build; wiped at every build.\n", encoding="utf-8"
+    )
+
+
+def _stage(build_dir: Path, tex: Path, generated: Iterable, figures: Iterable) -> None:
+    _fresh_staging(build_dir)
+    (build_dir / "output").mkdir()
     (build_dir / "figures").mkdir()
     shutil.copy2(tex, build_dir / tex.name)
     for path in map(Path, generated):
@@ -104,7 +149,8 @@ def build_pdf(
     timeout_s: float = 600.0,
 ) -> Path:
     """Stage ``tex_path``, the generated TeX files and the figure PDFs, run latexmk, and
-    atomically place the PDF at ``output_pdf``; latexmk's output goes to ``log_path``."""
+    atomically place the PDF at ``output_pdf``. latexmk's output goes to ``log_path`` if
+    given, else to this module's logger (the job log of the ``paper`` rule)."""
     require_latex()
     tex, build_dir, output_pdf = Path(tex_path), Path(build_dir), Path(output_pdf)
     figures = [Path(p) for p in figures]
@@ -118,6 +164,8 @@ def build_pdf(
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    else:
+        log.info("latexmk (exit %d):\n%s", proc.returncode, proc.stdout + proc.stderr)
     built = build_dir / "out" / (tex.stem + ".pdf")
     if proc.returncode != 0 or not built.is_file():
         raise LatexFailed(

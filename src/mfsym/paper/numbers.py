@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..core.schemes import SCHEME_VARIANTS
+from ..core.schemes import TRAINING_MODES as NOETHER_MODES
 from ..core.units import ACTIVATIONS
 from ..records.atomic import write_text
 from ..records.results import read_dataset
-from ..studies.noether import MODES as NOETHER_MODES
-from ..studies.noether import SCHEME_VARIANTS
 from .tex import (
     escape_tex,
     format_exact,

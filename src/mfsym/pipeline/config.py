@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from ..core.groups import FiniteGroup, group_xy
+from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
 from ..engine.training import TrainConfig
@@ -173,21 +174,17 @@ def seed_blocks(seeds: Sequence[int], per_job: int) -> dict[str, tuple[int, ...]
     }
 
 
-def parse_pair(pair: str) -> tuple[str, str]:
-    """``"vanilla-DA"`` → ``("vanilla", "DA")``."""
-    parts = str(pair).split("-")
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"scheme pair {pair!r} must read 'A-B' with two scheme names")
-    return parts[0], parts[1]
-
-
 # ---------------------------------------------------------------------------------------
 # checks across keys
 # ---------------------------------------------------------------------------------------
 def _check_pairs(config: Mapping) -> list[str]:
     problems, seen = [], set()
     for i, pair in enumerate(config["metrics"]["pairs"]):
-        a, b = parse_pair(pair)
+        try:
+            a, b = parse_pair(pair)
+        except ValueError as err:
+            problems.append(f"metrics.pairs[{i}]: {err}")
+            continue
         for s in (a, b):
             if s not in config["schemes"]:
                 problems.append(

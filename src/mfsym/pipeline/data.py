@@ -1,7 +1,8 @@
 """The inputs every training job shares, as result datasets (PAPER.md §3–4).
 
 * teachers: one variable ``particles_<kind>`` of shape ``(atom_<kind>, coord)`` per teacher
-  (the clouds have different sizes, so each has its own atom dimension);
+  (the clouds have different sizes, so each has its own atom dimension), and the basis
+  ``fixed_basis`` ``(coord, fixed_dim)`` of E^G;
 * evaluation sample: ``x_eval`` ``(sample, x_dim)``, the fixed Monte-Carlo sample of the
   population risk, x ~ N(0, σ² I);
 * initial particles: ``initial_particles`` ``(seed, particle, coord)`` for one (init, N):
@@ -19,18 +20,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from ..core.teachers import Teacher
+from ..core.teachers import TEACHER_PREFIX
 from ..engine.training import evaluation_inputs, initial_particles
 from ..records.results import variable
 from .config import build_group, build_teachers
-
-TEACHER_PREFIX = "particles_"
 
 
 def teacher_dataset(
     group_cfg: Mapping, unit_cfg: Mapping, kinds: Sequence[str], data_cfg: Mapping
 ) -> xr.Dataset:
-    """The teacher clouds of ``kinds`` as ``particles_<kind>`` ``(atom_<kind>, coord)``."""
+    """The teacher clouds of ``kinds`` as ``particles_<kind>`` ``(atom_<kind>, coord)``, and
+    ``fixed_basis`` ``(coord, fixed_dim)``: an orthonormal basis of E^G (for readers that draw
+    or measure against E^G without rebuilding the group)."""
     group = build_group(group_cfg, unit_cfg)
     teachers = build_teachers(group, kinds, data_cfg)
     data = {
@@ -39,18 +40,13 @@ def teacher_dataset(
         )
         for kind, t in teachers.items()
     }
+    basis = group.fixed_basis()
+    data["fixed_basis"] = variable(
+        ("coord", "fixed_dim"), basis, "orthonormal basis of the fixed subspace E^G"
+    )
     coords = {"coord": np.arange(group.dim_z)}
     attrs = {"group": group.name, "unit": unit_cfg["name"], "teachers": " ".join(teachers)}
     return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
-def read_teachers(ds: xr.Dataset) -> dict[str, Teacher]:
-    """``{kind: Teacher}`` from a :func:`teacher_dataset`."""
-    return {
-        name[len(TEACHER_PREFIX):]: Teacher(name[len(TEACHER_PREFIX):], ds[name].values)
-        for name in ds.data_vars
-        if name.startswith(TEACHER_PREFIX)
-    }
 
 
 def evaluation_dataset(group_cfg: Mapping, training_cfg: Mapping) -> xr.Dataset:

@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from ..core.teachers import read_teachers
 from ..engine import checkpoint as ckpt
 from ..engine.training import RunSpec, StackResult, snapshot_times, train_stack
 from ..records.results import read_dataset, variable, write_dataset
 from .config import build_group, build_unit, train_config
-from .data import read_initial, read_teachers
+from .data import read_initial
 
 CURVES = {
     "train_loss": ("training loss (mean minibatch loss over the window)", "1"),

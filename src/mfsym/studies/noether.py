@@ -35,6 +35,8 @@ import numpy as np
 import xarray as xr
 
 from ..core.groups import FiniteGroup, group_xy
+from ..core.schemes import SCHEME_VARIANTS
+from ..core.schemes import TRAINING_MODES as MODES
 from ..core.settings import build_strict
 from ..core.teachers import TEACHER_KINDS, Teacher, random_teacher
 from ..core.units import ACTIVATIONS, UNITS, Unit, make_unit
@@ -51,15 +53,6 @@ from ..measure.noether import (
 )
 from ..records.results import variable
 
-#: Study schemes → (engine scheme, DA mode).
-SCHEME_VARIANTS = {
-    "vanilla": ("vanilla", "random"),
-    "DA": ("DA", "random"),
-    "DA-orbit": ("DA", "orbit"),
-    "FA": ("FA", "random"),
-    "EA": ("EA", "random"),
-}
-MODES = ("online", "full_batch", "full_batch_symmetrized")
 TEACHER = "teacher"
 
 

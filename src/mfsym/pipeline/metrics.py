@@ -1,0 +1,24 @@
+"""The metrics stage's job: a run file and the config sections in, its metrics file out.
+
+The metrics themselves (PAPER.md §5) are :mod:`mfsym.measure.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ..measure.metrics import run_metrics
+from ..records.results import read_dataset, write_dataset
+from .config import build_group
+
+
+def metrics_job(
+    group_cfg: Mapping, unit_cfg: Mapping, pairs: Sequence[str], runs_path, output,
+    config: Mapping,
+) -> None:
+    """Read a run dataset, compute :func:`run_metrics` and write it atomically."""
+    runs = read_dataset(runs_path)
+    ds = run_metrics(runs, build_group(group_cfg, unit_cfg), pairs)
+    write_dataset(
+        ds, output, config, f"per-run metrics, init={ds.attrs['init']}, N={ds.attrs['N']}"
+    )
