@@ -108,3 +108,16 @@ def test_a_wrong_import_is_named(tmp_path, layer, source, expected):
     found = violations(pkg)
     assert len(found) == 1
     assert found[0].startswith(f"mfsym/{layer}/bad.py:") and expected in found[0]
+
+
+def test_public_api_names_resolve_lazily():
+    """Every public name resolves; importing the records layer alone loads no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mfsym.records.results; assert 'torch' not in sys.modules; "
+            "import mfsym; [getattr(mfsym, n) for n in mfsym.__all__]; "
+            "assert mfsym.train_stack.__module__ == 'mfsym.engine.training'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
