@@ -9,44 +9,35 @@ Every dataset the project writes goes through :func:`write_dataset`, which
   ``source``, ``history``, the full configuration as sorted JSON (``config_json``) and its
   SHA-256 (``config_sha256``), the git commit (``git_commit``) and package versions,
 * writes atomically: a temporary file in the destination folder, then ``os.replace``,
-  so an interrupted write leaves no file that looks complete.
+  so an interrupted write leaves no file that looks complete, and the file's SHA-256 in
+  the sidecar ``<file>.sha256`` (:mod:`mfsym.records.atomic`); a failed write raises
+  :class:`~mfsym.records.atomic.WriteError` naming the file and the cause (a full disk
+  included, which HDF5 reports as a bare "HDF error").
+
+:func:`read_dataset` checks the bytes against the sidecar before netCDF/HDF5 sees them
+(garbled bytes can make HDF5 spin forever) and, given the reader's configuration and a
+scope of :mod:`mfsym.records.lineage`, that the file was written under the same
+configuration where it matters.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .atomic import atomic_path
+from .atomic import atomic_path, verify_file, write_failure
+from .lineage import check_config, config_json, config_sha256
 
 CONVENTIONS = "CF-1.10"
 PACKAGES = ("mfsym", "torch", "numpy", "scipy", "POT", "xarray", "netCDF4", "snakemake")
-
-
-def config_json(config: Mapping) -> str:
-    """Canonical JSON of a configuration (sorted keys, no whitespace variance)."""
-    return json.dumps(config, sort_keys=True, default=_jsonable, separators=(",", ":"))
-
-
-def config_sha256(config: Mapping) -> str:
-    return hashlib.sha256(config_json(config).encode()).hexdigest()
-
-
-def _jsonable(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def git_commit(start: str | os.PathLike | None = None) -> str:
@@ -132,14 +123,34 @@ def write_dataset(
     ds = ds.copy()
     ds.attrs = {**ds.attrs, **provenance(config, title)}
     with atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds))
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(ds))
+        except (OSError, RuntimeError) as exc:  # netCDF4 raises RuntimeError for HDF errors
+            raise write_failure(path, exc, needed=ds.nbytes) from exc
     return Path(path)
 
 
-def read_dataset(path) -> xr.Dataset:
-    """Open a results file fully into memory (and close it)."""
+def read_dataset(
+    path, expect_config: Mapping | None = None, scope: Sequence[str] | None = None
+) -> xr.Dataset:
+    """Open a results file fully into memory (and close it), after verifying it.
+
+    The bytes are checked against the ``.sha256`` sidecar first
+    (:class:`~mfsym.records.atomic.ChecksumError` naming the file if it is missing or does
+    not match). With ``expect_config``, the configuration recorded in the file must equal
+    it on ``scope`` (see :mod:`mfsym.records.lineage`), else
+    :class:`~mfsym.records.lineage.ConfigMismatchError` names the file and the keys.
+    """
+    if (expect_config is None) != (scope is None):
+        raise TypeError("read_dataset: give both expect_config and scope, or neither")
+    verify_file(path)
     with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+        ds = ds.load()
+    if expect_config is not None:
+        recorded = ds.attrs.get("config_json")
+        check_config(path, None if recorded is None else json.loads(recorded), expect_config,
+                     scope)
+    return ds
 
 
 def variable(dims, values, long_name: str, units: str = "1", **attrs) -> xr.Variable:
