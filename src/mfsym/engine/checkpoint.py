@@ -6,11 +6,13 @@ arrays plus two entries:
 * ``__meta__``: a JSON string describing what was being computed (the fingerprint);
 * ``__sha256__``: the SHA-256 of every array's name, dtype, shape and bytes.
 
-Writes are atomic (temporary file in the same folder, ``fsync``, ``os.replace``) and the
-previous checkpoint is kept as ``<name>.prev.npz``.  :func:`load_checkpoint` rejects a
-file that is truncated, fails its checksum or describes a different computation, logs
-why, and falls back to the previous one; if neither is valid it returns ``None`` (start
-afresh).
+Writes are atomic (temporary file in the same folder, ``fsync``, ``os.replace``) with the
+file's SHA-256 in the sidecar ``<name>.sha256`` (:mod:`mfsym.records.atomic`), and the
+previous checkpoint is kept as ``<name>.prev.npz`` (its sidecar moves with it).
+:func:`load_checkpoint` rejects a file whose bytes do not match its sidecar (checked before
+numpy opens it), that is truncated, fails its array checksum or describes a different
+computation, logs why, and falls back to the previous one; if neither is valid it returns
+``None`` (start afresh).
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..records.atomic import atomic_path
+from ..records.atomic import (
+    ChecksumError,
+    atomic_path,
+    checksum_path,
+    replace_checked,
+    verify_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +73,19 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **payload)
     if had_previous:
-        os.replace(path, _prev_path(path))
-    os.replace(_staging_path(path), path)
+        replace_checked(path, _prev_path(path))
+    replace_checked(_staging_path(path), path)
 
 
 def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray]:
     """Read and verify one checkpoint file; raises :class:`CheckpointError` if invalid."""
     path = Path(path)
     try:
+        verify_file(path)
         with np.load(path, allow_pickle=False) as data:
             contents = {k: data[k] for k in data.files}
+    except ChecksumError as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from exc
     except Exception as exc:  # a damaged archive can fail in many ways inside zipfile/numpy
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc!r})") from exc
     if "__meta__" not in contents or "__sha256__" not in contents:
@@ -110,3 +120,4 @@ def remove_checkpoint(path) -> None:
     path = Path(path)
     for candidate in (path, _prev_path(path), _staging_path(path)):
         candidate.unlink(missing_ok=True)
+        checksum_path(candidate).unlink(missing_ok=True)
