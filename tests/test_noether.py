@@ -145,6 +145,35 @@ def engine_force_matches_reference(theta0, theta1, x, teacher, group, activation
     return candidates[best], errs[best]
 
 
+def matched_da_draws(activation, seed):
+    """The one assignment of group elements to samples that reproduces the engine's DA step,
+    and the relative error of the next-best assignment."""
+    eta, lam = 0.07, 0.6
+    _, group, teacher, x, steps = one_step(activation, ("DA",), eta, lam, seed=seed)
+    theta0, theta1 = steps["DA"]
+    recovered = force_from_update(theta0, theta1, eta, lam)
+    grids = np.meshgrid(*[np.arange(group.order)] * x.shape[0], indexing="ij")
+    draws = np.stack([g.ravel() for g in grids], axis=1)
+    errs = []
+    for d in draws:
+        ref = reference_force(theta0, x, teacher, group, activation, "DA", d)
+        errs.append(np.abs(ref - recovered).max() / np.abs(ref).max())
+    order = np.argsort(errs)
+    return draws[order[0]], errs[order[0]], errs[order[1]]
+
+
+def test_da_step_augments_with_the_drawn_elements():
+    """DA's step matches exactly one assignment of group elements to the samples, and over a
+    few seeds both elements of C₂ are drawn: a DA that never transforms its samples (always
+    the identity) fails here."""
+    used = set()
+    for seed in range(4):
+        draw, best, second = matched_da_draws("relu", seed)
+        assert best < 1e-10 and second > 1e-4, (seed, best, second)
+        used |= set(draw.tolist())
+    assert used == {0, 1}, used
+
+
 # ---------------------------------------------------------------------------------------
 # the exact one-step identity
 # ---------------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ def test_pullback_equals_autograd_vjp(unit_name, act, dx, dy):
     torch.testing.assert_close(out, ref.mean(-2).detach(), rtol=1e-13, atol=1e-14)
     torch.testing.assert_close(pullback(cot), grad, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(unit.per_particle(theta.detach(), x), ref.detach())
-    torch.testing.assert_close(unit.output(theta.detach(), x), out)
+    torch.testing.assert_close(unit.output(theta.detach(), x), ref.mean(-2).detach(),
+                               rtol=1e-13, atol=1e-14)
 
 
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5), s=st.integers(1, 5))
@@ -120,8 +121,11 @@ def test_c2_matrix_pullback_matches_autograd_for_random_shapes(c2_matrix, seed, 
     unit = c2_matrix.unit
     theta = draw(seed, n, 4).requires_grad_(True)
     x, cot = 4 * draw(seed + 1, s, 2), draw(seed + 2, s, 2)
-    (grad,) = torch.autograd.grad((unit.output(theta, x) * cot).sum(), theta)
-    _, pullback = unit.output_and_pullback(theta.detach(), x)
+    # the reference is the formula of PAPER.md §2 (not the unit's own forward pass)
+    ref = reference_sigma("matrix", "sigmoid", theta, x, 2, 2).mean(-2)
+    (grad,) = torch.autograd.grad((ref * cot).sum(), theta)
+    out, pullback = unit.output_and_pullback(theta.detach(), x)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-13, atol=1e-14)
     # output is the mean over N particles, so its VJP carries a factor 1/N
     torch.testing.assert_close(pullback(cot) / n, grad, rtol=1e-12, atol=1e-14)
 
