@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 
 PER_RUN = ("rmd_projected", "rmd_symmetrized", "population_risk")
@@ -46,6 +47,32 @@ def _check_cover(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> None:
         raise ValueError("the metrics blocks do not cover the grid once: " + "; ".join(problems))
 
 
+def _label(block: xr.Dataset, k: int) -> str:
+    """The file a block was read from, else its position (for error messages)."""
+    return str(block.encoding.get("source") or f"block {k}")
+
+
+def _check_times(blocks: Sequence[xr.Dataset]) -> None:
+    """Every block has the same finite ``time`` coordinate (the nominal snapshot times)."""
+    ref = np.asarray(blocks[0]["time"].values)
+    for k, b in enumerate(blocks):
+        t = np.asarray(b["time"].values)
+        if not (np.issubdtype(t.dtype, np.number) and np.all(np.isfinite(t))):
+            raise ValueError(f"the time coordinate of {_label(b, k)} is not finite numbers: "
+                             f"{t.tolist()}")
+        if t.shape != ref.shape or not np.array_equal(t, ref):
+            raise ValueError(
+                f"the time coordinates of {_label(b, k)} and {_label(blocks[0], 0)} differ: "
+                f"{t.tolist()} vs {ref.tolist()}; every block must share the snapshot times"
+            )
+
+
+def _plain(value):
+    """A coordinate value as a plain Python object (strings read back from netCDF are
+    already ``str``, numeric values are numpy scalars)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def aggregate(
     blocks: Sequence[xr.Dataset],
     inits: Sequence[str],
@@ -63,6 +90,7 @@ def aggregate(
     if not blocks:
         raise ValueError("no metrics to aggregate")
     _check_cover(blocks, inits, n_values, seeds)
+    _check_times(blocks)
     parts = [
         b[list(DIMS)].expand_dims(init=[b.attrs["init"]], N=[int(b.attrs["N"])]) for b in blocks
     ]
@@ -76,7 +104,7 @@ def aggregate(
         values = merged[name].transpose(*dims).values
         if np.isnan(values).any():
             bad = dict(zip(dims, np.argwhere(np.isnan(values))[0], strict=True))
-            where = {d: merged[d].values[i].item() for d, i in bad.items()}
+            where = {d: _plain(merged[d].values[i]) for d, i in bad.items()}
             raise ValueError(f"{name} has no value at {where}: a block lacks this teacher, "
                              "scheme or pair")
         attrs = blocks[0][name].attrs
@@ -89,8 +117,9 @@ def summary_job(
     metric_paths: Sequence, output, config: Mapping, grid: Mapping
 ) -> None:
     """Aggregate the metrics files into ``output`` (``grid``: inits, N, teachers, schemes,
-    seeds, pairs)."""
-    blocks = [read_dataset(p) for p in metric_paths]
+    seeds, pairs); a metrics file written under another configuration (where it determines
+    the file, :data:`mfsym.records.lineage.METRICS`) is refused."""
+    blocks = [read_dataset(p, config, lineage.METRICS) for p in metric_paths]
     ds = aggregate(
         blocks, grid["inits"], grid["N"], grid["teachers"], grid["schemes"], grid["seeds"],
         grid["pairs"],
