@@ -3,6 +3,7 @@
 from snakemake.utils import min_version, validate
 
 from mfsym.pipeline.config import check_config, load_schema
+from mfsym.pipeline.targets import final_targets
 
 min_version("9.0")
 
@@ -32,4 +33,4 @@ include: "workflow/rules/paper.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        final_targets(config),

@@ -1,15 +1,9 @@
-# Shared helpers for the rule files. TARGETS collects what `rule all` builds; each rule
-# file appends its own final outputs.
+# Shared helpers for the rule files. What `rule all` builds comes from the configuration
+# alone (mfsym.pipeline.targets.final_targets), not from the rule files.
 import json
 
-TARGETS = []
-
-
-def all_targets():
-    return list(TARGETS)
-
-
 # ---- the paper grid: one training job per (init, N, seed block) ---------------------------
+from mfsym.pipeline import targets
 from mfsym.pipeline.config import canonical, grid_of, particles_n
 
 RESULTS = config["results_dir"]
@@ -32,7 +26,7 @@ def grid_paths(pattern):
 
 def figure_files(name):
     """The PDF and PNG of figure ``name`` under figures/."""
-    return [f"{RESULTS}/figures/{name}.{ext}" for ext in ("pdf", "png")]
+    return targets.figure_files(RESULTS, name)
 
 
 def figure_outputs(name, category):

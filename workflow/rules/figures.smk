@@ -8,20 +8,17 @@ FIGURE_RESOURCES = config["resources"]["figures"]
 FIGURE_STYLE = module_file("style")
 
 
-GRID_FIGURES = []  # this file's figure files, for the `grid` target
-
-
 for _init in GRID.inits:
 
     rule:
         name:
-            f"fig_rmd_{_init.lower()}_init"
+            targets.rmd_figure(_init)
         input:
             summary=rules.summary.output[0],
             module=module_file("rmd"),
             style=FIGURE_STYLE,
         output:
-            **figure_outputs(f"fig_rmd_{_init.lower()}_init", "RMD vs N"),
+            **figure_outputs(targets.rmd_figure(_init), "RMD vs N"),
         params:
             init=_init,
             figures=FIGURES,
@@ -29,11 +26,9 @@ for _init in GRID.inits:
             mem_mb=FIGURE_RESOURCES["mem_mb"],
             runtime=FIGURE_RESOURCES["runtime"],
         log:
-            f"{RESULTS}/logs/figures/fig_rmd_{_init.lower()}_init.log",
+            f"{RESULTS}/logs/figures/{targets.rmd_figure(_init)}.log",
         script:
             "../scripts/fig_rmd.py"
-
-    GRID_FIGURES.extend(figure_files(f"fig_rmd_{_init.lower()}_init"))
 
 
 PARTICLES_INIT = FIGURES["particles_init"]
@@ -47,14 +42,14 @@ for _teacher in config["teachers"]:
 
     rule:
         name:
-            f"fig_particles_{_teacher.lower()}"
+            targets.particles_figure(_teacher)
         input:
             runs=PARTICLES_RUNS,
             teachers=rules.teachers.output[0],
             module=module_file("particles"),
             style=FIGURE_STYLE,
         output:
-            **figure_outputs(f"fig_particles_{_teacher.lower()}", "Particles"),
+            **figure_outputs(targets.particles_figure(_teacher), "Particles"),
         params:
             teacher=_teacher,
             seed=PARTICLES_SEED,
@@ -63,11 +58,9 @@ for _teacher in config["teachers"]:
             mem_mb=FIGURE_RESOURCES["mem_mb"],
             runtime=FIGURE_RESOURCES["runtime"],
         log:
-            f"{RESULTS}/logs/figures/fig_particles_{_teacher.lower()}.log",
+            f"{RESULTS}/logs/figures/{targets.particles_figure(_teacher)}.log",
         script:
             "../scripts/fig_particles.py"
-
-    GRID_FIGURES.extend(figure_files(f"fig_particles_{_teacher.lower()}"))
 
 
 rule fig_loss_curves:
@@ -76,7 +69,7 @@ rule fig_loss_curves:
         module=module_file("curves"),
         style=FIGURE_STYLE,
     output:
-        **figure_outputs("fig_loss_curves", "Training"),
+        **figure_outputs(targets.LOSS_CURVES_FIGURE, "Training"),
     params:
         figures=FIGURES,
     resources:
@@ -88,12 +81,7 @@ rule fig_loss_curves:
         "../scripts/fig_loss_curves.py"
 
 
-GRID_FIGURES.extend(figure_files("fig_loss_curves"))
-TARGETS.extend(GRID_FIGURES)
-
-
 rule grid:
     """The paper grid alone (training, metrics, summary.nc and its figures): `snakemake grid`."""
     input:
-        rules.summary.output[0],
-        GRID_FIGURES,
+        targets.grid_targets(config),

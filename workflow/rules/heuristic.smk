@@ -88,7 +88,7 @@ rule fig_heuristic:
         module=module_file("heuristic"),
         style=FIGURE_STYLE,
     output:
-        **figure_outputs("fig_heuristic", "Heuristic"),
+        **figure_outputs(targets.HEURISTIC_FIGURE, "Heuristic"),
     params:
         figures=FIGURES,
     resources:
@@ -98,7 +98,3 @@ rule fig_heuristic:
         f"{RESULTS}/logs/figures/fig_heuristic.log",
     script:
         "../scripts/fig_heuristic.py"
-
-
-TARGETS.append(rules.heuristic.output[0])
-TARGETS.extend([f"{RESULTS}/figures/fig_heuristic.{f}" for f in ("pdf", "png")])

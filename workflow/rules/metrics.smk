@@ -42,6 +42,3 @@ rule summary:
         f"{RESULTS}/logs/summary.log",
     script:
         "../scripts/summary.py"
-
-
-TARGETS.append(rules.summary.output[0])

@@ -3,11 +3,7 @@
 # noether/<study>.nc; one rule per figure draws it. All settings: the `noether:` section.
 NOETHER = {k: v for k, v in config["noether"].items() if k != "resources"}
 NOETHER_RESOURCES = config["noether"]["resources"]
-NOETHER_FIGURES = {
-    "drift": "fig_noether_drift",
-    "invariance": "fig_finite_n_invariance",
-    "attraction": "fig_weight_decay_attraction",
-}
+NOETHER_FIGURES = targets.NOETHER_FIGURES  # study -> figure
 
 
 rule noether_study:
@@ -50,5 +46,3 @@ for _study, _figure in NOETHER_FIGURES.items():
             f"{RESULTS}/logs/figures/{_figure}.log",
         script:
             "../scripts/noether_figure.py"
-
-    TARGETS.extend([f"{RESULTS}/figures/{_figure}.{f}" for f in ("pdf", "png")])

@@ -1,0 +1,65 @@
+"""What the pipeline builds, read from the configuration alone.
+
+The figure names (one RMD figure per initialisation, one particle figure per teacher, the
+loss curves, the heuristic and the Noether figures) are defined here once; the rule files
+name their rules after them and ``rule all`` / ``rule grid`` take their inputs from
+:func:`final_targets` / :func:`grid_targets`. The manuscript (``snakemake paper``) is not a
+final target: the rest of the pipeline needs no LaTeX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LOSS_CURVES_FIGURE = "fig_loss_curves"
+HEURISTIC_FIGURE = "fig_heuristic"
+#: Noether study (noether/<study>.nc) → the figure drawn from it
+NOETHER_FIGURES = {
+    "drift": "fig_noether_drift",
+    "invariance": "fig_finite_n_invariance",
+    "attraction": "fig_weight_decay_attraction",
+}
+FIGURE_FORMATS = ("pdf", "png")
+
+
+def rmd_figure(init: str) -> str:
+    """The RMD-vs-N figure of one initialisation, e.g. ``fig_rmd_si_init``."""
+    return f"fig_rmd_{init.lower()}_init"
+
+
+def particles_figure(teacher: str) -> str:
+    """The particle figure of one teacher, e.g. ``fig_particles_arbitrary``."""
+    return f"fig_particles_{teacher.lower()}"
+
+
+def figure_files(results_dir: str, name: str) -> list[str]:
+    """The PDF and PNG of figure ``name`` under ``results_dir``/figures/."""
+    return [f"{results_dir}/figures/{name}.{ext}" for ext in FIGURE_FORMATS]
+
+
+def grid_figures(config: Mapping) -> list[str]:
+    """Names of the figures drawn from the training grid, in build order."""
+    return [
+        *(rmd_figure(init) for init in config["inits"]),
+        *(particles_figure(teacher) for teacher in config["teachers"]),
+        LOSS_CURVES_FIGURE,
+    ]
+
+
+def grid_targets(config: Mapping) -> list[str]:
+    """summary.nc and the files of every grid figure (``snakemake grid``)."""
+    results = config["results_dir"]
+    figures = [f for name in grid_figures(config) for f in figure_files(results, name)]
+    return [f"{results}/summary.nc", *figures]
+
+
+def final_targets(config: Mapping) -> list[str]:
+    """Everything the default run builds: the grid targets, heuristic.nc and its figure,
+    and the figure of every Noether study (which pulls in the study's file)."""
+    results = config["results_dir"]
+    return [
+        *grid_targets(config),
+        f"{results}/heuristic.nc",
+        *figure_files(results, HEURISTIC_FIGURE),
+        *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
+    ]
