@@ -165,7 +165,32 @@ def check_summary(wf: Path) -> None:
     # EA is built on E^G: exactly SI; free training with the arbitrary teacher leaves E^G
     assert float(si["rmd_projected"].sel(scheme="EA").max()) < 1e-5
     assert float(si["rmd_projected"].sel(scheme="vanilla", teacher="arbitrary").min()) > 0.05
-    assert (ds["rmd_between"] >= 0).all() and (ds["rmd_between"] <= 1).all()
+    check_rmd_between_independently(wf, ds)
+
+
+def check_rmd_between_independently(wf: Path, summary) -> None:
+    """Every RMD between two schemes in ``summary.nc`` (SI start, smallest N) equals the one
+    recomputed from the run file's final clouds with POT's network simplex, an exact
+    solver independent of the pipeline's assignment: RMD² = W₂² / (2E‖a‖² + 2E‖b‖²)."""
+    import ot
+
+    n = int(summary["N"].values[0])
+    runs = read_dataset(next((wf / "results" / "runs" / "SI" / f"N{n}").glob("*.nc")))
+    final = runs["final_particles"]
+    uniform = np.full(n, 1.0 / n)
+    for pair in summary["pair"].values:
+        a_name, b_name = str(pair).split("-")
+        for teacher in runs["teacher"].values:
+            for seed in runs["seed"].values:
+                a = final.sel(teacher=teacher, scheme=a_name, seed=seed).values
+                b = final.sel(teacher=teacher, scheme=b_name, seed=seed).values
+                cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+                w2 = ot.emd2(uniform, uniform, cost)
+                m2 = 2 * (a**2).sum(1).mean() + 2 * (b**2).sum(1).mean()
+                got = float(summary["rmd_between"].sel(init="SI", N=n, teacher=teacher,
+                                                       pair=pair, seed=seed))
+                assert np.isclose(got, np.sqrt(w2 / m2), rtol=1e-6, atol=1e-9), (
+                    pair, teacher, seed, got, np.sqrt(w2 / m2))
 
 
 def check_files(wf: Path) -> None:

@@ -7,6 +7,7 @@ packages (``.ci/run`` installs them) and is skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -35,6 +36,12 @@ SLURM_PROGRAMS = {
 #: a first status check a few seconds after submission keeps the test short
 FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "2")
 SUMMARY = "results/summary.nc"
+
+#: the profiles name Snakemake's SLURM executor, which only the ``cluster`` extra installs
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="needs snakemake-executor-plugin-slurm: pip install -e '.[cluster]'",
+)
 
 
 def path_without_slurm(folder: Path) -> str:
