@@ -7,8 +7,11 @@ import copy
 
 import numpy as np
 import pytest
-from test_metrics import CONFIG, PAIRS, SCHEMES, TEACHERS, block
+from test_metrics import CONFIG, GROUP, PAIRS, SCHEMES, TEACHERS, UNIT, block, fake_runs
 
+from mfsym.pipeline import data as mdata
+from mfsym.pipeline.metrics import metrics_job
+from mfsym.pipeline.runs import train_job
 from mfsym.pipeline.summary import summary_job
 from mfsym.records.lineage import ConfigMismatchError
 from mfsym.records.results import read_dataset, write_dataset
@@ -60,3 +63,39 @@ def test_garbled_time_coordinate_is_reported_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="time coordinates of .*m1.nc"):
         summary_job(paths, tmp_path / "summary.nc", CONFIG, GRID)
 
+
+
+def _runs_file(path, config):
+    runs = fake_runs(np.random.default_rng(5).standard_normal((3, 4, 2, 3, 4)))
+    for var in runs.data_vars.values():
+        var.attrs.update(long_name="a run record", units="1")
+    return write_dataset(runs, path, config, "training runs")
+
+
+def test_metrics_job_refuses_runs_trained_under_another_alpha(tmp_path):
+    runs = _runs_file(tmp_path / "runs.nc", _changed(CONFIG, "training", "alpha", 1e6))
+    with pytest.raises(ConfigMismatchError, match=r"runs\.nc(.|\n)*training\.alpha"):
+        metrics_job(GROUP, UNIT, PAIRS, runs, tmp_path / "m.nc", CONFIG)
+    assert not (tmp_path / "m.nc").exists()
+
+
+def test_metrics_job_accepts_runs_that_differ_in_figure_styling(tmp_path):
+    runs = _runs_file(tmp_path / "runs.nc", _changed(CONFIG, "figures", "style", "ticks"))
+    metrics_job(GROUP, UNIT, PAIRS, runs, tmp_path / "m.nc", CONFIG)
+    assert read_dataset(tmp_path / "m.nc")["rmd_projected"].sizes["seed"] == 2
+
+
+def test_train_job_refuses_teachers_of_another_data_section(tmp_path):
+    training = CONFIG["training"]
+    other = _changed(CONFIG, "data", "teacher_seed", CONFIG["data"]["teacher_seed"] + 1)
+    datasets = {
+        "teachers": (mdata.teacher_dataset(GROUP, UNIT, TEACHERS, other["data"]), other),
+        "initial": (mdata.initial_dataset(GROUP, UNIT, training, "SI", 3, [0]), CONFIG),
+        "eval": (mdata.evaluation_dataset(GROUP, training), CONFIG),
+    }
+    paths = {k: str(write_dataset(ds, tmp_path / f"{k}.nc", cfg, k))
+             for k, (ds, cfg) in datasets.items()}
+    setting = {"group": GROUP, "unit": UNIT, "training": training, "schemes": SCHEMES}
+    with pytest.raises(ConfigMismatchError, match="teachers.nc") as info:
+        train_job(setting, "SI", 3, paths, tmp_path / "runs.nc", CONFIG)
+    assert [d[0] for d in info.value.differences] == ["data.teacher_seed"]

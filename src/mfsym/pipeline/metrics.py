@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..measure.metrics import run_metrics
+from ..records import lineage
 from ..records.results import read_dataset, write_dataset
 from .config import build_group
 
@@ -16,8 +17,9 @@ def metrics_job(
     group_cfg: Mapping, unit_cfg: Mapping, pairs: Sequence[str], runs_path, output,
     config: Mapping,
 ) -> None:
-    """Read a run dataset, compute :func:`run_metrics` and write it atomically."""
-    runs = read_dataset(runs_path)
+    """Read a run dataset, compute :func:`run_metrics` and write it atomically; a run file
+    trained under another ``config`` (:data:`mfsym.records.lineage.RUNS`) is refused."""
+    runs = read_dataset(runs_path, config, lineage.RUNS)
     ds = run_metrics(runs, build_group(group_cfg, unit_cfg), pairs)
     write_dataset(
         ds, output, config, f"per-run metrics, init={ds.attrs['init']}, N={ds.attrs['N']}"

@@ -24,6 +24,7 @@ import xarray as xr
 from ..core.teachers import read_teachers
 from ..engine import checkpoint as ckpt
 from ..engine.training import RunSpec, StackResult, snapshot_times, train_stack
+from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 from .config import build_group, build_unit, train_config
 from .data import read_initial
@@ -122,13 +123,22 @@ def train_block(
     return stack_dataset(result, list(teachers), setting["schemes"], seeds)
 
 
+# The part of the configuration that determines each input of a training job.
+INPUT_SCOPES = {
+    "teachers": lineage.TEACHERS, "initial": lineage.INITIAL, "eval": lineage.EVAL_SAMPLE,
+}
+
+
 def train_job(
     setting: Mapping, init: str, n_particles: int, paths: Mapping[str, str], output,
     config: Mapping, checkpoint_path=None, threads: int | None = None,
 ) -> None:
     """Read the job's inputs (``paths``: teachers, initial, eval), train, write ``output``
-    atomically, then delete the checkpoint (it is kept if anything fails, to resume)."""
-    inputs = {key: read_dataset(path) for key, path in paths.items()}
+    atomically, then delete the checkpoint (it is kept if anything fails, to resume).
+
+    An input written under another ``config`` where it determines that input is refused
+    (:class:`~mfsym.records.lineage.ConfigMismatchError`)."""
+    inputs = {key: read_dataset(path, config, INPUT_SCOPES[key]) for key, path in paths.items()}
     ds = train_block(setting, init, n_particles, inputs, checkpoint_path, threads)
     write_dataset(ds, output, config, f"training runs, init={init}, N={n_particles}")
     if checkpoint_path is not None:

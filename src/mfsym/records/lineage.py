@@ -33,7 +33,7 @@ EVAL_SAMPLE = ("group", "training.n_eval", "training.input_std", "training.eval_
 INITIAL = ("group", "unit", "training.init_std", "seeds", "seeds_per_job")
 RUNS = (*TEACHERS, "training", "schemes", "seeds", "seeds_per_job")
 METRICS = (*RUNS, "metrics.pairs")
-SUMMARY = (*METRICS, "inits", "N")
+SUMMARY = (*METRICS, "inits", "n_particles")
 HEURISTIC = ("training", "heuristic", "!heuristic.resources")
 NOETHER = ("noether", "!noether.resources")
 
