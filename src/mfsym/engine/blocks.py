@@ -135,6 +135,11 @@ class Block:
             torch.full((R,), -1, dtype=torch.long, device=dev),
         )
         self.y_eval = eng.y_eval[[eng.teacher_names.index(r.teacher) for r in runs]]
+        # references of the divergence check (mfsym.engine.training, "Divergence")
+        teacher_rms = [_rms(eng.teachers[r.teacher].particles) for r in runs]
+        floor = cfg.init_std * math.sqrt(group.dim_z)
+        self.scale_ref = np.maximum(np.maximum(_rms(init), teacher_rms), floor)
+        self.zero_risk = (self.y_eval.to(torch.float64) ** 2).sum(-1).mean(-1).cpu().numpy()
 
     def _update_spec(self, schemes, R) -> UpdateSpec:
         """Step constants: lr = α/N, wd = 2τ, σ = √(2αβ/N) and the per-run projectors."""
@@ -254,6 +259,20 @@ class Block:
         if self.snaps is not None:
             self.snaps[:, k] = th.cpu().numpy()
 
+    def growth(self, window: int, factor: float) -> dict[int, tuple[str, float, float]]:
+        """Runs grown past ``factor`` × their reference: run index → (quantity, value,
+        reference).  ``window``: steps whose losses ``loss_acc`` holds (0: no loss check)."""
+        rms = _rms(self.theta.to(torch.float64)).cpu().numpy()
+        out = {}
+        for i in np.flatnonzero(rms > factor * self.scale_ref):
+            out[int(i)] = ("particle RMS", float(rms[i]), float(self.scale_ref[i]))
+        if window > 0:
+            loss = self.tally.loss_acc.cpu().numpy() / window
+            ref = np.maximum(self.risk[:, 0], self.zero_risk)
+            for i in np.flatnonzero(loss > factor * ref):
+                out.setdefault(int(i), ("training loss", float(loss[i]), float(ref[i])))
+        return out
+
     # -- checkpoint state -------------------------------------------------------------------
     def state(self, prefix):
         out = {
@@ -285,3 +304,8 @@ class Block:
 def _rows_times(v: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     """Row vectors times a matrix, ``(v P)_d = Σ_e v_e P[e, d]``, per row on its own."""
     return (v.unsqueeze(-1) * P).sum(-2)
+
+
+def _rms(theta):
+    """RMS of the particles of each run, ``(..., N, D)`` → ``(...)`` (NumPy or torch)."""
+    return ((theta**2).sum(-1).mean(-1)) ** 0.5

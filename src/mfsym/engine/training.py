@@ -13,7 +13,17 @@ EA, else I; Π_n = P_E for EA and, from an SI start, for every scheme (or the pr
 ``subspace`` given to :func:`train_stack`), else I.  In the form ``z ← z − η(g + λz)`` the
 step is ``η = α/N`` and the weight decay ``λ = 2τ``; β = 0 switches the noise off.  A run
 lasts ``round(N·T)`` steps; its mean-field time is ``t = step/N`` (the flow of the
-mean-field limit runs at speed α in that clock), so the horizon is T.
+mean-field limit runs at speed α in that clock), so the horizon is T.  A horizon shorter
+than one step (``N·T < 1``) is refused rather than rounded up to a step whose time is not
+T; otherwise the last step's time ``round(N·T)/N`` is within ``1/(2N)`` of T.
+
+Divergence.  Every ``check_every`` steps (and before each checkpoint and at the end) a
+run has diverged when a value is not finite, when the RMS of its particles exceeds
+``divergence_factor`` times its reference scale (the largest of its initial cloud's RMS,
+its teacher's RMS and ``init_std·√D``), or when its mean minibatch loss since the last
+snapshot exceeds ``divergence_factor`` times its reference loss (the larger of its initial
+population risk and the risk ``E‖y‖²`` of the zero predictor).  A bounded activation keeps
+the loss bounded while the particles run away, hence the two quantities.
 
 Vectorisation.  A *stack* of runs (teacher, scheme, seed) sharing N and the
 initialisation trains as one tensor program: particles ``(R, N, D)``, samples
@@ -36,12 +46,14 @@ on E^G, and EA starts from the projection of its seed's draw under either initia
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
+import numbers
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -53,6 +65,7 @@ from ..core.settings import build_strict
 from ..core.teachers import Teacher
 from ..core.units import Unit
 from . import checkpoint as ckpt
+from . import kernels
 from .blocks import Block, Streams
 from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
@@ -63,7 +76,9 @@ SNAPSHOT_SPACINGS = ("log", "linear")
 
 
 class TrainingDiverged(RuntimeError):
-    """One or more runs produced non-finite values; ``runs`` lists them with their step."""
+    """One or more runs diverged (see the module docstring); ``runs`` lists them, each with
+    its teacher, scheme, seed, ``step``, ``quantity`` and, for growth, ``value`` and
+    ``reference``."""
 
     def __init__(self, message: str, runs: list[dict]):
         super().__init__(message)
@@ -81,9 +96,12 @@ class TrainConfig:
     times (including t = 0 and t = T); snapshot_spacing: "log" or "linear" in time;
     n_eval: Monte-Carlo samples of the population risk; eval_seed: seed of that sample;
     rng_chunk: steps of randomness drawn at once; check_every: steps between divergence
-    checks; checkpoint_every: steps between checkpoints (0: never); log_every_s: seconds
-    between progress lines; keep_particle_snapshots: also return the particles at every
-    snapshot; dtype: "float32" or "float64"; device: "auto", "cpu", "cuda[:k]";
+    checks; divergence_factor: growth of the particle RMS or of the training loss over its
+    reference at which a run counts as diverged (see the module docstring; paper-scale runs,
+    α = 50 and T = 20 from N = 5, grow by less than 10); checkpoint_every: steps between
+    checkpoints (0: never); log_every_s: seconds between progress lines;
+    keep_particle_snapshots: also return the particles at every snapshot; dtype: "float32"
+    or "float64"; device: "auto", "cpu", "cuda[:k]";
     backend: force-kernel implementation, "auto", "eager", "native" or "compile" (see
     ``mfsym.engine.kernels``; all agree with "eager" to float rounding, each is deterministic).
     """
@@ -102,6 +120,7 @@ class TrainConfig:
     eval_seed: int = 12345
     rng_chunk: int = 32
     check_every: int = 100
+    divergence_factor: float = 1000.0
     checkpoint_every: int = 0
     log_every_s: float = 30.0
     keep_particle_snapshots: bool = False
@@ -132,6 +151,11 @@ class TrainConfig:
         need(_posint(self.rng_chunk), "rng_chunk", "must be an integer ≥ 1")
         need(_posint(self.check_every), "check_every", "must be an integer ≥ 1")
         need(
+            _finite(self.divergence_factor) and self.divergence_factor > 1,
+            "divergence_factor",
+            "must be a number > 1",
+        )
+        need(
             isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
             "checkpoint_every",
             "must be an integer ≥ 0 (0 disables checkpoints)",
@@ -156,7 +180,14 @@ class TrainConfig:
         return asdict(self)
 
     def total_steps(self, n_particles: int) -> int:
-        return max(1, int(round(n_particles * self.T)))
+        """``round(N·T)``; ``N·T < 1`` (less than one step) raises ``ValueError``."""
+        exact = n_particles * self.T
+        if exact < 1.0 - 1e-9:
+            raise ValueError(
+                f"training.T = {self.T} with N = {n_particles} gives N·T = {exact:.4g} SGD "
+                f"steps, fewer than one; a run needs T ≥ 1/N = {1.0 / n_particles:.4g}"
+            )
+        return max(1, int(round(exact)))
 
 
 def _finite(v) -> bool:
@@ -165,6 +196,37 @@ def _finite(v) -> bool:
 
 def _posint(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _count(value, name: str) -> int:
+    """A positive integer given as any integral type (Python or NumPy), as ``int``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        if value >= 1:
+            return int(value)
+    raise ValueError(
+        f"{name} must be an integer ≥ 1 (a Python or NumPy integer), got {value!r} "
+        f"of type {type(value).__name__}"
+    )
+
+
+class _Collect(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _kernel_warnings(notes: list[str]) -> Iterator[None]:
+    """Append the warnings of :mod:`mfsym.engine.kernels` (its fallbacks) to ``notes``."""
+    handler = _Collect(notes)
+    kernels.log.addHandler(handler)
+    try:
+        yield
+    finally:
+        kernels.log.removeHandler(handler)
 
 
 @dataclass(frozen=True)
@@ -186,6 +248,9 @@ class StackResult:
     scheme's model on the fixed evaluation sample; rmd_projected: (R, K) RMD(ν, P_E#ν);
     dist_fixed: (R, K) RMS distance of the particles to E^G; initial_particles and
     final_particles: (R, N, D); particle_snapshots: (R, K, N, D) or None.
+    backend: the force kernel that ran, after any fallback (``"native"``, ``"eager"``,
+    ``"compile"``; a fallback adds its reason in parentheses); dtype: ``"float32"`` or
+    ``"float64"``; device: the torch device it ran on (``"cpu"``, ``"cuda:0"``, ...).
     """
 
     runs: list[RunSpec]
@@ -202,6 +267,9 @@ class StackResult:
     final_particles: np.ndarray
     particle_snapshots: np.ndarray | None = None
     wall_time_s: float = 0.0
+    backend: str = ""
+    dtype: str = ""
+    device: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -221,8 +289,7 @@ def initial_particles(
     """
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
-    if not _posint(n_particles):
-        raise ValueError(f"N must be an integer ≥ 1, got {n_particles!r}")
+    n_particles = _count(n_particles, "N")
     rng = np.random.default_rng(_seed_sequence(seed, n_particles, 1))
     theta = init_std * rng.standard_normal((n_particles, group.dim_z))
     return group.project(theta) if init == "SI" else theta
@@ -272,7 +339,9 @@ class _Engine:
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype)
-        self.kernel = select_kernel(unit, cfg.backend, self.device, self.dtype)
+        self.kernel_notes: list[str] = []
+        with _kernel_warnings(self.kernel_notes):
+            self.kernel = select_kernel(unit, cfg.backend, self.device, self.dtype)
         kw = {"device": self.device, "dtype": self.dtype}
         self.gx = torch.tensor(group.x, **kw)
         self.gy = torch.tensor(group.y, **kw)
@@ -364,40 +433,60 @@ class _Engine:
             "inputs_sha256": h.hexdigest(),
         }
 
-    def _check(self, step):
-        """Raise :class:`TrainingDiverged` naming every run that became non-finite."""
+    @property
+    def backend(self) -> str:
+        """The kernel that ran, with the reason of any fallback."""
+        name = self.kernel.name
+        return f"{name} ({'; '.join(self.kernel_notes)})" if self.kernel_notes else name
+
+    def _check(self, step, prev_snap):
+        """Raise :class:`TrainingDiverged` naming every run that became non-finite or grew
+        past ``divergence_factor`` times its reference (see the module docstring)."""
         bad_runs = []
         for b in self.blocks:
             fb = b.tally.first_bad.cpu().numpy()
             nonfinite = ~torch.isfinite(b.theta).reshape(len(b.runs), -1).all(1).cpu().numpy()
+            grown = b.growth(step - prev_snap, self.cfg.divergence_factor)
             for i, r in enumerate(b.runs):
                 if fb[i] >= 0 or nonfinite[i]:
                     at = int(fb[i]) if fb[i] >= 0 else step
-                    bad_runs.append({**asdict(r), "step": at})
-        if not bad_runs:
-            return
+                    bad_runs.append({**asdict(r), "step": at, "quantity": "non-finite value"})
+                elif i in grown:
+                    quantity, value, ref = grown[i]
+                    bad_runs.append({**asdict(r), "step": step, "quantity": quantity,
+                                     "value": value, "reference": ref})
+        if bad_runs:
+            raise TrainingDiverged(self._divergence_report(bad_runs), bad_runs)
+
+    def _divergence_report(self, bad_runs) -> str:
         total = self.cfg.total_steps(self.n)
         c = self.cfg
-        lines = [
-            f"  teacher={d['teacher']} scheme={d['scheme']} seed={d['seed']}: non-finite at "
-            f"step {d['step']} of {total} (t = {d['step'] / self.n:.4g})"
-            for d in bad_runs
-        ]
-        msg = (
+        lines = []
+        for d in bad_runs:
+            what = (
+                "non-finite" if "value" not in d else
+                f"{d['quantity']} {d['value']:.3g} > divergence_factor × reference "
+                f"{d['reference']:.3g}"
+            )
+            lines.append(
+                f"  teacher={d['teacher']} scheme={d['scheme']} seed={d['seed']}: {what} at "
+                f"step {d['step']} of {total} (t = {d['step'] / self.n:.4g})"
+            )
+        return (
             f"training diverged for {len(bad_runs)} run(s) (N={self.n}, init={self.init}; "
             f"alpha={c.alpha}, tau={c.tau}, beta={c.beta}, batch_size={c.batch_size}, "
-            f"T={c.T}, da_mode={c.da_mode}, dtype={c.dtype}, backend={self.kernel.name}):\n"
+            f"T={c.T}, da_mode={c.da_mode}, dtype={c.dtype}, backend={self.kernel.name}, "
+            f"divergence_factor={c.divergence_factor}, check_every={c.check_every}):\n"
             + "\n".join(lines) + "\n"
             "No result was written; lower alpha or use dtype float64."
         )
-        raise TrainingDiverged(msg, bad_runs)
 
     def _record(self, k, step, prev_snap):
         for b in self.blocks:
             b.record(k, step, prev_snap)
 
     def _save(self, path, meta, step, k_next, prev_snap):
-        self._check(step)
+        self._check(step, prev_snap)
         arrays = {"counters": np.array([step, k_next, prev_snap])}
         arrays["streams"] = self.streams.get_state()
         for bi, b in enumerate(self.blocks):
@@ -423,7 +512,8 @@ class _Engine:
         )
         t0 = time.monotonic()
         try:
-            step = self._loop(step, k_next, prev_snap, total, checkpoint_path, meta, label)
+            with _kernel_warnings(self.kernel_notes):
+                step = self._loop(step, k_next, prev_snap, total, checkpoint_path, meta, label)
         finally:
             self.streams.close()
         wall = time.monotonic() - t0
@@ -463,7 +553,7 @@ class _Engine:
                             b.train_loss[:, k] = first
                 step += 1
                 if step % cfg.check_every == 0:
-                    self._check(step)
+                    self._check(step, prev_snap)
             now = time.monotonic()
             if now - last_log >= cfg.log_every_s:
                 rate = (step - step0) / max(now - t0, 1e-9)
@@ -476,7 +566,7 @@ class _Engine:
                 last_log = now
             if ck_every and step % ck_every == 0 and step < total:
                 self._save(checkpoint_path, meta, step, k_next, prev_snap)
-        self._check(step)
+        self._check(step, prev_snap)
         while k_next < len(snaps):
             self._record(k_next, step, prev_snap)
             prev_snap = step
@@ -511,40 +601,42 @@ def train_stack(
     their noise (SI-type starts), e.g. the candidate subspace E_j of the discovery heuristic.
     With ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and
     a valid checkpoint there is resumed from (same final result as an uninterrupted run).
-    Raises :class:`TrainingDiverged` if any run becomes non-finite.
+
+    ``n_particles`` is any integer ≥ 1 (Python or NumPy); ``config.T`` must give at least
+    one step (``N·T ≥ 1``).  Wrong shapes, empty samples and non-finite values in the
+    inputs raise ``ValueError`` naming the argument (an input problem, not a divergence).
+    Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).
     """
     cfg = config or TrainConfig()
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
-    if not _posint(n_particles):
-        raise ValueError(f"N must be an integer ≥ 1, got {n_particles!r}")
+    n_particles = _count(n_particles, "N")
+    cfg.total_steps(n_particles)
     if not runs:
         raise ValueError("empty stack: at least one RunSpec is needed")
+    if group.dim_z != unit.dim_z:
+        raise ValueError(f"group acts on D={group.dim_z} but the unit has D={unit.dim_z}")
     for r in runs:
         check_scheme(r.scheme)
         if r.teacher not in teachers:
             raise ValueError(f"unknown teacher {r.teacher!r}; available: {sorted(teachers)}")
-        if teachers[r.teacher].particles.shape[1] != group.dim_z:
-            raise ValueError(
-                f"teacher {r.teacher!r} has particles of size "
-                f"{teachers[r.teacher].particles.shape[1]}, the unit needs D={group.dim_z}"
-            )
     if len(set(runs)) != len(runs):
         raise ValueError("the stack lists the same (teacher, scheme, seed) run twice")
-    if group.dim_z != unit.dim_z:
-        raise ValueError(f"group acts on D={group.dim_z} but the unit has D={unit.dim_z}")
+    for name in sorted({r.teacher for r in runs}):
+        _check_input(f"teacher {name!r} particles", teachers[name].particles,
+                     ("K", group.dim_z))
+    for seed, cloud in (init_particles or {}).items():
+        _check_input(f"init_particles[{seed}]", cloud, (n_particles, group.dim_z))
+    if x_eval is not None:
+        _check_input("x_eval", x_eval, ("n", group.dim_x))
     if x_train is not None:
-        xt = np.asarray(x_train)
-        if xt.ndim != 2 or xt.shape[1] != group.dim_x or xt.shape[0] == 0:
-            raise ValueError(f"x_train must have shape (n, {group.dim_x}), got {xt.shape}")
+        _check_input("x_train", x_train, ("n", group.dim_x))
     if subspace is not None:
+        _check_input("subspace", subspace, (group.dim_z, group.dim_z))
         p = np.asarray(subspace, dtype=np.float64)
-        if p.shape != (group.dim_z, group.dim_z) or not (
-            np.allclose(p, p.T, atol=1e-8) and np.allclose(p @ p, p, atol=1e-8)
-        ):
+        if not (np.allclose(p, p.T, atol=1e-8) and np.allclose(p @ p, p, atol=1e-8)):
             raise ValueError(
-                f"subspace must be an orthogonal projector of shape ({group.dim_z}, "
-                f"{group.dim_z}) (symmetric, idempotent), got shape {p.shape}"
+                "subspace must be an orthogonal projector (symmetric, idempotent)"
             )
     if threads:
         torch.set_num_threads(int(threads))
@@ -576,4 +668,29 @@ def train_stack(
         final_particles=final,
         particle_snapshots=snaps,
         wall_time_s=wall,
+        backend=eng.backend,
+        dtype=cfg.dtype,
+        device=str(eng.device),
     )
+
+
+def _check_input(name: str, value, shape: tuple) -> None:
+    """``value`` is a finite array of ``shape`` (a str entry: any size ≥ 1, named so)."""
+    arr = np.asarray(value)
+    fits = arr.ndim == len(shape) and all(
+        isinstance(want, str) or got == want for got, want in zip(arr.shape, shape, strict=False)
+    )
+    expected = "(" + ", ".join(str(w) for w in shape) + ")"
+    if not fits:
+        raise ValueError(f"{name} has shape {arr.shape}, expected {expected}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one row")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} holds {int(bad.sum())} non-finite value(s) (first at index {first}): "
+            "an input problem, not a training divergence; fix the input"
+        )
