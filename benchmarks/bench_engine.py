@@ -14,6 +14,13 @@ share their samples and noise).
 Baseline: the C₂ / 2×2 sigmoid matrix unit written directly below, batched over runs,
 forces by autograd of the scheme's loss, fresh samples and noise per run every step.
 
+Every figure is the median of ``--repeat`` measurements with their spread (max − min, in
+percent of the median).  A marginal time that comes out non-positive (the longer run was
+not slower: noise on a busy machine) is replaced by the plain time per step of the longer
+run, an upper bound, and marked ``†``.  A measurement during which this process got less
+than 85 % of the CPU time its threads could use (another process was running) is marked
+``*``: such figures say more about the machine's load than about the engine.
+
 Finally the wall time of the paper's full grid (PAPER.md §6: N ∈ {5, …, 5000}, 10 seeds,
 3 teachers, 4 schemes, 2 initialisations, N·T steps each) is extrapolated from one stack
 of 120 runs (10 seeds × 3 teachers × 4 schemes) per N.
@@ -27,7 +34,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -99,18 +108,78 @@ class Baseline:
             self.theta = self.theta.detach() - lr * drift + math.sqrt(2 * lr * cfg.beta) * noise
 
 
-def time_baseline(scheme, R, N, steps, group, teachers, repeat=1) -> float:
-    """Seconds per step of the baseline (after two warm-up steps), best of ``repeat``."""
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per step: the median of the repeats, their spread (max − min) / median,
+    and flags: ``upper_bound`` (a marginal time fell back to the plain time per step),
+    ``busy`` (the process got under :data:`BUSY_SHARE` of its threads' CPU time)."""
+
+    median: float
+    spread: float
+    upper_bound: bool = False
+    busy: bool = False
+
+    def ns_per_update(self, updates: int) -> float:
+        return 1e9 * self.median / updates
+
+    def marks(self) -> str:
+        return ("†" if self.upper_bound else "") + ("*" if self.busy else "")
+
+
+#: A measurement is flagged as taken under load below this share of the CPU time.
+BUSY_SHARE = 0.85
+
+
+def marginal_time(short: float, long: float, k: int) -> tuple[float, bool]:
+    """``(wall(2k) − wall(k)) / k``, or ``wall(2k) / 2k`` flagged when that is not positive."""
+    if k < 1 or short <= 0 or long <= 0:
+        raise ValueError(f"need k ≥ 1 and positive wall times, got k={k}, {short}, {long}")
+    diff = (long - short) / k
+    return (diff, False) if diff > 0 else (long / (2 * k), True)
+
+
+def summarize(samples: list[float], upper_bound: bool = False, busy: bool = False) -> Timing:
+    """Median and relative spread of positive per-step times."""
+    if not samples or min(samples) <= 0:
+        raise ValueError(f"per-step times must be positive, got {samples}")
+    med = statistics.median(samples)
+    return Timing(med, (max(samples) - min(samples)) / med, upper_bound, busy)
+
+
+class CpuShare:
+    """Context manager measuring the share of ``threads`` CPUs this process received."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self.share = 1.0
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.wall
+        if wall > 0:
+            self.share = (time.process_time() - self.cpu) / (wall * self.threads)
+
+    @property
+    def busy(self) -> bool:
+        return self.share < BUSY_SHARE
+
+
+def time_baseline(scheme, R, N, steps, group, teachers, repeat=3, threads=1) -> Timing:
+    """Seconds per step of the baseline (after two warm-up steps) over ``repeat`` runs."""
     b = Baseline(scheme, R, N, TrainConfig(), group, teachers)
     for _ in range(2):
         b.step()
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            b.step()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best
+    samples = []
+    with CpuShare(threads) as cpu:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                b.step()
+            samples.append((time.perf_counter() - t0) / steps)
+    return summarize(samples, busy=cpu.busy)
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,12 +189,13 @@ def engine_runs(scheme, R):
     return [RunSpec(TEACHERS[i % 3], scheme, i // 3) for i in range(R)]
 
 
-def time_engine(runs, N, steps, group, unit, teachers, repeat=1, **cfg_kw) -> float:
-    """Seconds per step of ``train_stack`` in its step loop, best of ``repeat``.
+def time_engine(runs, N, steps, group, unit, teachers, repeat=3, threads=1,
+                **cfg_kw) -> Timing:
+    """Seconds per step of ``train_stack`` in its step loop over ``repeat`` measurements.
 
-    The marginal cost (wall(2k steps) − wall(k steps)) / k, with k a multiple of the
-    random-number chunk: the two snapshots and other fixed costs cancel.  Each wall time
-    is the best of ``repeat`` (a busy machine only ever adds time).
+    Each measurement is the marginal cost (wall(2k steps) − wall(k steps)) / k, with k a
+    multiple of the random-number chunk: the two snapshots and other fixed costs cancel
+    (see :func:`marginal_time` for the non-positive case).
     """
     chunk = TrainConfig().rng_chunk
     k = max(chunk, -(-steps // chunk) * chunk)
@@ -140,13 +210,23 @@ def time_engine(runs, N, steps, group, unit, teachers, repeat=1, **cfg_kw) -> fl
         return train_stack(group, unit, teachers, runs, N, "SI", cfg(n_steps)).wall_time_s
 
     wall(4)  # warm-up: kernel build or load, allocations
-    short = min(wall(k) for _ in range(repeat))
-    long = min(wall(2 * k) for _ in range(repeat))
-    return max(long - short, 0.0) / k
+    samples, bounded = [], False
+    with CpuShare(threads) as cpu:
+        for _ in range(repeat):
+            value, fallback = marginal_time(wall(k), wall(2 * k), k)
+            samples.append(value)
+            bounded |= fallback
+    return summarize(samples, upper_bound=bounded, busy=cpu.busy)
 
 
 def steps_for(R, N, B, budget_updates, lo=3, hi=2000) -> int:
     return int(min(hi, max(lo, budget_updates // (R * N * B))))
+
+
+def cell(timing: Timing, updates: int) -> str:
+    """``ns per update (±spread %)`` and the flags of a :class:`Timing`."""
+    return (f"{timing.ns_per_update(updates):.2f} (±{100 * timing.spread:.0f}%)"
+            f"{timing.marks()}")
 
 
 def load() -> str:
@@ -166,7 +246,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=3e8,
                     help="particle-sample updates per measurement when --steps is 0")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1, help="best of this many measurements")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="measurements per figure (median and spread are printed)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-baseline", action="store_true")
@@ -184,24 +265,26 @@ def main(argv=None):
           f"dtype={args.dtype}, B={B}; load average {load()}")
     print("ns per particle-sample update = time per step / (runs × N × B); FA and orbit-DA "
           "evaluate |G|·B views, counted as B samples.")
-    print(f"{'N':>5} {'stack':>5} {'scheme':>8} {'steps':>6} {'engine ns':>10} "
-          f"{'baseline ns':>12} {'ratio':>7}")
+    print(f"{'N':>5} {'stack':>5} {'scheme':>8} {'steps':>6} {'engine ns (spread)':>19} "
+          f"{'baseline ns (spread)':>21} {'ratio':>7}")
     for N in args.N:
         for R in args.stacks:
             for scheme in args.schemes:
                 steps = args.steps or steps_for(R, N, B, args.budget)
                 name, extra = (scheme, {}) if scheme != "DA-orbit" else ("DA", {"da_mode": "orbit"})
-                t_eng = time_engine(
+                eng = time_engine(
                     engine_runs(name, R), N, steps, group, unit, teachers, args.repeat,
-                    **kw, **extra,
+                    args.threads, **kw, **extra,
                 )
-                ns_eng = 1e9 * t_eng / (R * N * B)
-                line = f"{N:>5} {R:>5} {scheme:>8} {steps:>6} {ns_eng:>10.2f}"
+                line = f"{N:>5} {R:>5} {scheme:>8} {steps:>6} {cell(eng, R * N * B):>19}"
                 if not args.no_baseline and scheme in SCHEMES:
-                    t_base = time_baseline(scheme, R, N, steps, group, teachers, args.repeat)
-                    ns_base = 1e9 * t_base / (R * N * B)
-                    line += f" {ns_base:>12.2f} {ns_base / ns_eng:>7.2f}"
+                    base = time_baseline(scheme, R, N, steps, group, teachers, args.repeat,
+                                         args.threads)
+                    line += (f" {cell(base, R * N * B):>21}"
+                             f" {base.median / eng.median:>7.2f}")
                 print(line, flush=True)
+    print("† upper bound (the marginal time was not positive); * taken under load "
+          f"(under {BUSY_SHARE:.0%} of the threads' CPU time)")
     if not args.no_grid:
         grid(args, group, unit, teachers, kw, B)
     print(f"load average at the end {load()}")
@@ -216,12 +299,13 @@ def grid(args, group, unit, teachers, kw, B):
           "× 2 initialisations, N·T steps, T = 20):")
     for N in GRID_N:
         steps = args.steps or steps_for(len(runs), N, B, args.budget / 4, lo=3, hi=400)
-        t_step = time_engine(runs, N, steps, group, unit, teachers, args.repeat, **kw)
+        timing = time_engine(runs, N, steps, group, unit, teachers, args.repeat,
+                             args.threads, **kw)
         n_steps = round(N * T)
-        contrib = 2 * n_steps * t_step
+        contrib = 2 * n_steps * timing.median
         total += contrib
-        ns = 1e9 * t_step / (len(runs) * N * B)
-        print(f"  N={N:>5}: {1e3 * t_step:9.3f} ms per step ({ns:7.2f} ns per update) × "
+        print(f"  N={N:>5}: {1e3 * timing.median:9.3f} ms per step "
+              f"({cell(timing, len(runs) * N * B)} ns per update) × "
               f"{n_steps} steps × 2 inits = {contrib:9.1f} s", flush=True)
     print(f"  extrapolated total: {total:.0f} s = {total / 3600:.2f} h on this machine")
 

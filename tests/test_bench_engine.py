@@ -1,0 +1,52 @@
+"""The engine benchmark reports medians and spreads and never a non-positive time."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_engine", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_marginal_time_is_positive_and_flags_its_fallback(bench):
+    assert bench.marginal_time(1.0, 1.5, 10) == (pytest.approx(0.05), False)
+    # noise on a busy machine: the longer run was not slower
+    for short, long in ((1.5, 1.5), (2.0, 1.0)):
+        value, fallback = bench.marginal_time(short, long, 10)
+        assert fallback and value == pytest.approx(long / 20) and value > 0
+    with pytest.raises(ValueError, match="positive wall times"):
+        bench.marginal_time(0.0, 1.0, 10)
+
+
+def test_summary_is_the_median_with_its_spread(bench):
+    t = bench.summarize([3.0, 1.0, 2.0], upper_bound=True)
+    assert (t.median, t.spread, t.marks()) == (2.0, 1.0, "†")
+    assert t.ns_per_update(10**9) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        bench.summarize([1.0, 0.0])
+    with pytest.raises(ValueError, match="must be positive"):
+        bench.summarize([])
+
+
+def test_a_short_run_prints_medians_spreads_and_the_legend(bench, capsys):
+    bench.main(["--N", "40", "--stacks", "2", "--schemes", "vanilla", "--steps", "32",
+                "--repeat", "2", "--no-grid", "--threads", "1"])
+    out = capsys.readouterr().out
+    row = re.search(r"^\s+40\s+2\s+vanilla\s+32\s+([0-9.]+) \(±(\d+)%\)\S*\s+([0-9.]+) \(±",
+                    out, flags=re.M)
+    assert row, out
+    assert float(row.group(1)) > 0 and float(row.group(3)) > 0
+    assert "† upper bound" in out and "* taken under load" in out
