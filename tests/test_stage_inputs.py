@@ -7,9 +7,11 @@ import copy
 
 import numpy as np
 import pytest
+from test_heuristic import SETTINGS, TINY_LOOP
 from test_metrics import CONFIG, GROUP, PAIRS, SCHEMES, TEACHERS, UNIT, block, fake_runs
 
 from mfsym.pipeline import data as mdata
+from mfsym.pipeline.heuristic import step_job
 from mfsym.pipeline.metrics import metrics_job
 from mfsym.pipeline.runs import train_job
 from mfsym.pipeline.summary import summary_job
@@ -99,3 +101,30 @@ def test_train_job_refuses_teachers_of_another_data_section(tmp_path):
     with pytest.raises(ConfigMismatchError, match="teachers.nc") as info:
         train_job(setting, "SI", 3, paths, tmp_path / "runs.nc", CONFIG)
     assert [d[0] for d in info.value.differences] == ["data.teacher_seed"]
+
+
+def _heuristic_config(**loop) -> dict:
+    section = {**copy.deepcopy(TINY_LOOP), **loop, "resources": {"threads": 1}}
+    section["settings"] = copy.deepcopy(list(SETTINGS.values()))
+    return {"training": CONFIG["training"], "heuristic": section}
+
+
+def test_heuristic_step_checks_only_its_own_setting_of_the_previous_step(tmp_path):
+    setting = SETTINGS["C2-matrix"]
+    first = _heuristic_config()
+    step0 = tmp_path / "step0.nc"
+    step_job(setting, TINY_LOOP, CONFIG["training"], 0, None, step0, first, threads=1)
+    others = [name for name in SETTINGS if name != "C2-matrix"]
+    assert others, "the test needs a second setting"
+
+    loosened = _heuristic_config(tolerance=TINY_LOOP["tolerance"] / 2)
+    with pytest.raises(ConfigMismatchError, match="step0.nc") as info:
+        step_job(setting, TINY_LOOP, CONFIG["training"], 1, step0, tmp_path / "s1.nc", loosened)
+    assert [d[0] for d in info.value.differences] == ["heuristic.tolerance"]
+
+    unrelated = _heuristic_config()
+    unrelated["heuristic"]["resources"]["threads"] = 4
+    next(s for s in unrelated["heuristic"]["settings"] if s["name"] == others[0])["seed"] = 9
+    step_job(setting, TINY_LOOP, CONFIG["training"], 1, step0, tmp_path / "s1.nc", unrelated,
+             threads=1)
+    assert read_dataset(tmp_path / "s1.nc")["status"].size == 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..records.results import read_dataset, write_dataset
+from ..records import lineage
+from ..records.results import check_recorded_config, read_dataset, write_dataset
 from ..studies.heuristic import (
     STATUS,
     SYMMETRIC_TEACHERS,
@@ -85,7 +86,7 @@ def step_job(
     if step == 0:
         basis = orthonormal_basis(setting.get("start", []), problem.group.dim_z)
     else:
-        prev = read_dataset(previous)
+        prev = read_dataset(previous, config, lineage.heuristic_setting(setting["name"]))
         if int(prev["status"].values[0]) != STATUS["enlarged"]:
             raise HeuristicError(
                 f"step {step - 1} of setting {problem.name!r} ({previous}) ended the loop; "
@@ -100,12 +101,20 @@ def step_job(
 def setting_job(setting: Mapping, step_paths: Sequence, output, config: Mapping) -> None:
     """Gather the step files of one setting into its dataset (with angles to E^G)."""
     problem = build_problem(setting)
+    scope = lineage.heuristic_setting(setting["name"])
     ds = setting_dataset(problem.name, problem.group.fixed_basis(),
-                         [read_dataset(p) for p in step_paths])
+                         [read_dataset(p, config, scope) for p in step_paths])
     write_dataset(ds, output, config, f"SI-subspace discovery heuristic: {problem.name}")
 
 
 def combine_job(setting_paths: Sequence, output, config: Mapping) -> None:
-    """Write ``heuristic.nc`` from the per-setting files (in the configured order)."""
-    ds = combine_settings([read_dataset(p) for p in setting_paths])
+    """Write ``heuristic.nc`` from the per-setting files (in the configured order); each
+    must have been written under ``config``'s entry of its own setting."""
+    settings = []
+    for path in setting_paths:
+        ds = read_dataset(path)
+        name = str(ds["setting"].values)
+        check_recorded_config(ds, path, config, lineage.heuristic_setting(name))
+        settings.append(ds)
+    ds = combine_settings(settings)
     write_dataset(ds, output, config, "SI-subspace discovery heuristic")

@@ -147,10 +147,17 @@ def read_dataset(
     with xr.open_dataset(path, engine="netcdf4") as ds:
         ds = ds.load()
     if expect_config is not None:
-        recorded = ds.attrs.get("config_json")
-        check_config(path, None if recorded is None else json.loads(recorded), expect_config,
-                     scope)
+        check_recorded_config(ds, path, expect_config, scope)
     return ds
+
+
+def check_recorded_config(
+    ds: xr.Dataset, path, expect_config: Mapping, scope: Sequence[str]
+) -> None:
+    """Refuse ``ds`` (read from ``path``) unless the configuration it records equals
+    ``expect_config`` on ``scope`` (:class:`~mfsym.records.lineage.ConfigMismatchError`)."""
+    recorded = ds.attrs.get("config_json")
+    check_config(path, None if recorded is None else json.loads(recorded), expect_config, scope)
 
 
 def variable(dims, values, long_name: str, units: str = "1", **attrs) -> xr.Variable:
