@@ -1,19 +1,33 @@
 # Reproduction pipeline for "Symmetries in Overparametrized Neural Networks: A Mean-Field View".
 # Rules live in workflow/rules/*.smk; all science lives in the mfsym library (src/mfsym).
+import os
+
 from snakemake.utils import min_version, validate
 
-from mfsym.pipeline.config import check_config, load_schema
+from mfsym.pipeline.config import check_all, load_schema, read_config_file
 from mfsym.pipeline.targets import final_targets
 
 min_version("9.0")
+
+# A YAML mistake in the default configuration file is reported with its file and line.
+if os.path.exists("config.yaml"):
+    read_config_file("config.yaml")
 
 
 configfile: "config.yaml"
 
 
-# A bad configuration stops here, before any job, naming each bad key and what is allowed;
-# snakemake's own validation then fills schema defaults.
-check_config(config, load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml"))
+# A bad configuration stops here, before any job, naming each bad key, its value and what is
+# allowed: strings from --config are read as their schema types, then the schema, the checks
+# across keys and the output folders are checked. snakemake's validation fills defaults.
+config.update(
+    check_all(
+        config,
+        load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml"),
+        workflow.basedir,  # the repository root
+        os.getcwd(),  # relative folders are relative to the working directory
+    )
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -8,18 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 from conftest import same_atoms
 from scipy.spatial.distance import cdist
 
 from mfsym.core.teachers import read_teachers
+from mfsym.engine.kernels import select_kernel
 from mfsym.measure.metrics import rmd_between_schemes, run_metrics
 from mfsym.pipeline import data as mdata
-from mfsym.pipeline.config import build_group
+from mfsym.pipeline.config import build_group, build_unit
 from mfsym.pipeline.metrics import metrics_job
 from mfsym.pipeline.runs import train_block, train_job
-from mfsym.pipeline.summary import aggregate
+from mfsym.pipeline.summary import aggregate, summary_job
 from mfsym.records.results import read_dataset, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +138,37 @@ def test_train_job_writes_and_removes_its_checkpoint(tmp_path):
     assert not ckpt.exists()
 
 
+def test_run_file_and_summary_state_backend_dtype_and_device(tmp_path):
+    """Two jobs trained on different kernels and dtypes: the run files and the summary
+    built from them say which trained each (init, N, seed)."""
+    metrics, backends = [], []
+    for seed, backend, dtype in ((0, "eager", "float64"), (1, "auto", "float32")):
+        s = setting(backend=backend, dtype=dtype, device="cpu")
+        paths = {}
+        for key, ds in inputs("SI", 3, [seed], s["training"]).items():
+            paths[key] = str(write_dataset(ds, tmp_path / f"{key}{seed}.nc", CONFIG, key))
+        run = tmp_path / f"runs{seed}.nc"
+        train_job(s, "SI", 3, paths, run, CONFIG)
+        ds = read_dataset(run)
+        chosen = select_kernel(build_unit(GROUP, UNIT), backend, torch.device("cpu"),
+                               torch.float32).name
+        assert ds.attrs["backend"].split(" ")[0] == chosen
+        assert (ds.attrs["dtype"], ds.attrs["device"]) == (dtype, "cpu")
+        backends.append(ds.attrs["backend"])
+        metrics.append(tmp_path / f"metrics{seed}.nc")
+        metrics_job(GROUP, UNIT, PAIRS, run, metrics[-1], CONFIG)
+    grid = {"inits": ["SI"], "N": [3], "teachers": TEACHERS, "schemes": SCHEMES,
+            "seeds": [0, 1], "pairs": PAIRS}
+    summary_job(metrics, tmp_path / "summary.nc", CONFIG, grid)
+    summary = read_dataset(tmp_path / "summary.nc")
+    cells = summary.sel(init="SI", N=3)
+    assert list(cells["training_backend"].values) == backends
+    assert list(cells["training_dtype"].values) == ["float64", "float32"]
+    assert list(cells["training_device"].values) == ["cpu", "cpu"]
+    assert summary.attrs["training_backend"] == " | ".join(sorted(set(backends)))
+    assert summary.attrs["training_device"] == "cpu"
+
+
 # ---- metrics ----------------------------------------------------------------------------
 def brute_w2(a: np.ndarray, b: np.ndarray) -> float:
     """W₂² between equal-size uniform clouds by enumerating every matching."""
@@ -160,7 +193,7 @@ def fake_runs(final: np.ndarray, risk: np.ndarray | None = None) -> xr.Dataset:
          **curves},
         coords={"teacher": TEACHERS[:t], "scheme": SCHEMES[:s], "seed": np.arange(k),
                 "time": [0.0, 1.0]},
-        attrs={"init": "SI", "N": n},
+        attrs={"init": "SI", "N": n, "backend": "eager", "dtype": "float64", "device": "cpu"},
     )
 
 

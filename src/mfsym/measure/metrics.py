@@ -9,7 +9,8 @@ For every run (teacher, scheme, seed) with final cloud ν_N (N atoms in R^D):
 and for every scheme pair "A-B" and (teacher, seed): ``rmd_between`` = RMD(ν_A, ν_B),
 exact assignment (both have N atoms).  RMD² = W₂²/(M₂(μ) + M₂(ν)), M₂ = 2 E‖z‖², and
 RMD = sqrt(RMD²) ∈ [0, 1].  The curves ``risk_curve``, ``train_loss_curve`` and
-``rmd_projected_curve`` ``(teacher, scheme, seed, time)`` are carried over from training.
+``rmd_projected_curve`` ``(teacher, scheme, seed, time)`` are carried over from training,
+and so are the attributes ``init``, ``N`` and what ran: ``backend``, ``dtype``, ``device``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..records.results import variable
 from .transport import rmd, rmd_to_projected, rmd_to_symmetrized
 
 RUN_DIMS = ("teacher", "scheme", "seed")
+CARRIED_ATTRS = ("init", "N", "backend", "dtype", "device")
 CURVE_SOURCES = {
     "risk_curve": ("population_risk", "population risk during training"),
     "train_loss_curve": ("train_loss", "training loss during training"),
@@ -94,4 +96,7 @@ def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> x
         "pair": list(pairs),
         "time": runs["time"],
     }
-    return xr.Dataset(data, coords=coords, attrs={k: runs.attrs[k] for k in ("init", "N")})
+    missing = [k for k in CARRIED_ATTRS if k not in runs.attrs]
+    if missing:
+        raise ValueError(f"the run dataset lacks the attribute(s) {missing}")
+    return xr.Dataset(data, coords=coords, attrs={k: runs.attrs[k] for k in CARRIED_ATTRS})

@@ -5,12 +5,19 @@ against the JSON schema and reports every problem by its dotted key (``training.
 ``schemes[1]``) together with what is allowed; :func:`check_semantics` adds the checks a
 schema cannot express (the group acts on the unit, the paper's teachers exist for it, the
 scheme pairs name configured schemes, the particle figure's run is in the grid).
+Before any job the workflow calls :func:`check_all`: values given with ``--config`` are
+read as their schema types, and the output folders (``results_dir``, the wiped
+``paper.build_dir``) may be neither the checkout, its sources nor its results.
 The builders (:func:`build_group`, :func:`build_teachers`, :func:`seed_blocks`, …) turn the
 validated sections into library objects; none of them reads a file except the schema.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +32,7 @@ from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
 from ..engine.training import TrainConfig
+from ..paper.build import staging_refusal
 
 TEACHER_SOURCES = ("auto", "paper", "random")
 
@@ -36,6 +44,24 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------
 # schema validation with readable messages
 # ---------------------------------------------------------------------------------------
+def read_config_file(path) -> dict:
+    """A configuration file (YAML or JSON) as a mapping; a syntax error is reported as a
+    :class:`ConfigError` naming the file, the line and the column."""
+    try:
+        with open(Path(path), encoding="utf-8") as fh:
+            config = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"configuration file {str(path)!r}{where}: not valid YAML: "
+                          f"{problem}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"configuration file {str(path)!r} must hold keys at its top level, "
+                          f"not {type(config).__name__}")
+    return config
+
+
 def load_schema(path) -> dict:
     """The JSON schema (YAML or JSON file) as a dict."""
     with open(Path(path), encoding="utf-8") as fh:
@@ -59,6 +85,8 @@ def _allowed_keys(schema: Mapping) -> list[str]:
 _PROBLEMS = {
     "minimum": "is too small; it must be ≥ {val}",
     "exclusiveMinimum": "is too small; it must be > {val}",
+    "maximum": "is too large; it must be ≤ {val}",
+    "exclusiveMaximum": "is too large; it must be < {val}",
     "minItems": "is empty or too short; it needs at least {val} value(s)",
     "uniqueItems": "lists a value more than once",
     "type": "has the wrong type; expected {val}",
@@ -278,3 +306,197 @@ def particles_n(config: Mapping) -> int:
     """N of the particle figures: ``figures.particles_N`` or the largest N of the grid."""
     value = config["figures"]["particles_N"]
     return int(value) if value is not None else max(int(n) for n in config["n_particles"])
+
+
+# ---------------------------------------------------------------------------------------
+# values from the command line: strings read as the types the schema asks for
+# ---------------------------------------------------------------------------------------
+_NOT_READ = object()
+_INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _resolved(node: Mapping, schema: Mapping) -> Mapping:
+    """``node`` with its local ``$ref`` (``#/a/b``) replaced by the schema part it names."""
+    while "$ref" in node:
+        target = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _alternatives(node: Mapping, schema: Mapping) -> list[Mapping]:
+    """The plain schemas a value at ``node`` may match (its oneOf/anyOf branches, flattened)."""
+    node = _resolved(node, schema)
+    branches = node.get("oneOf") or node.get("anyOf")
+    if not branches:
+        return [node]
+    return [alt for branch in branches for alt in _alternatives(branch, schema)]
+
+
+def _types(node: Mapping) -> set[str]:
+    kind = node.get("type", ())
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def _read_string(text: str, kinds: set[str]):
+    """``text`` read as one of the JSON types ``kinds``; :data:`_NOT_READ` when it is none."""
+    word = text.strip()
+    if "null" in kinds and word in ("null", "Null", "NULL", "~"):
+        return None
+    if "boolean" in kinds and word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    if kinds & {"integer", "number"} and _INTEGER_RE.match(word):
+        return int(word)
+    if "number" in kinds:
+        try:
+            number = float(word)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    if kinds & {"array", "object"}:
+        try:
+            value = yaml.safe_load(word)
+        except yaml.YAMLError:
+            return _NOT_READ
+        if isinstance(value, list) and "array" in kinds:
+            return value
+        if isinstance(value, dict) and "object" in kinds:
+            return value
+    return _NOT_READ
+
+
+def coerce_types(value, schema: Mapping, node: Mapping | None = None):
+    """``value`` with every string the schema wants as another type read as that type.
+
+    ``snakemake --config key=value`` hands nested values over as strings (``training='{T:
+    5}'`` gives ``{"T": "5"}``): where the schema asks for a number, an integer, a boolean,
+    null, a list or a mapping and not for a string, the string is read as that type. A
+    string that reads as none of them is kept, so that :func:`check_config` names the key,
+    the value and the expected type; an integer where only a string is allowed becomes its
+    text. Returns a new value; ``value`` is left unchanged.
+    """
+    options = _alternatives(schema if node is None else node, schema)
+    if type(value) is int and all(_types(o) == {"string"} for o in options):
+        return str(value)  # ``results_dir=2024``: Snakemake read the folder name as a number
+    if isinstance(value, str):
+        if any("string" in _types(o) or not _types(o) for o in options):
+            return value
+        for option in options:
+            read = _read_string(value, _types(option))
+            if read is not _NOT_READ:
+                return coerce_types(read, schema, option)
+        return value
+    if isinstance(value, Mapping):
+        props = next((o.get("properties", {}) for o in options if "object" in _types(o)), {})
+        return {k: coerce_types(v, schema, props[k]) if k in props else v
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = next((o.get("items") for o in options if "array" in _types(o)), None)
+        return [coerce_types(v, schema, items) for v in value] if items else list(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# folders the pipeline writes to or wipes
+# ---------------------------------------------------------------------------------------
+#: Folders of the repository holding its sources; no output folder may be, hold or lie in one.
+SOURCE_FOLDERS = ("src", "paper", "workflow", "config", "tests", "profiles", "benchmarks",
+                  ".git")
+_RESULTS_ALLOWED = (
+    "a folder of its own (e.g. 'results'), inside the repository or elsewhere, that is not "
+    "the repository root or a folder above it, not a source folder ("
+    + ", ".join(SOURCE_FOLDERS) + ") or inside one, and holds no file tracked by git"
+)
+_BUILD_ALLOWED = (
+    "a staging folder of its own that the paper build creates and wipes (e.g. "
+    "'paper/build'): not the repository root or a folder above it, not a source folder ("
+    + ", ".join(SOURCE_FOLDERS) + ") or inside one other than paper, not results_dir, inside "
+    "it or around it, holding no file tracked by git, and either absent, empty or made by "
+    "an earlier paper build"
+)
+
+
+def _folder(value, workdir: Path) -> Path:
+    path = Path(os.path.expanduser(str(value)))
+    return (path if path.is_absolute() else workdir / path).resolve()
+
+
+def _holds_tracked_files(folder: Path, root: Path) -> bool:
+    """Whether git tracks a file inside ``folder`` (False outside a git checkout)."""
+    if not folder.is_relative_to(root):
+        return False
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--", folder.relative_to(root).as_posix()],
+            capture_output=True, check=False, timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and bool(out.stdout)
+
+
+def _folder_problem(folder: Path, root: Path, inside_ok: Sequence[str] = ()) -> str | None:
+    """Why ``folder`` cannot receive outputs: the checkout, its sources or tracked files."""
+    if root.is_relative_to(folder):
+        return "is the repository root or a folder above it"
+    for name in SOURCE_FOLDERS:
+        source = root / name
+        if folder == source:
+            return f"is the source folder {name!r}"
+        if folder.is_relative_to(source) and name not in inside_ok:
+            return f"lies inside the source folder {name!r}"
+    if _holds_tracked_files(folder, root):
+        return "holds files tracked by git"
+    return None
+
+
+def path_problems(config: Mapping, schema: Mapping, root, workdir=None) -> list[str]:
+    """Problems of ``results_dir`` and ``paper.build_dir`` (relative to ``workdir``, by
+    default the repository ``root``): one line each, naming the key, the value and what is
+    allowed. ``paper.build_dir`` is wiped at every manuscript build, so only a folder of its
+    own, which the build made, passes."""
+    root = Path(root).resolve()
+    workdir = root if workdir is None else Path(workdir).resolve()
+    problems = []
+    results_value = config["results_dir"]
+    results = _folder(results_value, workdir)
+    why = _folder_problem(results, root)
+    if why:
+        problems.append(f"results_dir = {results_value!r} {why}; allowed: {_RESULTS_ALLOWED}")
+    default = schema["properties"]["paper"]["properties"]["build_dir"]["default"]
+    build_value = config.get("paper", {}).get("build_dir", default)
+    build = _folder(build_value, workdir)
+    why = _folder_problem(build, root, inside_ok=("paper",))
+    if why is None and (build.is_relative_to(results) or results.is_relative_to(build)):
+        why = f"is results_dir ({results_value!r}), lies inside it or holds it"
+    if why is None:
+        why = staging_refusal(build)
+    if why:
+        problems.append(f"paper.build_dir = {build_value!r} {why}; allowed: {_BUILD_ALLOWED}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------
+# everything, before any job
+# ---------------------------------------------------------------------------------------
+def check_all(config: Mapping, schema: Mapping, root, workdir=None) -> dict:
+    """The configuration as the rules see it, after every check.
+
+    Command-line strings are read as their schema types (:func:`coerce_types`), then the
+    schema (:func:`check_config`), the checks across keys (:func:`check_semantics`) and the
+    output folders (:func:`path_problems`) are checked. Raises :class:`ConfigError` naming
+    each bad key, its value and what is allowed; returns the coerced configuration.
+    """
+    config = coerce_types(config, schema)
+    check_config(config, schema)
+    problems = path_problems(config, schema, root, workdir)
+    try:
+        check_semantics(config)
+    except ConfigError as err:
+        lines = str(err).removeprefix("invalid configuration:").strip().splitlines()
+        problems = [line.strip() for line in lines] + problems
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config

@@ -11,6 +11,9 @@ same for every N), ``particle`` and ``coord``:
 * ``step`` ``(time)``: the step of each snapshot (mean-field time ``step / N``);
 * ``particle_snapshots`` ``(teacher, scheme, seed, time, particle, coord)`` when
   ``training.keep_particle_snapshots`` is set.
+
+Attributes: ``init``, ``N``, ``wall_time_s`` and what ran: ``backend`` (the force kernel
+after any fallback, e.g. ``native`` or ``eager (<reason>)``), ``dtype`` and ``device``.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def stack_dataset(
         "coord": np.arange(d),
     }
     attrs = {"init": result.init, "N": int(result.n_particles),
-             "wall_time_s": float(result.wall_time_s)}
+             "wall_time_s": float(result.wall_time_s), "backend": result.backend,
+             "dtype": result.dtype, "device": result.device}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

@@ -6,7 +6,10 @@ Dimensions: ``init``, ``N``, ``teacher``, ``scheme``, ``seed``, ``pair`` (scheme
 * ``rmd_projected``, ``rmd_symmetrized``, ``population_risk`` (init, N, teacher, scheme, seed);
 * ``rmd_between`` (init, N, teacher, pair, seed);
 * ``risk_curve``, ``train_loss_curve``, ``rmd_projected_curve``
-  (init, N, teacher, scheme, seed, time).
+  (init, N, teacher, scheme, seed, time);
+* ``training_backend``, ``training_dtype``, ``training_device`` (init, N, seed): strings,
+  what trained each cell (jobs of one (init, N) may differ); the distinct values are also
+  the dataset attributes of the same names, joined by " | ".
 
 Every cell must be filled by exactly one job; a missing or duplicated cell is an error.
 """
@@ -32,6 +35,31 @@ DIMS = {
     **{name: ("init", "N", "teacher", "pair", "seed") for name in PER_PAIR},
     **{name: ("init", "N", "teacher", "scheme", "seed", "time") for name in CURVES},
 }
+
+
+#: summary variable → the attribute of a metrics block it records
+RECORDED = {"training_backend": "backend", "training_dtype": "dtype",
+            "training_device": "device"}
+RECORDED_NAMES = {"backend": "force kernel that trained the runs (after any fallback)",
+                  "dtype": "floating-point type of the training",
+                  "device": "torch device of the training"}
+
+
+def _recorded(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> dict:
+    """The :data:`RECORDED` string variables ``(init, N, seed)`` and their attributes."""
+    cell = {(b.attrs["init"], int(b.attrs["N"]), int(s)): b
+            for b in blocks for s in b["seed"].values}
+    out, attrs = {}, {}
+    for name, key in RECORDED.items():
+        for b in blocks:
+            if key not in b.attrs:
+                raise ValueError(f"the metrics block init={b.attrs['init']}, N={b.attrs['N']} "
+                                 f"does not record the training {key}")
+        values = np.array([[[str(cell[(i, int(n), int(s))].attrs[key]) for s in seeds]
+                            for n in n_values] for i in inits])
+        out[name] = variable(("init", "N", "seed"), values, RECORDED_NAMES[key])
+        attrs[name] = " | ".join(sorted(set(values.ravel())))
+    return out, attrs
 
 
 def _check_cover(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> None:
@@ -109,8 +137,11 @@ def aggregate(
                              "scheme or pair")
         attrs = blocks[0][name].attrs
         out[name] = variable(dims, values, attrs["long_name"], attrs["units"])
-    return xr.Dataset(out, coords={d: merged[d] for d in ("init", "N", "teacher", "scheme",
-                                                         "seed", "pair", "time")})
+    recorded, attrs = _recorded(blocks, merged["init"].values, merged["N"].values,
+                                merged["seed"].values)
+    return xr.Dataset({**out, **recorded}, attrs=attrs,
+                      coords={d: merged[d] for d in ("init", "N", "teacher", "scheme", "seed",
+                                                     "pair", "time")})
 
 
 def summary_job(
