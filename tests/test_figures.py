@@ -14,6 +14,7 @@ from mfsym.figures.curves import plot_curves
 from mfsym.figures.particles import complement_basis, plot_particles, view_coordinates
 from mfsym.figures.rmd import plot_rmd
 from mfsym.figures.style import save_figure, scheme_colors, seed_band
+from mfsym.records.atomic import verify_file
 
 TEACHERS = ["arbitrary", "WI", "SI"]
 SCHEMES = ["vanilla", "DA", "FA", "EA"]
@@ -176,7 +177,10 @@ def test_save_figure_writes_both_formats_atomically(tmp_path):
     save_figure(fig, out, dpi=50)
     assert out["pdf"].read_bytes()[:4] == b"%PDF"
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["a.pdf", "a.png"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "a.pdf", "a.pdf.sha256", "a.png", "a.png.sha256"
+    ]
+    assert all(verify_file(path) for path in out.values())
     fig, _ = plt.subplots()
     with pytest.raises(ValueError, match="svg"):
         save_figure(fig, {"svg": tmp_path / "b.svg"}, dpi=50)

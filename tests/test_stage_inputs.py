@@ -10,6 +10,7 @@ import pytest
 from test_heuristic import SETTINGS, TINY_LOOP
 from test_metrics import CONFIG, GROUP, PAIRS, SCHEMES, TEACHERS, UNIT, block, fake_runs
 
+from mfsym.figures.curves import curves_job
 from mfsym.pipeline import data as mdata
 from mfsym.pipeline.heuristic import step_job
 from mfsym.pipeline.metrics import metrics_job
@@ -128,3 +129,17 @@ def test_heuristic_step_checks_only_its_own_setting_of_the_previous_step(tmp_pat
     step_job(setting, TINY_LOOP, CONFIG["training"], 1, step0, tmp_path / "s1.nc", unrelated,
              threads=1)
     assert read_dataset(tmp_path / "s1.nc")["status"].size == 1
+
+
+def test_figure_job_refuses_a_summary_of_another_alpha_and_accepts_restyling(tmp_path):
+    summary = tmp_path / "summary.nc"
+    stale = _changed(CONFIG, "training", "alpha", 1e6)
+    summary_job(_metrics_files(tmp_path, stale), summary, stale, GRID)
+    figures = {**CONFIG["figures"], "curves_N": 5}
+    outputs = {"png": tmp_path / "fig" / "curves.png"}
+    with pytest.raises(ConfigMismatchError, match="summary.nc(.|\\n)*training.alpha"):
+        curves_job(summary, figures, outputs, config=CONFIG)
+    assert not outputs["png"].exists()
+    restyled = _changed(stale, "figures", "dpi", 20)
+    curves_job(summary, {**figures, "dpi": 20}, outputs, config=restyled)
+    assert outputs["png"].exists()

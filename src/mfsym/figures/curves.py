@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from ..records import lineage
 from ..records.results import read_dataset
 from .style import apply_style, save_figure, scheme_colors, seed_band
 
@@ -59,9 +60,13 @@ def plot_curves(summary: xr.Dataset, n: int | None = None, spread: str = "minmax
     return fig
 
 
-def curves_job(summary_path, figures_cfg: Mapping, outputs: Mapping) -> None:
-    """Read summary.nc, draw :func:`plot_curves` at ``figures.curves_N``, write ``outputs``."""
+def curves_job(
+    summary_path, figures_cfg: Mapping, outputs: Mapping, *, config: Mapping | None = None
+) -> None:
+    """Read summary.nc, draw :func:`plot_curves` at ``figures.curves_N``, write ``outputs``.
+
+    With ``config``, a summary written under another configuration is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    fig = plot_curves(read_dataset(summary_path), figures_cfg["curves_N"],
-                      figures_cfg["spread"])
+    summary = read_dataset(summary_path, config, lineage.SUMMARY)
+    fig = plot_curves(summary, figures_cfg["curves_N"], figures_cfg["spread"])
     save_figure(fig, outputs, figures_cfg["dpi"])

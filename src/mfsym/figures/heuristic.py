@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import LogNorm
 
+from ..records import lineage
 from ..records.results import read_dataset
 from .particles import complement_basis
 from .style import apply_style, save_figure
@@ -137,8 +138,13 @@ def plot_heuristic(ds: xr.Dataset, log_floor: float = 1e-6):
     return fig
 
 
-def heuristic_job(heuristic_path, figures_cfg: Mapping, outputs: Mapping) -> None:
-    """Read heuristic.nc, draw :func:`plot_heuristic` and write ``outputs`` ({format: path})."""
+def heuristic_job(
+    heuristic_path, figures_cfg: Mapping, outputs: Mapping, *, config: Mapping | None = None
+) -> None:
+    """Read heuristic.nc, draw :func:`plot_heuristic` and write ``outputs`` ({format: path}).
+
+    With ``config``, a heuristic.nc written under another configuration is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    fig = plot_heuristic(read_dataset(heuristic_path), figures_cfg["log_floor"])
+    heuristic = read_dataset(heuristic_path, config, lineage.HEURISTIC)
+    fig = plot_heuristic(heuristic, figures_cfg["log_floor"])
     save_figure(fig, outputs, figures_cfg["dpi"])

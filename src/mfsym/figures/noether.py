@@ -20,6 +20,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..records import lineage
 from ..records.results import read_dataset
 from .style import apply_style, save_figure
 
@@ -225,12 +226,17 @@ FIGURES = {
 }
 
 
-def noether_figure_job(name: str, dataset_path, figures_cfg: Mapping, outputs: Mapping) -> None:
+def noether_figure_job(
+    name: str, dataset_path, figures_cfg: Mapping, outputs: Mapping, *,
+    config: Mapping | None = None,
+) -> None:
     """Read a study dataset, draw figure ``name`` and write ``outputs`` ({format: path}).
 
-    ``figures_cfg`` is the ``figures:`` section (``context``, ``style``, ``dpi``).
+    ``figures_cfg`` is the ``figures:`` section (``context``, ``style``, ``dpi``); with
+    ``config``, a study written under another ``noether`` section is refused.
     """
     if name not in FIGURES:
         raise ValueError(f"unknown Noether figure {name!r}; allowed: {sorted(FIGURES)}")
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    save_figure(FIGURES[name](read_dataset(dataset_path)), outputs, figures_cfg["dpi"])
+    study = read_dataset(dataset_path, config, lineage.NOETHER)
+    save_figure(FIGURES[name](study), outputs, figures_cfg["dpi"])

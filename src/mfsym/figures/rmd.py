@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from ..records import lineage
 from ..records.results import read_dataset
 from .style import apply_style, pair_colors, save_figure, scheme_colors, seed_band
 
@@ -105,9 +106,15 @@ def plot_rmd(
     return fig
 
 
-def rmd_job(summary_path, init: str, figures_cfg: Mapping, outputs: Mapping) -> None:
-    """Read summary.nc, draw :func:`plot_rmd` and write ``outputs`` ({format: path})."""
+def rmd_job(
+    summary_path, init: str, figures_cfg: Mapping, outputs: Mapping, *,
+    config: Mapping | None = None,
+) -> None:
+    """Read summary.nc, draw :func:`plot_rmd` and write ``outputs`` ({format: path}).
+
+    With ``config``, a summary written under another configuration is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    fig = plot_rmd(read_dataset(summary_path), init, figures_cfg["quantity"],
-                   figures_cfg["spread"], figures_cfg["log_floor"])
+    summary = read_dataset(summary_path, config, lineage.SUMMARY)
+    fig = plot_rmd(summary, init, figures_cfg["quantity"], figures_cfg["spread"],
+                   figures_cfg["log_floor"])
     save_figure(fig, outputs, figures_cfg["dpi"])

@@ -137,12 +137,12 @@ def read_dataset(
 
     The bytes are checked against the ``.sha256`` sidecar first
     (:class:`~mfsym.records.atomic.ChecksumError` naming the file if it is missing or does
-    not match). With ``expect_config``, the configuration recorded in the file must equal
-    it on ``scope`` (see :mod:`mfsym.records.lineage`), else
+    not match). With ``expect_config`` (``None``: no check), the configuration recorded in
+    the file must equal it on ``scope`` (see :mod:`mfsym.records.lineage`), else
     :class:`~mfsym.records.lineage.ConfigMismatchError` names the file and the keys.
     """
-    if (expect_config is None) != (scope is None):
-        raise TypeError("read_dataset: give both expect_config and scope, or neither")
+    if expect_config is not None and scope is None:
+        raise TypeError("read_dataset: expect_config needs the scope it determines the file on")
     verify_file(path)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         ds = ds.load()
