@@ -121,7 +121,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 # ---- end to end -------------------------------------------------------------------------
 def tiny_config() -> dict:
     cfg = copy.deepcopy(CONFIG)
-    cfg.update(N=[5, 10], seeds=[0, 1], seeds_per_job=2)
+    cfg.update(n_particles=[5, 10], seeds=[0, 1], seeds_per_job=2)
     cfg["training"].update(T=2.0, n_eval=256, n_snapshots=5, checkpoint_every=0)
     cfg["figures"].update(dpi=40)
     return cfg
@@ -138,6 +138,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     (wf / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(wf / "src"))
     smk(wf, "--cores", "2", "grid", env=env)
+    check_logs(wf)
     check_summary(wf)
     check_files(wf)
     check_report(wf, env, tmp_path / "report.zip")
@@ -204,6 +205,20 @@ def check_files(wf: Path) -> None:
     assert not list((wf / "results").rglob("*.npz"))  # checkpoints are gone after success
 
 
+def check_logs(wf: Path) -> None:
+    """One log per job that ran, each holding what its job did, from start to end."""
+    logs = sorted(p for p in (wf / "results" / "logs").rglob("*") if p.is_file())
+    ran = sum(expected_counts(tiny_config()).values())
+    assert len(logs) == ran, [str(p.relative_to(wf)) for p in logs]
+    for path in logs:
+        text = path.read_text()
+        lines = text.splitlines()
+        assert lines, f"{path} is empty"
+        assert " start " in lines[0] and "(mfsym " in lines[0], (path, lines[0])
+        assert re.search(r" done \S+.* in [0-9.]+ s$", lines[-1]), (path, lines[-1])
+        assert "Traceback" not in text, (path, text)
+
+
 def check_report(wf: Path, env, path: Path) -> None:
     smk(wf, "grid", "--report", str(path), env=env)
     names = zipfile.ZipFile(path).namelist()
@@ -223,6 +238,26 @@ def check_reruns(wf: Path, env) -> None:
     counts = planned(wf, env, lambda c: c["training"].update(alpha=40.0))
     assert counts["train"] == 2 * 2 and counts["metrics"] == 4 and counts["summary"] == 1
     assert "teachers" not in counts and "initial_particles" not in counts
+
+
+@pytest.mark.slow
+def test_a_failing_job_writes_its_traceback_to_its_log(tmp_path):
+    """A figure job whose input is not a dataset fails, and its log says where and why."""
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
+    (wf / "results").mkdir()
+    (wf / "results" / "heuristic.nc").write_text("not a netCDF file\n")
+    out = smk(wf, "results/figures/fig_heuristic.pdf", "--cores", "1",
+              "--allowed-rules", "fig_heuristic", check=False)  # heuristic.nc is a source
+    assert "Error in rule fig_heuristic" in out, out[-3000:]
+    log = (wf / "results" / "logs" / "figures" / "fig_heuristic.log").read_text()
+    assert re.search(r"^\S+ \S+ INFO \S+: start fig_heuristic \(mfsym ", log, re.M), log
+    assert "inputs: results/heuristic.nc" in log
+    assert re.search(r"ERROR \S+: failed fig_heuristic after [0-9.]+ s$", log, re.M), log
+    assert "Traceback (most recent call last):" in log
+    assert "in heuristic_job" in log and "read_dataset(heuristic_path)" in log
+    assert " done " not in log
+    assert not list((wf / "results" / "figures").glob("fig_heuristic.*"))
 
 
 def planned(wf: Path, env, edit) -> dict[str, int]:
