@@ -21,6 +21,7 @@ from mfsym.engine.training import (
     RunSpec,
     TrainConfig,
     TrainingDiverged,
+    evaluation_inputs,
     initial_particles,
     stream_seed,
     train_stack,
@@ -147,14 +148,47 @@ def test_one_step_equals_hand_computation(name, da_mode, init, beta, backend):
 # ---------------------------------------------------------------------------------------
 # learning and invariances
 # ---------------------------------------------------------------------------------------
+def reference_risks(setting, teacher, cfg):
+    """On the evaluation sample: the risk of the best constant predictor, ``E‖y − E y‖²``,
+    and that of the best G-equivariant one, ``E‖y − ȳ‖²`` with ``ȳ(x) = mean_g g⁻¹ y(g x)``
+    (the part of the teacher no equivariant model can fit; 0 for WI and SI teachers)."""
+    group = setting.group
+    x = torch.as_tensor(evaluation_inputs(cfg.n_eval, group.dim_x, cfg.input_std,
+                                          cfg.eval_seed))
+    cloud = torch.as_tensor(teacher.particles)
+    y = sigma_star(setting.unit, cloud, x).mean(1)
+    ybar = sum(
+        sigma_star(setting.unit, cloud, x @ torch.tensor(a).T).mean(1) @ torch.tensor(b)
+        for a, b in zip(group.x, group.y, strict=True)
+    ) / group.order
+    const = float(((y - y.mean(0)) ** 2).sum(-1).mean())
+    return const, float(((y - ybar) ** 2).sum(-1).mean())
+
+
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_short_run_lowers_the_population_risk_for_every_scheme_and_teacher(name):
+    """T = 3 at N = 30.  A model class that contains the teacher (vanilla; every scheme for
+    the SI teacher; DA and FA for the WI one) ends an order of magnitude below the best
+    constant predictor.  Equivariant schemes cannot fit the arbitrary teacher's
+    non-equivariant part E‖y − ȳ‖²: their excess over that floor at least halves.  EA with
+    the WI teacher is confined to E^G, whose best risk has no closed form: it must drop."""
     setting, teachers = SETTINGS[name]()
     runs = [RunSpec(t, s, 0) for t in teachers for s in SCHEMES]
-    res = train(setting, teachers, runs, 30, "WI", cfg64(T=3.0))
+    cfg = cfg64(T=3.0)
+    res = train(setting, teachers, runs, 30, "WI", cfg)
     first, last = res.population_risk[:, 0], res.population_risk[:, -1]
     for r, a, b in zip(runs, first, last, strict=True):
-        assert b < 0.99 * a, f"{r}: risk {a:.3g} → {b:.3g}"
+        const, floor = reference_risks(setting, teachers[r.teacher], cfg)
+        fits = r.scheme == "vanilla" or r.teacher == "SI" or (
+            r.teacher == "WI" and r.scheme != "EA"
+        )
+        if fits:
+            assert b < 0.1 * const, f"{r}: risk {b:.3g}, best constant {const:.3g}"
+        elif r.teacher == "arbitrary":
+            assert floor > 0.5 * const  # the arbitrary teacher is far from equivariant
+            assert b - floor < 0.5 * (a - floor), f"{r}: {a:.3g} → {b:.3g}, floor {floor:.3g}"
+        else:
+            assert b < a, f"{r}: risk {a:.3g} → {b:.3g}"
     assert np.isfinite(res.train_loss).all() and (res.train_loss >= 0).all()
 
 
@@ -368,9 +402,23 @@ def assert_same(a, b):
 def test_resumed_training_equals_the_uninterrupted_one(
     monkeypatch, tmp_path, caplog, uninterrupted
 ):
+    """Interrupted at step 70 with checkpoints every 16 steps: the rerun resumes from the
+    checkpoint of step 64 and runs steps 64..119 only, once per block."""
     ck = interrupted_checkpoint(monkeypatch, tmp_path, at_step=70)  # checkpoints at 16..64
+    with np.load(ck) as data:
+        assert int(data["counters"][0]) == 64
+    steps = []
+    original = Block.step
+
+    def counting(self, j, xi, global_step):
+        steps.append(global_step)
+        return original(self, j, xi, global_step)
+
+    monkeypatch.setattr(Block, "step", counting)
     res = resume(ck, caplog)
     assert "resumed at step 64 of 120" in caplog.text
+    n_blocks = 2  # m = 1 (vanilla, EA) and m = |G| (FA)
+    assert sorted(steps) == sorted(list(range(64, 120)) * n_blocks)
     assert_same(res, uninterrupted)
 
 
