@@ -9,8 +9,6 @@ with script_log(smk):
     particles_job(
         smk.input.runs,
         smk.input.teachers,
-        smk.params.group,
-        smk.params.unit,
         smk.params.teacher,
         smk.params.seed,
         smk.params.figures,

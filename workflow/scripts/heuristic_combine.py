@@ -1,7 +1,7 @@
 """Write heuristic.nc from the per-setting heuristic files."""
 
+from mfsym.pipeline.heuristic import combine_job
 from mfsym.records.joblog import script_log
-from mfsym.studies.heuristic import combine_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

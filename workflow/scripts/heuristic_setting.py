@@ -1,7 +1,7 @@
 """Gather the step files of one heuristic setting (with its principal angles to E^G)."""
 
+from mfsym.pipeline.heuristic import setting_job
 from mfsym.records.joblog import script_log
-from mfsym.studies.heuristic import setting_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

@@ -1,7 +1,7 @@
 """Run one step of the SI-subspace discovery heuristic for one setting and write it."""
 
+from mfsym.pipeline.heuristic import step_job
 from mfsym.records.joblog import script_log
-from mfsym.studies.heuristic import step_job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 

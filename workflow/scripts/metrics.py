@@ -1,6 +1,6 @@
 """Per-run metrics of one training job (RMDs, population risk, curves)."""
 
-from mfsym.measure.metrics import metrics_job
+from mfsym.pipeline.metrics import metrics_job
 from mfsym.records.joblog import script_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
