@@ -30,6 +30,8 @@ from mfsym.paper.numbers import (
     write_paper_numbers,
 )
 from mfsym.paper.tex import format_exact, format_number, macro_name, render_macros
+from mfsym.records.atomic import ChecksumError, atomic_path
+from mfsym.records.lineage import ConfigMismatchError
 from mfsym.records.results import variable, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -389,6 +391,33 @@ def test_missing_latex_names_the_debian_packages(tmp_path, monkeypatch):
     assert not (tmp_path / "ms.pdf").exists()
 
 
+def test_build_refuses_a_garbled_figure_before_running_latex(tmp_path, monkeypatch):
+    _, out = run_numbers(tmp_path)
+    figures = dummy_figures(tmp_path / "figures")
+    data = bytearray(figures[0].read_bytes())
+    data[len(data) // 2: len(data) // 2 + 8] = bytes(8)
+    figures[0].write_bytes(bytes(data))
+    monkeypatch.setattr(paper_build, "require_latex", lambda: None)
+
+    def no_latex(*args, **kwargs):
+        raise AssertionError("latexmk must not run on unverified inputs")
+
+    monkeypatch.setattr(paper_build.subprocess, "run", no_latex)
+    with pytest.raises(ChecksumError, match=figures[0].name):
+        build_pdf(MS_TEX, [out / "numbers.tex", out / "claims.tex"], figures,
+                  tmp_path / "ms.pdf", tmp_path / "build")
+    assert not (tmp_path / "ms.pdf").exists()
+
+
+def test_numbers_refuse_a_summary_of_another_configuration(tmp_path):
+    s, h = write_inputs(tmp_path)
+    out = tmp_path / "output"
+    with pytest.raises(ConfigMismatchError, match="summary.nc(.|\\n)*training.alpha"):
+        write_paper_numbers(s, out / "numbers.tex", out / "claims.tex", out / "claims.json",
+                            heuristic_path=h, config={"test": True, "training": {"alpha": 50}})
+    assert not out.exists()
+
+
 def _latex_skip_reason() -> str | None:
     missing = paper_build.missing_latex_programs()
     missing += [p for p in ("pdfinfo", "pdftotext") if shutil.which(p) is None]
@@ -407,7 +436,8 @@ def dummy_figures(folder: Path) -> list[Path]:
     for name in figures_in_tex(MS_TEX):
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.text(0.5, 0.5, name.replace("_", "-"), ha="center")
-        fig.savefig(folder / f"{name}.pdf")
+        with atomic_path(folder / f"{name}.pdf") as tmp:  # with its checksum, as the pipeline
+            fig.savefig(tmp, format="pdf")
         plt.close(fig)
         paths.append(folder / f"{name}.pdf")
     return paths

@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..records.atomic import atomic_path
+from ..records.atomic import atomic_path, verify_file
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,17 @@ def build_pdf(
     timeout_s: float = 600.0,
 ) -> Path:
     """Stage ``tex_path``, the generated TeX files and the figure PDFs, run latexmk, and
-    atomically place the PDF at ``output_pdf``. latexmk's output goes to ``log_path`` if
-    given, else to this module's logger (the job log of the ``paper`` rule)."""
+    atomically place the PDF at ``output_pdf``. The generated files and figures are checked
+    against their checksum sidecars first (:class:`~mfsym.records.atomic.ChecksumError`).
+    latexmk's output goes to ``log_path`` if given, else to this module's logger (the job
+    log of the ``paper`` rule)."""
     require_latex()
     tex, build_dir, output_pdf = Path(tex_path), Path(build_dir), Path(output_pdf)
     figures = [Path(p) for p in figures]
+    generated = [Path(p) for p in generated]
     _check_figures(tex, figures)
+    for path in (*generated, *figures):  # pipeline outputs: their bytes must be intact
+        verify_file(path)
     _stage(build_dir, tex, generated, figures)
     cmd = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-outdir=out",
            tex.name]

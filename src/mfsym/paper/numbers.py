@@ -49,6 +49,7 @@ import xarray as xr
 from ..core.schemes import SCHEME_VARIANTS
 from ..core.schemes import TRAINING_MODES as NOETHER_MODES
 from ..core.units import ACTIVATIONS
+from ..records import lineage
 from ..records.atomic import write_text
 from ..records.results import read_dataset
 from .tex import (
@@ -565,13 +566,13 @@ def noether_macros(drift: xr.Dataset, invariance: xr.Dataset, digits: int) -> di
 # ---------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------
-def _read(path, what: str) -> xr.Dataset:
+def _read(path, what: str, config: Mapping | None, scope) -> xr.Dataset:
     if path is None or not Path(path).is_file():
         raise PaperInputError(
             f"the manuscript needs the {what} at {path!s}, which does not exist; "
             "build it first (snakemake builds it as an input of the paper rules)"
         )
-    return read_dataset(path)
+    return read_dataset(path, config, scope)
 
 
 def write_paper_numbers(
@@ -584,6 +585,7 @@ def write_paper_numbers(
     sections: Mapping[str, Mapping] | None = None,
     criteria: Mapping | None = None,
     digits: int = 3,
+    config: Mapping | None = None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -591,20 +593,24 @@ def write_paper_numbers(
     heuristic is not part of the manuscript (claim 4 is then "not measured");
     noether_paths: ``{"drift": path, "invariance": path}`` of the Noether studies, or None;
     sections: configuration sections whose scalars become macros, e.g.
-    ``{"training": {...}}`` → ``\\mfTrainingAlpha``; criteria: ``paper.criteria``.
+    ``{"training": {...}}`` → ``\\mfTrainingAlpha``; criteria: ``paper.criteria``;
+    config: the reader's configuration, against which every input's recorded one is
+    checked where it determines that input (None: not checked).
     """
     crit = Criteria.from_dict(criteria or {})
-    summary = _read(summary_path, "summary of the grid")
+    summary = _read(summary_path, "summary of the grid", config, lineage.SUMMARY)
     check_summary(summary)
     summary = summary.sortby("N")  # N_max is the last entry
-    heuristic = None if heuristic_path is None else _read(heuristic_path, "heuristic results")
+    heuristic = (None if heuristic_path is None
+                 else _read(heuristic_path, "heuristic results", config, lineage.HEURISTIC))
     noether_paths = dict(noether_paths or {})
     if noether_paths and set(noether_paths) != {"drift", "invariance"}:
         raise PaperInputError(
             f"noether_paths must name exactly 'drift' and 'invariance', got "
             f"{sorted(noether_paths)}"
         )
-    noether = {k: _read(p, f"Noether {k} study") for k, p in noether_paths.items()}
+    noether = {k: _read(p, f"Noether {k} study", config, lineage.NOETHER)
+               for k, p in noether_paths.items()}
     claims = summary_claims(summary, crit) + [claim_heuristic(heuristic, crit)]
     macros = _check_unique(
         grid_macros(summary, digits),
