@@ -10,4 +10,5 @@ with script_log(smk):
         smk.input.heuristic,
         smk.params.figures,
         {"pdf": smk.output.pdf, "png": smk.output.png},
+        config=smk.config,
     )

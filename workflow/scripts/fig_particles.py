@@ -13,4 +13,5 @@ with script_log(smk):
         smk.params.seed,
         smk.params.figures,
         {"pdf": smk.output.pdf, "png": smk.output.png},
+        config=smk.config,
     )

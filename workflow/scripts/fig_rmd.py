@@ -11,4 +11,5 @@ with script_log(smk):
         smk.params.init,
         smk.params.figures,
         {"pdf": smk.output.pdf, "png": smk.output.png},
+        config=smk.config,
     )

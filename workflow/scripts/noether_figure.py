@@ -9,4 +9,5 @@ with script_log(smk):
     noether_figure_job(
         smk.params.name, smk.input.dataset, smk.params.figures,
         {"pdf": smk.output.pdf, "png": smk.output.png},
+        config=smk.config,
     )

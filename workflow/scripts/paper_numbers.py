@@ -18,6 +18,7 @@ with script_log(smk) as log:
         sections=smk.params.sections,
         criteria=smk.params.criteria,
         digits=smk.params.digits,
+        config=smk.config,
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from ..core.teachers import read_teachers
+from ..records import lineage
 from ..records.results import read_dataset
 from .style import apply_style, save_figure, scheme_colors
 
@@ -132,14 +133,16 @@ def plot_particles(
 
 def particles_job(
     runs_path, teachers_path, teacher: str, seed: int, figures_cfg: Mapping, outputs: Mapping,
+    *, config: Mapping | None = None,
 ) -> None:
     """Read a run file and the teachers file (clouds and the basis of E^G), draw
-    :func:`plot_particles`, write ``outputs``."""
+    :func:`plot_particles`, write ``outputs``. With ``config``, either file written under
+    another configuration (where it determines that file) is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    teachers_ds = read_dataset(teachers_path)
+    teachers_ds = read_dataset(teachers_path, config, lineage.TEACHERS)
     teachers = read_teachers(teachers_ds)
     if teacher not in teachers:
         raise ValueError(f"unknown teacher {teacher!r}; available: {sorted(teachers)}")
-    fig = plot_particles(read_dataset(runs_path), teachers[teacher].particles,
+    fig = plot_particles(read_dataset(runs_path, config, lineage.RUNS), teachers[teacher].particles,
                          teachers_ds["fixed_basis"].values, teacher, int(seed))
     save_figure(fig, outputs, figures_cfg["dpi"])
