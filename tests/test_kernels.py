@@ -7,8 +7,13 @@ test_units.py); the fused update is checked against its definition
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -383,3 +388,233 @@ def test_gpu_kernels_equal_eager(backend):
     torch.testing.assert_close(out1, out0, **TOL[F32])
     f0 = pull0(cot)
     torch.testing.assert_close(pull1(cot), f0, rtol=1e-5, atol=1e-5 * f0.abs().max().item())
+
+
+# ---------------------------------------------------------------------------------------
+# the kernel cache: a bad file is reported and rebuilt, never loaded blindly
+# ---------------------------------------------------------------------------------------
+#: A short training (20 fused steps) with backend "auto", run in a child process so that a
+#: crash while loading a library cannot take pytest down; prints the backend it got and
+#: the largest difference to the eager kernel relative to the particles' scale.
+SHORT_TRAINING = r"""
+import json, logging, sys
+import torch
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from mfsym.core.units import make_unit
+from mfsym.engine.kernels import EagerKernel, Tally, UpdateSpec, select_kernel
+name, dim, act, dtype = sys.argv[1], int(sys.argv[2]), sys.argv[3], getattr(torch, sys.argv[4])
+unit = make_unit(name, dim, dim, act)
+kern = select_kernel(unit, "auto", torch.device("cpu"), dtype)
+gen = torch.Generator().manual_seed(0)
+R, N, S, D = 2, 64, 6, unit.dim_z
+theta0 = torch.randn(R, N, D, generator=gen, dtype=dtype)
+off = torch.zeros(R, dtype=torch.bool)
+spec = UpdateSpec(lr=0.05, wd=0.01, sigma=0.01, proj=None, proj_on=off, noise_proj=None,
+                  noise_on=off, noise_row=torch.arange(R), c0=2.0 / S)
+finals = []
+for k in (kern, EagerKernel(unit)):
+    g2 = torch.Generator().manual_seed(1)
+    theta = theta0.clone()
+    tally = Tally(torch.zeros(R, dtype=torch.float64), torch.full((R,), -1, dtype=torch.int64))
+    for step in range(20):
+        x = 2 * torch.randn(R, S, unit.dx, generator=g2, dtype=dtype)
+        y = torch.randn(R, S, unit.dy, generator=g2, dtype=dtype)
+        xi = torch.randn(R, N, D, generator=g2, dtype=dtype)
+        theta = k.advance(theta, x, y, xi, spec, tally)
+    finals.append(theta)
+diff = ((finals[0] - finals[1]).abs().max() / finals[1].abs().max()).item()
+print(json.dumps({"backend": kern.name, "rel_diff": diff}))
+"""
+
+#: (unit, dim, activation, dtype) of the library under test and of "another kernel".
+VARIANT_A = ("matrix", "2", "sigmoid", "float64")
+VARIANT_B = ("matrix", "3", "tanh", "float32")
+
+
+def short_training(cache, variant=VARIANT_A, prefix=(), extra_env=None):
+    env = {**os.environ, "MFSYM_KERNEL_CACHE": str(cache), **(extra_env or {})}
+    cmd = [*prefix, sys.executable, "-c", SHORT_TRAINING, *variant]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, f"child ended with {res.returncode}:\n{res.stderr[-3000:]}"
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["rel_diff"] < (1e-9 if variant[3] == "float64" else 1e-4), out  # rounding
+    return out, res.stderr
+
+
+def cache_files(folder):
+    """The (library, record) pairs in a cache folder."""
+    return [(so, so.with_suffix(".json")) for so in sorted(Path(folder).glob("mfsym_*.so"))]
+
+
+def record_vouches_for(so, record):
+    rec = json.loads(record.read_text())
+    return rec["sha256"] == hashlib.sha256(so.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    """Freshly built caches of variants A and B (one library and record each)."""
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler ($CC, cc, gcc or clang) on this machine")
+    root = tmp_path_factory.mktemp("golden")
+    for label, variant in (("A", VARIANT_A), ("B", VARIANT_B)):
+        out, err = short_training(root / label, variant)
+        assert out["backend"] == "native" and "WARNING" not in err, err
+        assert len(cache_files(root / label)) == 1
+    return root
+
+
+def _garbage(so, rec, other):
+    so.write_bytes(os.urandom(so.stat().st_size))
+
+
+def _truncated(so, rec, other):
+    so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])
+
+
+def _other_library(so, rec, other):
+    shutil.copyfile(other[0], so)
+
+
+def _other_library_and_record(so, rec, other):
+    shutil.copyfile(other[0], so)
+    shutil.copyfile(other[1], rec)
+
+
+def _forged_record(so, rec, other):
+    """Another kernel whose record claims this variant: only the symbol check is left."""
+    shutil.copyfile(other[0], so)
+    data = json.loads(rec.read_text())
+    data["sha256"] = hashlib.sha256(so.read_bytes()).hexdigest()
+    rec.write_text(json.dumps(data))
+
+
+def _no_record(so, rec, other):
+    rec.unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (_garbage, "SHA-256"), (_truncated, "SHA-256"), (_other_library, "SHA-256"),
+        (_other_library_and_record, "record says"), (_forged_record, "compiled for"),
+        (_no_record, "missing"),
+    ],
+)
+def test_a_damaged_cached_library_is_reported_and_rebuilt(golden, tmp_path, damage, cause):
+    cache = tmp_path / "cache"
+    shutil.copytree(golden / "A", cache)
+    [(so, rec)] = cache_files(cache)
+    damage(so, rec, cache_files(golden / "B")[0])
+    out, err = short_training(cache)
+    assert out["backend"] == "native"
+    assert "WARNING" in err and str(so) in err and cause in err, err
+    assert cache_files(cache) == [(so, rec)] and record_vouches_for(so, rec)
+    assert so.read_bytes() == cache_files(golden / "A")[0][0].read_bytes()
+
+
+def test_a_rebuilt_library_is_used_without_complaint_next_time(golden, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(golden / "A", cache)
+    _garbage(*cache_files(cache)[0], None)
+    assert "WARNING" in short_training(cache)[1]
+    out, err = short_training(cache)
+    assert out["backend"] == "native" and "WARNING" not in err, err
+
+
+def read_only_prefix(folder):
+    """Command prefix under which ``folder`` is read-only for the child (skip if impossible:
+    root ignores permission bits, so it needs a read-only bind mount)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return ()
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: cannot make a read-only folder")
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    prefix = ("unshare", "-m", "sh", "-c", script, str(folder))
+    probe = subprocess.run([*prefix, "touch", str(folder / "probe")], capture_output=True)
+    if probe.returncode == 0 or (folder / "probe").exists():
+        pytest.skip("running as root and cannot mount a read-only folder here")
+    return prefix
+
+
+def test_a_read_only_cache_folder_builds_uncached_and_says_so(tmp_path):
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler ($CC, cc, gcc or clang) on this machine")
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    out, err = short_training(cache, prefix=read_only_prefix(cache))
+    assert out["backend"] == "native"
+    assert "WARNING" in err and "cannot be stored" in err and str(cache) in err, err
+    assert list(cache.iterdir()) == []
+
+
+def test_a_cache_path_that_is_a_file_is_reported_and_left_alone(tmp_path):
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler ($CC, cc, gcc or clang) on this machine")
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder\n")
+    out, err = short_training(cache)
+    assert out["backend"] == "native"
+    assert "WARNING" in err and f"{cache} is not a folder" in err, err
+    assert cache.read_text() == "not a folder\n"
+
+
+def fake_compiler(tmp_path, body):
+    """A shell script standing in for the C compiler; --version passes to the real one."""
+    real = native.find_compiler()
+    if real is None:
+        pytest.skip("no C compiler ($CC, cc, gcc or clang) on this machine")
+    script = tmp_path / "fake-cc"
+    script.write_text(
+        f'#!/bin/sh\nif [ "$1" = --version ]; then exec {real} --version; fi\n{body}\n'
+    )
+    script.chmod(0o755)
+    return str(script), real
+
+
+def test_a_compiler_that_hangs_times_out_and_auto_falls_back_to_eager(
+    monkeypatch, tmp_path, caplog
+):
+    cc, _ = fake_compiler(tmp_path, "exec sleep 30")
+    monkeypatch.setenv("CC", cc)
+    monkeypatch.setenv("MFSYM_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "COMPILE_TIMEOUT_S", 0.5)
+    unit = make_unit("uv", 2, 2, "leaky_relu", leaky_slope=0.43)  # never loaded before
+    with caplog.at_level(logging.WARNING, logger="mfsym.engine.kernels"):
+        assert select_kernel(unit, "auto", CPU, F64).name == "eager"
+    assert "timed out after 0.5 s" in caplog.text
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def refusing_compiler(tmp_path, flag):
+    """The real compiler, except that it fails whenever ``flag`` is given (call it before
+    pointing CC elsewhere)."""
+    real = native.find_compiler()
+    body = f'for a in "$@"; do [ "$a" = {flag} ] && exit 1; done\nexec {real} "$@"'
+    script = Path(fake_compiler(tmp_path, body)[0])
+    return str(script.rename(tmp_path / f"cc-without{flag}"))
+
+
+def test_a_build_without_openmp_never_takes_the_openmp_builds_name(
+    monkeypatch, tmp_path, caplog
+):
+    """A compiler refusing -fopenmp leaves the reduced library under its own key; one that
+    only refuses -march=native (same --version) then builds the OpenMP library beside it
+    instead of taking, or overwriting, the reduced one."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MFSYM_KERNEL_CACHE", str(cache))
+    unit = make_unit("matrix", 2, 2, "relu")
+    no_openmp = refusing_compiler(tmp_path, "-fopenmp")
+    no_march = refusing_compiler(tmp_path, "-march=native")
+    monkeypatch.setenv("CC", no_openmp)
+    reduced = native.obtain_library(unit, F64)
+    assert native.library_variant(reduced)["openmp"] == 0
+    [(so, rec)] = cache_files(cache)
+    assert "-fopenmp" not in json.loads(rec.read_text())["flags"]
+    monkeypatch.setenv("CC", no_march)
+    with caplog.at_level(logging.WARNING, logger="mfsym.engine.native"):
+        full = native.obtain_library(unit, F64)
+    assert native.library_variant(full)["openmp"] == 1
+    assert caplog.text == ""
+    assert len(cache_files(cache)) == 2 and record_vouches_for(so, rec)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -42,6 +43,7 @@ from pathlib import Path
 import torch
 
 from ..core.units import Unit
+from ..records.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ FLAGS = [
     "-fno-trapping-math",
 ]
 _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
+
+#: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
+ABI = 1
+
+#: Seconds one compiler run may take before the build counts as failed.
+COMPILE_TIMEOUT_S = 300.0
 
 _LOCK = threading.Lock()
 _LIBS: dict[tuple, ctypes.CDLL] = {}
@@ -112,66 +120,237 @@ def _cache_dir() -> Path:
     return Path(base) / "mfsym" / "kernels"
 
 
-def _machine_id() -> str:
-    """What -march=native depends on: the CPU model and its feature flags."""
+_CPU_FIELDS = (
+    "model name", "flags", "Features", "CPU implementer", "CPU architecture", "CPU variant",
+    "CPU part",
+)
+
+
+def machine_id() -> str:
+    """What a library built with ``-march=native`` depends on: the OS, the architecture
+    and, on Linux, the CPU model and feature flags (x86 and Arm fields of /proc/cpuinfo)."""
+    parts = [platform.system(), platform.machine()]
     try:
         text = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))]
-        return platform.machine() + "|" + "|".join(sorted(set(lines)))
+        parts += sorted({ln.strip() for ln in text.splitlines() if ln.startswith(_CPU_FIELDS)})
     except OSError:
-        return platform.machine() + "|" + platform.processor()
+        parts.append(platform.processor())
+    return "|".join(parts)
 
 
-def _compiler_id(cc: str) -> str:
+def compiler_version(cc: str) -> str:
+    """The whole ``cc --version`` output (raises :class:`NativeUnavailable` if it fails)."""
     try:
         res = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-        return res.stdout.splitlines()[0] if res.stdout else cc
     except (OSError, subprocess.SubprocessError) as exc:
         raise NativeUnavailable(f"C compiler {cc!r} does not run ({exc})") from exc
+    if res.returncode != 0:
+        raise NativeUnavailable(f"C compiler {cc!r} --version failed: {res.stderr.strip()}")
+    return res.stdout.strip()
 
 
-def _build(macros: list[str]) -> Path:
-    """Compile :data:`SOURCE` with ``macros`` into a cached shared library; its path."""
+def cache_key(version: str, flags: list[str]) -> str:
+    """Name of a library in the cache: a hash of the C source, the compiler's version
+    output, every flag and macro (so a build without OpenMP has its own key) and
+    :func:`machine_id`."""
+    parts = [hashlib.sha256(SOURCE.read_bytes()).hexdigest(), version, " ".join(flags)]
+    return hashlib.sha256("\0".join([*parts, machine_id()]).encode()).hexdigest()[:32]
+
+
+def expected_variant(unit: Unit, dtype: torch.dtype, openmp: bool) -> dict:
+    """What ``mfsym_variant`` of the library for ``unit``, ``dtype`` must report."""
+    act = unit.activation.name
+    return {
+        "abi": ABI, "real_bytes": 8 if dtype == torch.float64 else 4,
+        "unit": UNIT_CODE[unit.name], "activation": ACT_CODE[act], "dx": unit.dx,
+        "dy": unit.dy, "d": unit.dim_z, "openmp": int(openmp),
+        "slope": leaky_slope(unit) if act == "leaky_relu" else 0.0,
+    }
+
+
+_VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp")
+
+
+def library_variant(lib: ctypes.CDLL) -> dict:
+    """The variant a loaded library was compiled for (its ``mfsym_variant``)."""
+    fn = lib.mfsym_variant  # AttributeError when the library has no such symbol
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p], None
+    vals = (ctypes.c_int64 * len(_VARIANT_FIELDS))()
+    slope = ctypes.c_double()
+    fn(ctypes.addressof(vals), ctypes.addressof(slope))
+    return {**dict(zip(_VARIANT_FIELDS, vals, strict=True)), "slope": slope.value}
+
+
+def _variant_problem(lib: ctypes.CDLL, want: dict) -> str | None:
+    try:
+        got = library_variant(lib)
+    except AttributeError:
+        return "it has no mfsym_variant symbol"
+    got = {k: got[k] for k in want}
+    return None if got == want else f"it was compiled for {got}, not {want}"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _cache_problem(path: Path, want: dict) -> str | None:
+    """Why the cached library ``path`` must not be loaded (None: its record vouches for it)."""
+    try:
+        record = json.loads(_record_path(path).read_text())
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError as exc:
+        return f"{exc.filename} is missing"
+    except (OSError, ValueError) as exc:
+        return f"it cannot be read ({exc})"
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        return f"its SHA-256 {digest[:16]}… differs from the one its record holds"
+    if record.get("variant") != want:
+        return f"its record says it was built for {record.get('variant')}, not {want}"
+    return None
+
+
+class _BuildFailed(Exception):
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final  # no point trying the reduced builds (timeout, no compiler)
+
+
+def _load_cached(path: Path, want: dict) -> ctypes.CDLL | None:
+    """The cached library at ``path`` if its record, hash and symbol all check out; else
+    None, with a warning naming the file and the cause."""
+    problem = _cache_problem(path, want)
+    if problem is None:
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            problem = f"it does not load ({exc})"
+        else:
+            problem = _variant_problem(lib, want)
+            if problem is None:
+                return lib
+    log.warning("native kernel cache %s is not usable: %s; rebuilding it", path, problem)
+    return None
+
+
+def _store(path: Path, data: bytes, want: dict, flags: list[str]) -> None:
+    """Put a fresh library and its record into the cache, each by an atomic rename."""
+    record = {
+        "library": path.name, "sha256": hashlib.sha256(data).hexdigest(), "variant": want,
+        "flags": flags, "source_sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+    }
+    try:
+        # the record holds the library's hash: no checksum sidecars
+        with atomic_path(path, suffix=".so.tmp", checksum=False) as tmp:
+            tmp.write_bytes(data)
+        with atomic_path(_record_path(path), checksum=False) as tmp:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.warning(
+            "native kernel %s cannot be stored in the cache (%s); it serves this process only",
+            path, exc,
+        )
+
+
+def _compile(cc: str, flags: list[str], out: Path) -> None:
+    cmd = [cc, *flags, str(SOURCE), "-o", str(out)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise _BuildFailed(f"{cc} timed out after {COMPILE_TIMEOUT_S:g} s", final=True) from exc
+    except OSError as exc:
+        raise _BuildFailed(f"{cc} does not run ({exc})", final=True) from exc
+    if res.returncode != 0:
+        raise _BuildFailed(res.stderr.strip()[-400:] or f"{cc} exited with {res.returncode}")
+
+
+def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.CDLL:
+    """Compile into a fresh temporary file (in the cache folder when it is writable, so
+    that a system temp mounted noexec does not matter), load and check it from there, then
+    store it under ``path`` (None: not cached)."""
+    near = path is not None and os.access(path.parent, os.W_OK | os.X_OK)
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix=".build-", dir=path.parent if near else None)
+    except OSError as exc:
+        raise _BuildFailed(f"no folder to build in ({exc})", final=True) from exc
+    with tmp:
+        out = Path(tmp.name) / "kernel.so"
+        _compile(cc, flags, out)
+        data = out.read_bytes()
+        try:
+            lib = ctypes.CDLL(str(out))
+        except OSError as exc:
+            raise _BuildFailed(f"the new library does not load ({exc})") from exc
+        problem = _variant_problem(lib, want)
+        if problem is not None:
+            raise _BuildFailed(f"the new library is wrong: {problem}")
+        if path is not None:
+            _store(path, data, want, flags)
+    return lib
+
+
+def _cache_folder() -> Path | None:
+    """The cache folder, created when missing; None, with a warning, when it cannot be."""
+    folder = _cache_dir()
+    if folder.exists() and not folder.is_dir():
+        log.warning(
+            "native kernel cache %s is not a folder; kernels are built uncached (point "
+            "MFSYM_KERNEL_CACHE at a folder)", folder,
+        )
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning(
+            "native kernel cache %s cannot be created (%s); kernels are built uncached",
+            folder, exc,
+        )
+        return None
+    return folder
+
+
+def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
+    """The kernels of ``unit`` in ``dtype``: a verified cached library, else a fresh build.
+
+    Builds are tried with ``-march=native -fopenmp``, then ``-fopenmp``, then neither; each
+    has its own cache key.  A cached library is loaded only if its record's SHA-256 and
+    variant match and, once loaded, its ``mfsym_variant`` agrees; otherwise it is rebuilt
+    (once, into a fresh file renamed into place).  Raises :class:`NativeUnavailable` with
+    every compiler error when nothing builds.
+    """
+    macros = build_macros(unit, dtype)
     cc = find_compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found (set CC or install gcc)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\n".join([
-            source, _compiler_id(cc).encode(), " ".join(FLAGS + macros).encode(),
-            _machine_id().encode(),
-        ])
-    ).hexdigest()[:24]
-    folder = _cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = Path(tempfile.gettempdir()) / f"mfsym-kernels-{os.getuid()}"
-        folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"mfsym_{key}.so"
-    if target.exists():
-        return target
+    version = compiler_version(cc)
+    folder = _cache_folder()
     errors = []
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        for extra in _OPTIONAL_FLAGS:
-            out = Path(tmp) / "kernel.so"
-            cmd = [cc, *FLAGS, *extra, *macros, str(SOURCE), "-o", str(out)]
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if res.returncode == 0:
-                os.replace(out, target)  # atomic: concurrent builders write the same bytes
-                log.info("built native kernel %s (%s)", target.name, " ".join(extra) or "-")
-                return target
-            errors.append(f"{' '.join(extra) or 'plain'}: {res.stderr.strip()[-400:]}")
+    for extra in _OPTIONAL_FLAGS:
+        flags = [*FLAGS, *extra, *macros]
+        want = expected_variant(unit, dtype, "-fopenmp" in extra)
+        path = None if folder is None else folder / f"mfsym_{cache_key(version, flags)}.so"
+        if path is not None and (path.exists() or path.is_symlink()):
+            lib = _load_cached(path, want)
+            if lib is not None:
+                return lib
+        try:
+            lib = _build(cc, flags, want, path)
+        except _BuildFailed as exc:
+            errors.append(f"{' '.join(extra) or 'plain'}: {exc}")
+            if exc.final:
+                break
+        else:
+            log.info("built native kernel %s (%s)", path or "uncached", " ".join(extra) or "-")
+            return lib
     raise NativeUnavailable("the C compiler failed:\n" + "\n".join(errors))
 
 
 def load_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
-    """The compiled kernels for ``unit`` and ``dtype`` (built once, then cached)."""
-    macros = build_macros(unit, dtype)
-    key = tuple(macros)
+    """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
+    key = tuple(build_macros(unit, dtype))
     with _LOCK:
         if key not in _LIBS:
-            lib = ctypes.CDLL(str(_build(macros)))
+            lib = obtain_library(unit, dtype)
             _declare(lib)
             _LIBS[key] = lib
         return _LIBS[key]
