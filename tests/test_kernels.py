@@ -618,3 +618,193 @@ def test_a_build_without_openmp_never_takes_the_openmp_builds_name(
     assert native.library_variant(full)["openmp"] == 1
     assert caplog.text == ""
     assert len(cache_files(cache)) == 2 and record_vouches_for(so, rec)
+
+
+# ---------------------------------------------------------------------------------------
+# the C boundary: bad arguments are refused by name before any pointer reaches C
+# ---------------------------------------------------------------------------------------
+#: Run in a child process (a missing check may mean a segfault): each case calls a native
+#: entry point with one bad argument and prints what it raised, one JSON line per case.
+BAD_CALLS = r"""
+import json, sys
+import torch
+from mfsym.core.units import make_unit
+from mfsym.engine import native
+from mfsym.engine.kernels import NativeKernel, Tally, UpdateSpec
+F64 = torch.float64
+unit = make_unit("matrix", 2, 2, "sigmoid")
+lib, kern = native.load_library(unit, F64), NativeKernel(unit, F64)
+R, N, S, D, m = 2, 16, 4, 4, 2
+def t(*shape, dtype=F64):
+    return torch.randn(*shape).to(dtype)
+def ok():
+    return dict(theta=t(R, N, D), x=t(R, S, 2), targets=t(R, S, 2), views=m,
+                cot_l=t(R, 2 * m, 2 * m), cot_on=torch.zeros(R, dtype=torch.int8), c0=0.5,
+                xi=t(3, N, D), xi_row=torch.tensor([0, 2]), proj=t(R, D, D),
+                proj_on=torch.ones(R, dtype=torch.int8), noise_proj=t(R, D, D),
+                noise_on=torch.zeros(R, dtype=torch.int8), lr=0.1, wd=0.0, sigma=0.1,
+                loss_acc=torch.zeros(R, dtype=F64), first_bad=torch.full((R,), -1),
+                step=0, work=t(100000), partw=t(100000), threads=1)
+def call(method, **bad):
+    a = {**ok(), **bad}
+    if method == "output":
+        return lib.output(a["theta"], a["x"], a["proj"], a["proj_on"], a["threads"])
+    if method == "force":
+        return lib.force(a["theta"], a["x"], a.get("cot", t(R, S, 2)), a["threads"])
+    if method == "step":
+        keys = ("theta", "x", "cot", "xi", "xi_row", "proj", "proj_on", "noise_proj",
+                "noise_on", "lr", "wd", "sigma", "threads")
+        return lib.step(*[a[k] if k != "cot" else a.get("cot", t(R, S, 2)) for k in keys])
+    keys = ("theta", "x", "targets", "views", "cot_l", "cot_on", "c0", "xi", "xi_row", "proj",
+            "proj_on", "noise_proj", "noise_on", "lr", "wd", "sigma", "loss_acc",
+            "first_bad", "step", "work", "partw", "threads")
+    return lib.fused(*[a[k] for k in keys])
+def spec():
+    off = torch.zeros(R, dtype=torch.bool)
+    return UpdateSpec(lr=0.1, wd=0.0, sigma=0.1, proj=None, proj_on=off, noise_proj=None,
+                      noise_on=off, noise_row=torch.tensor([0, 1]))
+def tally():
+    return Tally(torch.zeros(R, dtype=F64), torch.full((R,), -1))
+def kernel(method, theta=None, x=None, cot=None, targets=None, xi=None):
+    theta = t(R, N, D) if theta is None else theta
+    x = t(R, S, 2) if x is None else x
+    cot = t(R, S, 2) if cot is None else cot
+    targets = t(R, S, 2) if targets is None else targets
+    xi = t(2, N, D) if xi is None else xi
+    if method == "output_and_pullback":
+        return kern.output_and_pullback(theta, x)[1](cot)
+    if method == "forward":
+        return kern.forward(theta, x, spec())
+    if method == "update":
+        return kern.update((theta, x), cot, theta, xi, spec())
+    return kern.advance(theta, x, targets, xi, spec(), tally())
+noncontig = t(R, D, N).transpose(1, 2)
+meta = torch.empty(R, N, D, device="meta", dtype=F64)
+CASES = {
+    "output theta D": lambda: call("output", theta=t(R, N, 3)),
+    "output theta dtype": lambda: call("output", theta=t(R, N, D, dtype=torch.float32)),
+    "output theta 2-D": lambda: call("output", theta=t(N, D)),
+    "output theta strided": lambda: call("output", theta=noncontig),
+    "output theta device": lambda: call("output", theta=meta),
+    "output x runs": lambda: call("output", x=t(R + 1, S, 2)),
+    "output x dx": lambda: call("output", x=t(R, S, 3)),
+    "output proj shape": lambda: call("output", proj=t(R, 3, 3)),
+    "output proj_on dtype": lambda: call("output", proj_on=torch.ones(R, dtype=torch.bool)),
+    "force cot dy": lambda: call("force", cot=t(R, S, 3)),
+    "force cot samples": lambda: call("force", cot=t(R, S + 1, 2)),
+    "force cot dtype": lambda: call("force", cot=t(R, S, 2, dtype=torch.float32)),
+    "force cot strided": lambda: call("force", cot=t(R, 2, S).transpose(1, 2)),
+    "step xi particles": lambda: call("step", xi=t(3, N + 1, D)),
+    "step xi strided": lambda: call("step", xi=t(3, D, N).transpose(1, 2)),
+    "step xi_row range": lambda: call("step", xi_row=torch.tensor([0, 3])),
+    "step xi_row dtype": lambda: call("step", xi_row=torch.tensor([0, 1], dtype=torch.int32)),
+    "step noise_proj shape": lambda: call("step", noise_proj=t(R + 1, D, D)),
+    "step threads": lambda: call("step", threads=0),
+    "fused targets": lambda: call("fused", targets=t(R, S, 3)),
+    "fused cot_l": lambda: call("fused", cot_l=t(R, 2, 2)),
+    "fused views": lambda: call("fused", views=3),
+    "fused loss_acc dtype": lambda: call("fused", loss_acc=torch.zeros(R, dtype=torch.float32)),
+    "fused first_bad runs": lambda: call("fused", first_bad=torch.full((R + 1,), -1)),
+    "fused work size": lambda: call("fused", work=t(10)),
+    "kernel theta D": lambda: kernel("output_and_pullback", theta=t(R, N, 5)),
+    "kernel x runs": lambda: kernel("output_and_pullback", x=t(R + 1, S, 2)),
+    "kernel cot dy": lambda: kernel("output_and_pullback", cot=t(R, S, 3)),
+    "kernel forward dtype": lambda: kernel("forward", theta=t(R, N, D, dtype=torch.float32)),
+    "kernel update cot": lambda: kernel("update", cot=t(R, S + 1, 2)),
+    "kernel advance x": lambda: kernel("advance", x=t(R, S, 3)),
+    "kernel advance xi": lambda: kernel("advance", xi=t(2, N, D + 1)),
+    "kernel advance targets": lambda: kernel("advance", targets=t(R, S - 1, 2)),
+}
+for name, fn in CASES.items():
+    print(json.dumps({"case": name, "started": True}), flush=True)
+    try:
+        fn()
+        got = {"case": name, "raised": None, "message": ""}
+    except Exception as exc:
+        got = {"case": name, "raised": type(exc).__name__, "message": str(exc)}
+    print(json.dumps(got), flush=True)
+"""
+
+#: case -> (exception, words the message must contain: the argument and what is wrong).
+BAD_CALL_EXPECTED = {
+    "output theta D": ("ValueError", ["theta", "(2, 16, 3)", "(R, N, D)"]),
+    "output theta dtype": ("TypeError", ["theta", "torch.float32", "torch.float64"]),
+    "output theta 2-D": ("ValueError", ["theta", "(R, N, D)", "(16, 4)"]),
+    "output theta strided": ("ValueError", ["theta", "not contiguous"]),
+    "output theta device": ("ValueError", ["theta", "meta", "CPU"]),
+    "output x runs": ("ValueError", ["x", "(3, 4, 2)", "(R, S, dx)"]),
+    "output x dx": ("ValueError", ["x", "(2, 4, 3)", "(2, 4, 2)"]),
+    "output proj shape": ("ValueError", ["proj", "(2, 3, 3)", "(R, D, D)"]),
+    "output proj_on dtype": ("TypeError", ["proj_on", "torch.bool", "torch.int8"]),
+    "force cot dy": ("ValueError", ["cot", "(2, 4, 3)", "(R, S, dy)"]),
+    "force cot samples": ("ValueError", ["cot", "(2, 5, 2)", "(2, 4, 2)"]),
+    "force cot dtype": ("TypeError", ["cot", "torch.float32"]),
+    "force cot strided": ("ValueError", ["cot", "not contiguous"]),
+    "step xi particles": ("ValueError", ["xi", "(3, 17, 4)", "(n_seeds, N, D)"]),
+    "step xi strided": ("ValueError", ["xi", "not contiguous in its last 2 axes"]),
+    "step xi_row range": ("ValueError", ["xi_row", "[0, 3]", "0 to 2"]),
+    "step xi_row dtype": ("TypeError", ["xi_row", "torch.int32", "torch.int64"]),
+    "step noise_proj shape": ("ValueError", ["noise_proj", "(3, 4, 4)"]),
+    "step threads": ("ValueError", ["threads", "at least 1", "got 0"]),
+    "fused targets": ("ValueError", ["targets", "(2, 4, 3)", "(R, S, dy)"]),
+    "fused cot_l": ("ValueError", ["cot_l", "(2, 2, 2)", "(2, 4, 4)"]),
+    "fused views": ("ValueError", ["S = 4", "views = 3"]),
+    "fused loss_acc dtype": ("TypeError", ["loss_acc", "torch.float32", "torch.float64"]),
+    "fused first_bad runs": ("ValueError", ["first_bad", "(3,)", "(R)"]),
+    "fused work size": ("ValueError", ["work", "10", "need"]),
+    "kernel theta D": ("ValueError", ["theta", "(2, 16, 5)", "(R, N, D)"]),
+    "kernel x runs": ("ValueError", ["x", "(3, 4, 2)", "theta"]),
+    "kernel cot dy": ("ValueError", ["cot", "(2, 4, 3)", "(..., S, dy)"]),
+    "kernel forward dtype": ("TypeError", ["theta", "torch.float32"]),
+    "kernel update cot": ("ValueError", ["cot", "(2, 5, 2)"]),
+    "kernel advance x": ("ValueError", ["x", "(2, 4, 3)", "(R, S, dx)"]),
+    "kernel advance xi": ("ValueError", ["xi", "(2, 16, 5)"]),
+    "kernel advance targets": ("ValueError", ["targets", "(2, 3, 2)", "(2, 4, 2)"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_call_results():
+    if native.find_compiler() is None:
+        pytest.skip("no C compiler ($CC, cc, gcc or clang) on this machine")
+    res = subprocess.run(
+        [sys.executable, "-c", BAD_CALLS], capture_output=True, text=True, timeout=600
+    )
+    lines = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
+    done = {d["case"]: d for d in lines if "raised" in d}
+    started = [d["case"] for d in lines if d.get("started")]
+    return res, done, started
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALL_EXPECTED))
+def test_a_bad_argument_is_refused_by_name_before_it_reaches_c(bad_call_results, case):
+    res, done, started = bad_call_results
+    if case not in done:
+        last = started[-1] if started else "none"
+        pytest.fail(f"the child ended with {res.returncode} in case {last!r}:\n{res.stderr}")
+    exc, words = BAD_CALL_EXPECTED[case]
+    got = done[case]
+    assert got["raised"] == exc, got
+    for word in words:
+        assert word in got["message"], (word, got)
+
+
+def test_the_bad_call_table_covers_every_case(bad_call_results):
+    res, done, _ = bad_call_results
+    assert res.returncode == 0, res.stderr
+    assert sorted(done) == sorted(BAD_CALL_EXPECTED)
+
+
+def test_non_contiguous_inputs_give_the_same_step_as_contiguous_ones():
+    unit = make_unit("uv", 3, 3, "tanh")
+    kern = native_or_skip(unit, F64)
+    theta, x, _ = inputs(unit, F64, S=6)
+    targets = torch.randn(3, 6, 3, dtype=F64)
+    xi = torch.randn(2, theta.shape[1], unit.dim_z, dtype=F64)
+    spec = spec_for(unit, F64)
+    strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (theta, x, targets)]
+    assert not any(t.is_contiguous() for t in strided)
+    tallies = [new_tally(3), new_tally(3)]
+    plain = kern.advance(theta, x, targets, xi, spec, tallies[0])
+    other = kern.advance(*strided, xi, spec, tallies[1])
+    assert torch.equal(plain, other) and torch.equal(tallies[0].loss_acc, tallies[1].loss_acc)

@@ -36,7 +36,6 @@ All backends compute the same mathematics and agree with ``eager`` to float roun
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from dataclasses import dataclass, field
 
@@ -169,12 +168,13 @@ class EagerKernel:
 # ---------------------------------------------------------------------------------------
 # native: fused C kernels on the CPU
 # ---------------------------------------------------------------------------------------
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
 class NativeKernel(EagerKernel):
-    """Fused C kernels (:mod:`mfsym.engine.native`); CPU tensors of one dtype only."""
+    """Fused C kernels (:mod:`mfsym.engine.native`); CPU tensors of one dtype only.
+
+    Inputs the kernels only read are made contiguous here when they are not; shapes,
+    dtypes and devices are checked by :class:`mfsym.engine.native.NativeLibrary` before
+    any pointer reaches C (``ValueError``/``TypeError`` naming the argument).
+    """
 
     name = "native"
 
@@ -183,14 +183,6 @@ class NativeKernel(EagerKernel):
         self.dtype = dtype
         self.lib = native.load_library(unit, dtype)
         self._flags: dict[int, torch.Tensor] = {}
-
-    def _check(self, *tensors):
-        for t in tensors:
-            if t.device.type != "cpu" or t.dtype != self.dtype:
-                raise ValueError(
-                    f"native kernel for {self.dtype} on the CPU got a {t.dtype} tensor on "
-                    f"{t.device}"
-                )
 
     @staticmethod
     def _threads() -> int:
@@ -201,34 +193,42 @@ class NativeKernel(EagerKernel):
             self._flags[R] = torch.zeros(R, dtype=torch.int8)
         return self._flags[R]
 
-    def _output(self, theta, x, proj, proj_on):
-        self._check(theta, x, proj)
-        R, N, _ = theta.shape
-        S = x.shape[1]
-        out = torch.empty(R, S, self.unit.dy, dtype=self.dtype)
-        rc = self.lib.mfsym_output(
-            R, N, S, _ptr(theta), _ptr(x), _ptr(proj), _ptr(proj_on), _ptr(out), self._threads()
-        )
-        if rc:
-            raise MemoryError("native output kernel could not allocate its buffer")
-        return out
+    def _leading(self, theta, x):
+        """The leading (run) axes of ``theta (..., N, D)`` that ``x (..., S, dx)`` broadcasts
+        to; ValueError naming both shapes otherwise."""
+        for name, t in (("theta", theta), ("x", x)):
+            if not isinstance(t, torch.Tensor) or t.dim() < 2:
+                shape = native.shape_of(t)
+                raise ValueError(f"{name} must be a tensor with at least 2 axes, got {shape}")
+        lead = theta.shape[:-2]
+        try:
+            if torch.broadcast_shapes(x.shape[:-2], lead) != lead:
+                raise RuntimeError
+        except RuntimeError:
+            raise ValueError(
+                f"x {tuple(x.shape)} does not broadcast to the runs of theta "
+                f"{tuple(theta.shape)}: expected (..., S, {self.unit.dx}) with leading axes "
+                f"{tuple(lead)}"
+            ) from None
+        return lead
 
     def output_and_pullback(self, theta, x):
-        lead = theta.shape[:-2]
+        lead = self._leading(theta, x)
         th = theta.reshape(-1, *theta.shape[-2:]).contiguous()
         xs = x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:]).contiguous()
         R, N, D = th.shape
         eye = torch.eye(D, dtype=self.dtype).expand(R, D, D).contiguous()
-        out = self._output(th, xs, eye, self._zeros_flags(R))
+        out = self.lib.output(th, xs, eye, self._zeros_flags(R), self._threads())
 
         def pullback(cot):
+            if not isinstance(cot, torch.Tensor) or cot.shape[-2:] != out.shape[-2:]:
+                shape = native.shape_of(cot)
+                raise ValueError(
+                    f"cot has shape {shape}; expected (..., S, dy) = (..., "
+                    f"{out.shape[1]}, {out.shape[2]}) with leading axes {tuple(lead)}"
+                )
             c = cot.expand(*lead, *cot.shape[-2:]).reshape(R, -1, cot.shape[-1]).contiguous()
-            self._check(c)
-            force = torch.empty_like(th)
-            self.lib.mfsym_force(
-                R, N, xs.shape[1], _ptr(th), _ptr(xs), _ptr(c), _ptr(force), self._threads()
-            )
-            return force.reshape(*lead, N, D)
+            return self.lib.force(th, xs, c, self._threads()).reshape(*lead, N, D)
 
         return out.reshape(*lead, *out.shape[-2:]), pullback
 
@@ -263,9 +263,8 @@ class NativeKernel(EagerKernel):
         """Scratch arrays of ``mfsym_fused`` for ``workers`` threads, grown on demand."""
         key = (N, S, workers)
         if getattr(self, "_work_key", None) != key:
-            reals, doubles = ctypes.c_int64(), ctypes.c_int64()
-            self.lib.mfsym_sizes(N, S, ctypes.byref(reals), ctypes.byref(doubles))
-            need = (workers * reals.value, workers * doubles.value)
+            reals, doubles = self.lib.workspace_sizes(N, S)
+            need = (workers * reals, workers * doubles)
             have = getattr(self, "_work", None)
             if have is None or have[0].numel() < need[0] or have[1].numel() < need[1]:
                 self._work = (
@@ -274,37 +273,46 @@ class NativeKernel(EagerKernel):
             self._work_key = key
         return self._work
 
+    @staticmethod
+    def _dense(*tensors):
+        """The tensors, copied where they are not contiguous (the kernels read them only)."""
+        return [t.contiguous() if isinstance(t, torch.Tensor) else t for t in tensors]
+
+    @staticmethod
+    def _noise_rows(xi, N, D):
+        """ξ (n_seeds, N, D) with each seed's rows contiguous (the seed axis may stride)."""
+        if isinstance(xi, torch.Tensor) and xi.dim() == 3 and xi.shape[1:] == (N, D):
+            if xi.stride()[1:] != (D, 1):
+                xi = xi.contiguous()
+        return xi
+
+    def _run_dims(self, theta):
+        if not isinstance(theta, torch.Tensor) or theta.dim() != 3:
+            shape = native.shape_of(theta)
+            raise ValueError(f"theta must be (R, N, D) with D = {self.unit.dim_z}, got {shape}")
+        return theta.shape
+
     def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
         """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
-        R, N, D = theta.shape
-        S, dy = x.shape[1], self.unit.dy
+        R, N, D = self._run_dims(theta)
+        theta, x, targets = self._dense(theta, x, targets)
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
-        mats, cot_on = self._cot_spec(spec, R, dy)
-        if not (x.is_contiguous() and targets.is_contiguous()):
-            x, targets = x.contiguous(), targets.contiguous()
-        if xi.shape[1:] != (N, D) or xi.stride()[1:] != (D, 1):
-            xi = xi.contiguous()
-        self._check(theta, x, targets, xi)
-        if tally.loss_acc.dtype != F64 or tally.first_bad.dtype != torch.int64:
-            raise ValueError("the tally needs float64 losses and int64 steps")
+        mats, cot_on = self._cot_spec(spec, R, self.unit.dy)
         threads = self._threads()
-        work, partw = self._workspace(N, S, threads)
-        out = torch.empty(R, S, dy, dtype=self.dtype)
-        new = torch.empty_like(theta)
-        self.lib.mfsym_fused(
-            R, N, S, spec.views, _ptr(theta), _ptr(x), _ptr(targets), _ptr(mats), _ptr(cot_on),
-            float(spec.c0), _ptr(xi), _ptr(rows), xi.stride(0), _ptr(proj), _ptr(on),
-            _ptr(nproj), _ptr(non), float(spec.lr), float(spec.wd), float(spec.sigma),
-            _ptr(out), _ptr(new), _ptr(tally.loss_acc), _ptr(tally.first_bad), int(tally.step),
-            _ptr(work), _ptr(partw), threads,
+        S = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 3 else 1
+        work, partw = self._workspace(N, max(S, 1), threads)
+        _, new = self.lib.fused(
+            theta, x, targets, spec.views, mats, cot_on, spec.c0,
+            self._noise_rows(xi, N, D), rows, proj, on, nproj, non, spec.lr, spec.wd,
+            spec.sigma, tally.loss_acc, tally.first_bad, tally.step, work, partw, threads,
         )
         return new
 
     def forward(self, theta, x, spec: UpdateSpec):
-        R, _, D = theta.shape
+        R, _, D = self._run_dims(theta)
+        theta, x = self._dense(theta, x)
         proj, on, _, _, _ = self._native_spec(spec, R, D)
-        x = x.contiguous()
-        return self._output(theta, x, proj, on), (theta, x)
+        return self.lib.output(theta, x, proj, on, self._threads()), (theta, x)
 
     def force(self, ctx, cot):
         theta, x = ctx
@@ -312,19 +320,13 @@ class NativeKernel(EagerKernel):
 
     def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
         _, x = ctx
-        R, N, D = theta.shape
+        R, N, D = self._run_dims(theta)
+        theta, cot = self._dense(theta, cot)
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
-        cot = cot.contiguous()
-        self._check(theta, cot, xi)
-        if xi.shape[1:] != (N, D) or xi.stride()[1:] != (D, 1):
-            xi = xi.contiguous()
-        out = torch.empty_like(theta)
-        self.lib.mfsym_step(
-            R, N, x.shape[1], _ptr(theta), _ptr(x), _ptr(cot), _ptr(xi), _ptr(rows),
-            xi.stride(0), _ptr(proj), _ptr(on), _ptr(nproj), _ptr(non),
-            float(spec.lr), float(spec.wd), float(spec.sigma), _ptr(out), self._threads(),
+        return self.lib.step(
+            theta, x, cot, self._noise_rows(xi, N, D), rows, proj, on, nproj, non,
+            spec.lr, spec.wd, spec.sigma, self._threads(),
         )
-        return out
 
 
 # ---------------------------------------------------------------------------------------

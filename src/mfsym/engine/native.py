@@ -345,7 +345,7 @@ def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
     raise NativeUnavailable("the C compiler failed:\n" + "\n".join(errors))
 
 
-def load_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
+def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
     """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
     key = tuple(build_macros(unit, dtype))
     with _LOCK:
@@ -353,7 +353,7 @@ def load_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
             lib = obtain_library(unit, dtype)
             _declare(lib)
             _LIBS[key] = lib
-        return _LIBS[key]
+        return NativeLibrary(_LIBS[key], unit, dtype)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -371,3 +371,192 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mfsym_sizes.restype = None
     for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
+
+
+# ---------------------------------------------------------------------------------------
+# the checked boundary: every tensor is validated before its pointer reaches C
+# ---------------------------------------------------------------------------------------
+I8, I64, F64 = torch.int8, torch.int64, torch.float64
+
+
+def check_tensor(name: str, t, dtype: torch.dtype, dims, inner_contiguous: int | None = None):
+    """Raise unless ``t`` is a CPU tensor of ``dtype`` and shape ``dims`` (pairs of symbol
+    and size), contiguous (or, with ``inner_contiguous=k``, contiguous in its last k axes)."""
+    symbols = "(" + ", ".join(s for s, _ in dims) + ")"
+    sizes = tuple(int(n) for _, n in dims)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {symbols}, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}; expected {dtype} {symbols}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}; the native kernels need CPU tensors")
+    if tuple(t.shape) != sizes:
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}; expected {symbols} = {sizes}"
+        )
+    k = t.dim() if inner_contiguous is None else inner_contiguous
+    if not _row_major(t.shape[t.dim() - k :], t.stride()[t.dim() - k :]):
+        part = "" if k == t.dim() else f" in its last {k} axes"
+        raise ValueError(
+            f"{name} is not contiguous{part} (strides {t.stride()}, shape {tuple(t.shape)}); "
+            "pass a contiguous tensor (.contiguous())"
+        )
+
+
+def _row_major(shape, stride) -> bool:
+    """Whether these axes are laid out densely in C order (axes of size 1 may have any
+    stride, as in ``Tensor.is_contiguous``)."""
+    expect = 1
+    for n, st in zip(reversed(shape), reversed(stride), strict=True):
+        if n != 1 and st != expect:
+            return False
+        expect *= n
+    return True
+
+
+def shape_of(t) -> str:
+    """A tensor's shape for an error message (or the type of what is not a tensor)."""
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _positive(name: str, value: int, what: str) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1 ({what}), got {value}")
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+class NativeLibrary:
+    """The compiled kernels of one unit and dtype behind checked methods.
+
+    Shapes: R runs, N particles, S samples, D = unit.dim_z, dx, dy; every tensor must be
+    on the CPU, in ``dtype`` (flags int8, noise rows int64, loss float64) and contiguous.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, unit: Unit, dtype: torch.dtype):
+        self.lib, self.unit, self.dtype = lib, unit, dtype
+        self.D, self.dx, self.dy = unit.dim_z, unit.dx, unit.dy
+
+    def _sizes(self, theta, x):
+        """R, N, S from particles ``theta (R, N, D)`` and inputs ``x (R, S, dx)``."""
+        if not isinstance(theta, torch.Tensor) or theta.dim() != 3:
+            shape = shape_of(theta)
+            raise ValueError(f"theta must be (R, N, D) with D = {self.D}, got {shape}")
+        R, N, _ = theta.shape
+        check_tensor("theta", theta, self.dtype, (("R", R), ("N", N), ("D", self.D)))
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = shape_of(x)
+            raise ValueError(f"x must be (R, S, dx) with R = {R}, dx = {self.dx}, got {shape}")
+        S = x.shape[1]
+        check_tensor("x", x, self.dtype, (("R", R), ("S", S), ("dx", self.dx)))
+        _positive("N", N, "particles per run")
+        _positive("S", S, "samples per step")
+        return R, N, S
+
+    def _projectors(self, R, **mats):
+        for name, t in mats.items():
+            if name.endswith("_on"):
+                check_tensor(name, t, I8, (("R", R),))
+            else:
+                check_tensor(name, t, self.dtype, (("R", R), ("D", self.D), ("D", self.D)))
+
+    def _noise(self, R, N, xi, xi_row):
+        """``xi (n_seeds, N, D)`` contiguous per seed, ``xi_row (R,)`` rows in range."""
+        if not isinstance(xi, torch.Tensor) or xi.dim() != 3:
+            shape = shape_of(xi)
+            raise ValueError(f"xi must be (n_seeds, N, D) = (·, {N}, {self.D}), got {shape}")
+        dims = (("n_seeds", xi.shape[0]), ("N", N), ("D", self.D))
+        check_tensor("xi", xi, self.dtype, dims, inner_contiguous=2)
+        check_tensor("xi_row", xi_row, I64, (("R", R),))
+        if R and (int(xi_row.min()) < 0 or int(xi_row.max()) >= xi.shape[0]):
+            raise ValueError(
+                f"xi_row holds rows {xi_row.tolist()}; allowed: 0 to {xi.shape[0] - 1} "
+                "(the rows of xi)"
+            )
+
+    def output(self, theta, x, proj, proj_on, threads: int) -> torch.Tensor:
+        """Φ_N of the (projected) particles, (R, S, dy)."""
+        R, N, S = self._sizes(theta, x)
+        self._projectors(R, proj=proj, proj_on=proj_on)
+        _positive("threads", threads, "OpenMP threads")
+        out = torch.empty(R, S, self.dy, dtype=self.dtype)
+        rc = self.lib.mfsym_output(
+            R, N, S, _ptr(theta), _ptr(x), _ptr(proj), _ptr(proj_on), _ptr(out), threads
+        )
+        if rc:
+            raise MemoryError("native output kernel could not allocate its buffer")
+        return out
+
+    def force(self, theta, x, cot, threads: int) -> torch.Tensor:
+        """The pull-back Σ_s J_n(x_s)ᵀ c_s, (R, N, D), for ``cot (R, S, dy)``."""
+        R, N, S = self._sizes(theta, x)
+        check_tensor("cot", cot, self.dtype, (("R", R), ("S", S), ("dy", self.dy)))
+        _positive("threads", threads, "OpenMP threads")
+        force = torch.empty(R, N, self.D, dtype=self.dtype)
+        self.lib.mfsym_force(R, N, S, _ptr(theta), _ptr(x), _ptr(cot), _ptr(force), threads)
+        return force
+
+    def step(self, theta, x, cot, xi, xi_row, proj, proj_on, noise_proj, noise_on,
+             lr: float, wd: float, sigma: float, threads: int) -> torch.Tensor:
+        """θ − lr·Π_d[F(Pθ) + wd·θ] + σ·Π_n ξ for a given cotangent, (R, N, D)."""
+        R, N, S = self._sizes(theta, x)
+        check_tensor("cot", cot, self.dtype, (("R", R), ("S", S), ("dy", self.dy)))
+        self._noise(R, N, xi, xi_row)
+        self._projectors(R, proj=proj, proj_on=proj_on, noise_proj=noise_proj,
+                         noise_on=noise_on)
+        _positive("threads", threads, "OpenMP threads")
+        new = torch.empty(R, N, self.D, dtype=self.dtype)
+        self.lib.mfsym_step(
+            R, N, S, _ptr(theta), _ptr(x), _ptr(cot), _ptr(xi), _ptr(xi_row), xi.stride(0),
+            _ptr(proj), _ptr(proj_on), _ptr(noise_proj), _ptr(noise_on), float(lr),
+            float(wd), float(sigma), _ptr(new), threads,
+        )
+        return new
+
+    def workspace_sizes(self, N: int, S: int) -> tuple[int, int]:
+        """Reals and doubles of scratch one worker of :meth:`fused` needs."""
+        _positive("N", N, "particles per run")
+        _positive("S", S, "samples per step")
+        reals, doubles = ctypes.c_int64(), ctypes.c_int64()
+        self.lib.mfsym_sizes(N, S, ctypes.byref(reals), ctypes.byref(doubles))
+        return reals.value, doubles.value
+
+    def fused(self, theta, x, targets, views: int, cot_l, cot_on, c0: float, xi, xi_row,
+              proj, proj_on, noise_proj, noise_on, lr: float, wd: float, sigma: float,
+              loss_acc, first_bad, step: int, work, partw, threads: int):
+        """A whole step (see ``mfsym_fused``): returns ``(out (R, S, dy), new θ)`` and adds
+        each run's loss to ``loss_acc (R,)`` float64, marking ``first_bad (R,)`` int64."""
+        R, N, S = self._sizes(theta, x)
+        _positive("views", views, "views per sample")
+        if S % views:
+            raise ValueError(f"S = {S} samples is not a multiple of views = {views}")
+        check_tensor("targets", targets, self.dtype, (("R", R), ("S", S), ("dy", self.dy)))
+        md = views * self.dy
+        check_tensor("cot_l", cot_l, self.dtype, (("R", R), ("m·dy", md), ("m·dy", md)))
+        check_tensor("cot_on", cot_on, I8, (("R", R),))
+        self._noise(R, N, xi, xi_row)
+        self._projectors(R, proj=proj, proj_on=proj_on, noise_proj=noise_proj,
+                         noise_on=noise_on)
+        check_tensor("loss_acc", loss_acc, F64, (("R", R),))
+        check_tensor("first_bad", first_bad, I64, (("R", R),))
+        _positive("threads", threads, "OpenMP threads")
+        reals, doubles = self.workspace_sizes(N, S)
+        check_tensor("work", work, self.dtype, (("size", work.numel()),))
+        check_tensor("partw", partw, F64, (("size", partw.numel()),))
+        if work.numel() < threads * reals or partw.numel() < threads * doubles:
+            raise ValueError(
+                f"work/partw hold {work.numel()}/{partw.numel()} numbers; {threads} threads "
+                f"need {threads * reals}/{threads * doubles}"
+            )
+        out = torch.empty(R, S, self.dy, dtype=self.dtype)
+        new = torch.empty(R, N, self.D, dtype=self.dtype)
+        self.lib.mfsym_fused(
+            R, N, S, views, _ptr(theta), _ptr(x), _ptr(targets), _ptr(cot_l), _ptr(cot_on),
+            float(c0), _ptr(xi), _ptr(xi_row), xi.stride(0), _ptr(proj), _ptr(proj_on),
+            _ptr(noise_proj), _ptr(noise_on), float(lr), float(wd), float(sigma), _ptr(out),
+            _ptr(new), _ptr(loss_acc), _ptr(first_bad), int(step), _ptr(work), _ptr(partw),
+            threads,
+        )
+        return out, new
