@@ -16,8 +16,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_COMMAND = 'python3 -m pip install -e ".[cluster]" && snakemake'
-TEST_COMMAND = 'python3 -m pip install -e ".[test,cluster]" && python3 -m pytest -n 2'
+# every dependency exactly as requirements.lock pins and hashes it, then this package alone
+INSTALL_LOCK = (
+    "python3 -m pip install -r requirements.lock && python3 -m pip install --no-deps -e ."
+)
+RUN_COMMAND = f"{INSTALL_LOCK} && snakemake"
+TEST_COMMAND = f"{INSTALL_LOCK} && python3 -m pytest -n 2"
 CI_APT_PACKAGES = (
     "munge slurm-wlm slurmctld slurmd slurm-client latexmk texlive-latex-base "
     "texlive-latex-recommended texlive-fonts-recommended lmodern poppler-utils"
