@@ -24,6 +24,11 @@ Determinism.  Work is split into (run, chunk) items whose boundaries depend only
 partial sums over particles are kept per chunk (in float64) and added in chunk order, so
 the result is the same bit for bit whatever the number of threads and whatever other
 runs share the call.
+
+Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`) with a JSON
+record of its SHA-256 and variant; it is loaded only when both match and its exported
+``mfsym_variant`` agrees once loaded, else rebuilt (:func:`obtain_library`).  The C calls
+go through :class:`NativeLibrary`, which checks every tensor before passing its pointer.
 """
 
 from __future__ import annotations
