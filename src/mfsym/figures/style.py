@@ -16,6 +16,9 @@ from ..records.atomic import atomic_path  # noqa: E402
 
 SCHEME_ORDER = ("vanilla", "DA", "FA", "EA")
 FORMATS = ("pdf", "png")
+#: metadata written into each format: the PDF carries no creation date (matplotlib would
+#: stamp the wall clock), so redrawing a figure from the same data gives the same bytes
+METADATA = {"pdf": {"CreationDate": None}, "png": {}}
 
 
 def apply_style(context: str = "paper", style: str = "whitegrid") -> None:
@@ -41,14 +44,17 @@ def pair_colors(pairs) -> dict[str, tuple]:
 
 
 def save_figure(fig, outputs: Mapping[str, str | os.PathLike], dpi: int) -> None:
-    """Write ``fig`` to each ``{format: path}`` atomically (temporary file, then rename)."""
+    """Write ``fig`` to each ``{format: path}`` atomically (temporary file, then rename).
+
+    The bytes depend only on the figure: no wall-clock date is written (:data:`METADATA`).
+    """
     unknown = sorted(set(outputs) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown figure format(s) {unknown}; allowed: {list(FORMATS)}")
     try:
         for fmt, path in outputs.items():
             with atomic_path(path, suffix=f".{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi)
+                fig.savefig(tmp, format=fmt, dpi=dpi, metadata=METADATA[fmt])
     finally:
         plt.close(fig)
 

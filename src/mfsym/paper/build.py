@@ -11,12 +11,16 @@ builder's marker is ever wiped, any other non-empty folder is refused)::
 
 latexmk runs as ``latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=out ms.tex``;
 the finished PDF is copied next to the destination and renamed onto it (``os.replace``),
-so a failed build never leaves a partial ``ms.pdf``.
+so a failed build never leaves a partial ``ms.pdf``. pdfTeX runs with
+``SOURCE_DATE_EPOCH`` (the source date of :func:`mfsym.records.results.source_date`, else 0)
+and ``FORCE_SOURCE_DATE=1``, so the PDF's dates, ``\\today`` and its trailer ID do not
+depend on the wall clock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..records.atomic import atomic_path, verify_file
+from ..records.results import source_date
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +168,12 @@ def build_pdf(
     _stage(build_dir, tex, generated, figures)
     cmd = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-outdir=out",
            tex.name]
+    date = source_date()
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(int(date.timestamp()) if date else 0),
+           "FORCE_SOURCE_DATE": "1"}
     proc = subprocess.run(
-        cmd, cwd=build_dir, capture_output=True, text=True, timeout=timeout_s, check=False
+        cmd, cwd=build_dir, capture_output=True, text=True, timeout=timeout_s, check=False,
+        env=env,
     )
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,10 @@ same for every N), ``particle`` and ``coord``:
 * ``particle_snapshots`` ``(teacher, scheme, seed, time, particle, coord)`` when
   ``training.keep_particle_snapshots`` is set.
 
-Attributes: ``init``, ``N``, ``wall_time_s`` and what ran: ``backend`` (the force kernel
-after any fallback, e.g. ``native`` or ``eager (<reason>)``), ``dtype`` and ``device``.
+Attributes: ``init``, ``N`` and what ran: ``backend`` (the force kernel after any
+fallback, e.g. ``native`` or ``eager (<reason>)``), ``dtype`` and ``device``. The wall
+time is not recorded here (it would make every rerun's file differ): the job's log and
+its benchmark file under ``benchmarks/`` hold it.
 """
 
 from __future__ import annotations
@@ -85,8 +87,7 @@ def stack_dataset(
         "particle": np.arange(n),
         "coord": np.arange(d),
     }
-    attrs = {"init": result.init, "N": int(result.n_particles),
-             "wall_time_s": float(result.wall_time_s), "backend": result.backend,
+    attrs = {"init": result.init, "N": int(result.n_particles), "backend": result.backend,
              "dtype": result.dtype, "device": result.device}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

@@ -7,7 +7,11 @@ Every dataset the project writes goes through :func:`write_dataset`, which
   engine, never written),
 * stamps the global attributes: ``Conventions`` (CF-1.10), ``title``, ``institution``,
   ``source``, ``history``, the full configuration as sorted JSON (``config_json``) and its
-  SHA-256 (``config_sha256``), the git commit (``git_commit``) and package versions,
+  SHA-256 (``config_sha256``), the git commit (``git_commit``), package versions and the
+  SHA-256 of the dependency lock (``lock_sha256``),
+* carries no wall-clock value, so rebuilding a configuration gives the same bytes: the
+  date in ``history`` is the source date (:func:`source_date`), and netCDF-C writes no
+  HDF5 object times,
 * writes atomically: a temporary file in the destination folder, then ``os.replace``,
   so an interrupted write leaves no file that looks complete, and the file's SHA-256 in
   the sidecar ``<file>.sha256`` (:mod:`mfsym.records.atomic`); a failed write raises
@@ -23,6 +27,7 @@ configuration where it matters.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +42,10 @@ from .atomic import atomic_path, verify_file, write_failure
 from .lineage import check_config, config_json, config_sha256
 
 CONVENTIONS = "CF-1.10"
+#: the exact, hashed lock of every dependency (``uv pip compile``; see the README)
+LOCK_FILE = "requirements.lock"
+#: overrides where the lock is looked for
+LOCK_ENV = "MFSYM_LOCK"
 PACKAGES = ("mfsym", "torch", "numpy", "scipy", "POT", "xarray", "netCDF4", "snakemake")
 
 
@@ -56,6 +65,47 @@ def git_commit(start: str | os.PathLike | None = None) -> str:
         return "unknown"
 
 
+def source_date(start: str | os.PathLike | None = None) -> _dt.datetime | None:
+    """The date a rebuild stamps on its files: ``$SOURCE_DATE_EPOCH`` when set (the
+    reproducible-builds convention), else the commit time of the checkout in ``start``
+    (default: the working directory), else ``None``. Never the wall clock."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
+        cwd = Path(start) if start else Path.cwd()
+        try:
+            epoch = subprocess.run(
+                ["git", "log", "-1", "--format=%ct"], cwd=cwd, capture_output=True,
+                text=True, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    try:
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from None
+
+
+def lock_file(start: str | os.PathLike | None = None) -> Path | None:
+    """The dependency lock: ``$MFSYM_LOCK``, else ``requirements.lock`` in ``start`` (the
+    working directory), else in the checkout this package is installed from (editable
+    installs); ``None`` if there is none."""
+    if os.environ.get(LOCK_ENV):
+        return Path(os.environ[LOCK_ENV])
+    for folder in (Path(start) if start else Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (folder / LOCK_FILE).is_file():
+            return folder / LOCK_FILE
+    return None
+
+
+def lock_sha256(start: str | os.PathLike | None = None) -> str:
+    """SHA-256 of the dependency lock's bytes, or ``absent`` when there is no lock."""
+    path = lock_file(start)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else "absent"
+    except OSError:
+        return "absent"
+
+
 def package_versions() -> str:
     out = []
     for name in PACKAGES:
@@ -67,7 +117,8 @@ def package_versions() -> str:
 
 
 def provenance(config: Mapping, title: str) -> dict[str, str]:
-    """The global attributes every result file carries."""
+    """The global attributes every result file carries (none of them a wall-clock value)."""
+    date = source_date()
     return {
         "Conventions": CONVENTIONS,
         "title": title,
@@ -75,11 +126,12 @@ def provenance(config: Mapping, title: str) -> dict[str, str]:
         "source": "mfsym (mean-field noisy SGD, exact optimal transport)",
         "references": "Maass & Fontbona, Symmetries in Overparametrized Neural Networks: "
         "A Mean-Field View, NeurIPS 2024, arXiv:2405.19995",
-        "history": f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} created",
+        "history": f"{date.isoformat(timespec='seconds')} created" if date else "created",
         "config_json": config_json(config),
         "config_sha256": config_sha256(config),
         "git_commit": git_commit(),
         "package_versions": package_versions(),
+        "lock_sha256": lock_sha256(),
     }
 
 
