@@ -24,7 +24,8 @@ from __future__ import annotations
 SCHEMES = ("vanilla", "DA", "FA", "EA")
 DA_MODES = ("random", "orbit")
 INITS = ("WI", "SI")
-#: Scheme variants of the Noether studies → (engine scheme, DA mode).
+#: Scheme labels → (engine scheme, DA mode): the Noether studies' variants; "DA-orbit" is
+#: also a scheme of the grid (orbit-averaged DA next to random-g DA in one stack).
 SCHEME_VARIANTS = {
     "vanilla": ("vanilla", "random"),
     "DA": ("DA", "random"),
@@ -37,10 +38,23 @@ SCHEME_VARIANTS = {
 TRAINING_MODES = ("online", "full_batch", "full_batch_symmetrized")
 
 
+#: Labels a run may carry: the schemes and the variants that fix their DA mode.
+SCHEME_LABELS = (*SCHEMES, *(v for v in SCHEME_VARIANTS if v not in SCHEMES))
+
+
 def check_scheme(scheme: str) -> str:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; allowed: {list(SCHEMES)}")
+    if scheme not in SCHEME_LABELS:
+        raise ValueError(f"unknown scheme {scheme!r}; allowed: {list(SCHEME_LABELS)}")
     return scheme
+
+
+def resolve_scheme(label: str, da_mode: str) -> tuple[str, str]:
+    """A run's scheme label → (engine scheme, DA mode).  A plain scheme takes the
+    configured ``da_mode``; a variant ("DA-orbit") fixes its own."""
+    check_scheme(label)
+    if label in SCHEMES:
+        return label, da_mode
+    return SCHEME_VARIANTS[label]
 
 
 def uses_orbit(scheme: str, da_mode: str) -> bool:
@@ -59,8 +73,14 @@ def projects_noise(scheme: str, init: str) -> bool:
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
-    """A scheme pair ``"vanilla-DA"`` → ``("vanilla", "DA")``."""
-    parts = str(pair).split("-")
+    """A scheme pair ``"vanilla-DA"`` → ``("vanilla", "DA")``; a label with a hyphen of its
+    own splits where both halves are scheme labels (``"vanilla-DA-orbit"``)."""
+    text = str(pair)
+    parts = text.split("-")
+    for k in range(1, len(parts)):
+        a, b = "-".join(parts[:k]), "-".join(parts[k:])
+        if a in SCHEME_LABELS and b in SCHEME_LABELS:
+            return a, b
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"scheme pair {pair!r} must read 'A-B' with two scheme names")
     return parts[0], parts[1]

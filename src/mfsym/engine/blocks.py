@@ -20,12 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..core.schemes import projects_drift, projects_noise, uses_orbit
+from ..core.schemes import projects_drift, projects_noise, resolve_scheme, uses_orbit
 from .kernels import Tally, UpdateSpec
 
 
 class Streams:
-    """One ``torch.Generator`` per seed, seeded with ``torch_seeds`` (one per seed).
+    """One ``torch.Generator`` per stream, seeded with ``torch_seeds`` (one per stream: a
+    seed's common stream, or a tagged one; ``mfsym.engine.training``, "Randomness").
+    Below, "seed" means a stream.
 
     A chunk of ``k`` steps is drawn per seed in this order: inputs ``x (k, B, dx)`` (unless
     a fixed training set is given), DA group indices ``g (k, B)`` and noise ``ξ (k, N, D)``;
@@ -102,21 +104,22 @@ def apply(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
 class Block:
     """Runs of one stack with the same number m of views per sample (see module docstring)."""
 
-    def __init__(self, idx, runs, seed_index, eng):
+    def __init__(self, idx, runs, stream_index, eng):
         self.idx = np.asarray(idx)  # positions in the full stack
         self.runs = runs
         self.eng = eng
         cfg, dev, dt, group = eng.cfg, eng.device, eng.dtype, eng.group
-        schemes = [r.scheme for r in runs]
-        self.m = group.order if uses_orbit(schemes[0], cfg.da_mode) else 1
+        resolved = [resolve_scheme(r.scheme, cfg.da_mode) for r in runs]
+        schemes = [s for s, _ in resolved]  # engine schemes (a variant's DA mode is its own)
+        self.m = group.order if uses_orbit(*resolved[0]) else 1
         R = len(runs)
-        self.ridx = torch.tensor([seed_index[r.seed] for r in runs], device=dev)
+        self.ridx = torch.tensor([stream_index[r] for r in runs], device=dev)
         self.is_da = torch.tensor([s == "DA" for s in schemes], device=dev)
         self.any_da = bool(self.is_da.any()) and self.m == 1
         self.is_fa = torch.tensor([s == "FA" for s in schemes], device=dev)
         self.any_fa, self.all_fa = bool(self.is_fa.any()), bool(self.is_fa.all())
         self.spec = self._update_spec(schemes, R)
-        self.pair = torch.tensor([eng.pair_index[(r.teacher, r.seed)] for r in runs], device=dev)
+        self.pair = torch.tensor([eng.pair_index[r] for r in runs], device=dev)
         init = np.stack([eng.init_particles[r.seed] for r in runs])
         drift = np.array([projects_drift(s) for s in schemes])
         if drift.any():

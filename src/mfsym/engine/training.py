@@ -33,13 +33,25 @@ random-g DA and EA; m = |G| for FA and orbit-averaged DA) into at most two block
 Python loop over runs, particles or samples inside a step.  The force and update run in
 one of the kernels of ``mfsym.engine.kernels`` (``backend``: fused C on a CPU by default).
 
-Randomness.  Every seed owns one random stream (``torch.Generator`` seeded from
-``(seed, N)``) that draws, in chunks of ``rng_chunk`` steps, the inputs x, the DA group
-elements and the noise ξ.  All runs with the same seed — every teacher and scheme, and
-both initialisations — see the same samples and noise (common random numbers), so
-differences between schemes reflect the schemes.  Every operation acts on each run on its
+Randomness.  Every random stream (``torch.Generator`` seeded from ``(seed, N)`` and the
+stream's tag) draws, in chunks of ``rng_chunk`` steps, the inputs x, the DA group elements
+and the noise ξ.  With ``coupling = "common"`` all runs with the same seed — every teacher
+and scheme, and both initialisations — share one stream and see the same samples and
+noise (common random numbers), so differences between schemes reflect the schemes; with
+``coupling = "independent"`` each scheme of a seed draws from its own stream (tagged by
+the scheme label), still shared by the teachers and initialisations.  A run with a
+``stream`` tag of its own (:class:`RunSpec`) draws from that stream under either coupling:
+the same scheme from the same start with independent randomness, the finite-N floor of
+the distance between two runs.  Every operation acts on each run on its
 own, so a run's result does not depend on which stack it was trained in, and for a given
-backend, dtype and device the result is a deterministic function of the seeds.  Initial
+backend, dtype and device the result is a deterministic function of the seeds.
+
+Precision.  ``dtype = "auto"`` trains a stack in float64 when its step α/N is at least
+``float64_step_min`` and in float32 otherwise: with a large step, float32 rounding is
+amplified enough to break invariances that hold exactly in exact arithmetic (measured: FA
+from an SI start, α = 50, reaches RMD² ≈ 3·10⁻⁴ to its projection on E^G at N = 10 in
+float32, ≤ 10⁻²⁴ in float64; at N ≥ 20, step ≤ 2.5, float32 stays below 10⁻¹¹).  The
+resolved dtype is logged and recorded in :class:`StackResult`.  Initial
 particles depend on ``(seed, N, init_std)`` only; the SI start is the WI draw projected
 on E^G, and EA starts from the projection of its seed's draw under either initialisation.
 """
@@ -53,6 +65,7 @@ import math
 import numbers
 import re
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -60,7 +73,7 @@ import numpy as np
 import torch
 
 from ..core.groups import FiniteGroup
-from ..core.schemes import DA_MODES, INITS, check_scheme, uses_orbit
+from ..core.schemes import DA_MODES, INITS, check_scheme, resolve_scheme, uses_orbit
 from ..core.settings import build_strict
 from ..core.teachers import Teacher
 from ..core.units import Unit
@@ -73,6 +86,9 @@ from .kernels import BACKENDS, select_kernel
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SPACINGS = ("log", "linear")
+COUPLINGS = ("common", "independent")
+#: ``dtype`` values: a torch dtype, or "auto" (float64 for steps α/N ≥ float64_step_min).
+DTYPE_CHOICES = (*sorted(DTYPES), "auto")
 
 
 class TrainingDiverged(RuntimeError):
@@ -100,10 +116,13 @@ class TrainConfig:
     reference at which a run counts as diverged (see the module docstring; paper-scale runs,
     α = 50 and T = 20 from N = 5, grow by less than 10); checkpoint_every: steps between
     checkpoints (0: never); log_every_s: seconds between progress lines;
-    keep_particle_snapshots: also return the particles at every snapshot; dtype: "float32"
-    or "float64"; device: "auto", "cpu", "cuda[:k]";
+    keep_particle_snapshots: also return the particles at every snapshot; dtype: "float32",
+    "float64" or "auto" (float64 when the step α/N is at least float64_step_min, else
+    float32; see the module docstring, "Precision"); device: "auto", "cpu", "cuda[:k]";
     backend: force-kernel implementation, "auto", "eager", "native" or "compile" (see
-    ``mfsym.engine.kernels``; all agree with "eager" to float rounding, each is deterministic).
+    ``mfsym.engine.kernels``; all agree with "eager" to float rounding, each is deterministic);
+    coupling: "common" (the schemes of a seed share samples and noise) or "independent"
+    (each scheme its own stream); see the module docstring, "Randomness".
     """
 
     alpha: float = 50.0
@@ -127,6 +146,8 @@ class TrainConfig:
     dtype: str = "float32"
     device: str = "auto"
     backend: str = "auto"
+    coupling: str = "common"
+    float64_step_min: float = 2.5
 
     def __post_init__(self):
         def need(cond, key, allowed):
@@ -161,7 +182,10 @@ class TrainConfig:
             "must be an integer ≥ 0 (0 disables checkpoints)",
         )
         need(_finite(self.log_every_s) and self.log_every_s > 0, "log_every_s", "must be > 0")
-        need(self.dtype in DTYPES, "dtype", f"allowed: {sorted(DTYPES)}")
+        need(self.dtype in DTYPE_CHOICES, "dtype", f"allowed: {list(DTYPE_CHOICES)}")
+        need(self.coupling in COUPLINGS, "coupling", f"allowed: {list(COUPLINGS)}")
+        need(_finite(self.float64_step_min) and self.float64_step_min > 0,
+             "float64_step_min", "must be a number > 0")
         need(
             isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device),
             "device",
@@ -178,6 +202,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved_dtype(self, n_particles: int) -> str:
+        """The dtype a stack of N particles trains in: ``dtype``, or for "auto" float64 when
+        the step ``α/N ≥ float64_step_min``, else float32."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "float64" if self.alpha / n_particles >= self.float64_step_min else "float32"
 
     def total_steps(self, n_particles: int) -> int:
         """``round(N·T)``; ``N·T < 1`` (less than one step) raises ``ValueError``."""
@@ -231,11 +262,14 @@ def _kernel_warnings(notes: list[str]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a stack: which teacher, which scheme, which seed."""
+    """One run of a stack: which teacher, which scheme (or variant, e.g. "DA-orbit"), which
+    seed; ``stream``: a tag giving the run a random stream of its own (default: the stream
+    the coupling assigns)."""
 
     teacher: str
     scheme: str
     seed: int
+    stream: str = ""
 
 
 @dataclass
@@ -301,9 +335,18 @@ def evaluation_inputs(n_eval: int, dim_x: int, input_std: float, eval_seed: int)
     return input_std * rng.standard_normal((n_eval, dim_x))
 
 
-def stream_seed(seed: int, n_particles: int) -> int:
-    """The torch seed of a run's random stream (data, DA draws, noise)."""
-    return int(_seed_sequence(seed, n_particles, 2).generate_state(1, dtype=np.uint64)[0] >> 1)
+def stream_seed(seed: int, n_particles: int, tag: str = "") -> int:
+    """The torch seed of a random stream (data, DA draws, noise): the seed's common stream,
+    or with a ``tag`` another stream of the same seed."""
+    key = (seed, n_particles, 2) + ((zlib.crc32(tag.encode()),) if tag else ())
+    return int(_seed_sequence(*key).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def stream_tag(run: RunSpec, coupling: str) -> str:
+    """The tag of the stream ``run`` draws from ("": its seed's common stream)."""
+    if run.stream:
+        return run.stream
+    return run.scheme if coupling == "independent" else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -338,7 +381,8 @@ class _Engine:
         self.group, self.unit, self.cfg = group, unit, cfg
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
         self.device = resolve_device(cfg.device)
-        self.dtype = resolve_dtype(cfg.dtype)
+        self.dtype_name = cfg.resolved_dtype(n_particles)
+        self.dtype = resolve_dtype(self.dtype_name)
         self.kernel_notes: list[str] = []
         with _kernel_warnings(self.kernel_notes):
             self.kernel = select_kernel(unit, cfg.backend, self.device, self.dtype)
@@ -364,33 +408,34 @@ class _Engine:
         self.x_eval = torch.as_tensor(np.asarray(x_eval), **kw).unsqueeze(0)
         self.x_train = x_train
         self.batch = cfg.batch_size if x_train is None else x_train.shape[0]
+        keys = sorted({(r.seed, stream_tag(r, cfg.coupling)) for r in runs})
         self.streams = Streams(
-            [stream_seed(s, n_particles) for s in seeds], n_particles, cfg, group, self.device,
-            self.dtype, x_train=x_train,
+            [stream_seed(s, n_particles, tag) for s, tag in keys], n_particles, cfg, group,
+            self.device, self.dtype, x_train=x_train,
         )
-        seed_index = {s: i for i, s in enumerate(seeds)}
+        seed_index = {r: keys.index((r.seed, stream_tag(r, cfg.coupling))) for r in runs}
         self._init_teachers(seed_index)
         self.snap_steps = snapshot_steps(cfg, n_particles)
         families: dict[int, list[int]] = {}
         for i, r in enumerate(runs):
-            families.setdefault(int(uses_orbit(r.scheme, cfg.da_mode)), []).append(i)
+            orbit = uses_orbit(*resolve_scheme(r.scheme, cfg.da_mode))
+            families.setdefault(int(orbit), []).append(i)
         self.blocks = [
             Block(idx, [runs[i] for i in idx], seed_index, self)
             for _, idx in sorted(families.items())
         ]
 
     def _init_teachers(self, seed_index):
-        """Teacher clouds and the (teacher, seed) pairs whose targets a chunk needs."""
+        """Teacher clouds and the (teacher, stream) pairs whose targets a chunk needs;
+        ``seed_index`` maps each run to the row of its stream."""
         kw = {"device": self.device, "dtype": self.dtype}
         self.teacher_names = sorted({r.teacher for r in self.runs})
         self.teacher_clouds = [
             torch.as_tensor(self.teachers[t].particles, **kw) for t in self.teacher_names
         ]
-        pairs = sorted({(r.teacher, r.seed) for r in self.runs})
-        self.pair_index = {p: i for i, p in enumerate(pairs)}
-        self.pair_rows = [
-            (self.teacher_names.index(t), seed_index[s]) for t, s in pairs
-        ]
+        pairs = sorted({(r.teacher, seed_index[r]) for r in self.runs})
+        self.pair_index = {r: pairs.index((r.teacher, seed_index[r])) for r in self.runs}
+        self.pair_rows = [(self.teacher_names.index(t), s) for t, s in pairs]
         self.y_eval = torch.stack([self._teacher(c, self.x_eval[0]) for c in self.teacher_clouds])
 
     def _teacher(self, cloud, x):
@@ -398,7 +443,7 @@ class _Engine:
         return self.unit.per_particle(cloud, x).mean(-2)
 
     def teacher_targets(self, x_all):
-        """Targets of every (teacher, seed) pair, ``(n_pairs, k, B, dy)``.
+        """Targets of every (teacher, stream) pair, ``(n_pairs, k, B, dy)``.
 
         Each pair is evaluated on its own, with shapes that do not depend on the stack, so
         its targets are the same bits in every stack (a loop over pairs once per chunk).
@@ -475,7 +520,7 @@ class _Engine:
         return (
             f"training diverged for {len(bad_runs)} run(s) (N={self.n}, init={self.init}; "
             f"alpha={c.alpha}, tau={c.tau}, beta={c.beta}, batch_size={c.batch_size}, "
-            f"T={c.T}, da_mode={c.da_mode}, dtype={c.dtype}, backend={self.kernel.name}, "
+            f"T={c.T}, da_mode={c.da_mode}, dtype={self.dtype_name}, backend={self.kernel.name}, "
             f"divergence_factor={c.divergence_factor}, check_every={c.check_every}):\n"
             + "\n".join(lines) + "\n"
             "No result was written; lower alpha or use dtype float64."
@@ -507,9 +552,16 @@ class _Engine:
                 b.load_state(state, f"b{bi}_")
             log.info("%s resumed at step %d of %d", label, step, total)
         log.info(
-            "%s: %d run(s), %d steps, kernel %s, %s on %s",
-            label, len(self.runs), total, self.kernel.name, cfg.dtype, self.device,
+            "%s: %d run(s), %d steps, kernel %s, %s on %s, coupling %s",
+            label, len(self.runs), total, self.kernel.name, self.dtype_name, self.device,
+            cfg.coupling,
         )
+        if cfg.dtype == "auto":
+            log.info(
+                "%s: dtype auto -> %s (step alpha/N = %.4g %s float64_step_min = %.4g)",
+                label, self.dtype_name, cfg.alpha / n,
+                ">=" if self.dtype_name == "float64" else "<", cfg.float64_step_min,
+            )
         t0 = time.monotonic()
         try:
             with _kernel_warnings(self.kernel_notes):
@@ -669,7 +721,7 @@ def train_stack(
         particle_snapshots=snaps,
         wall_time_s=wall,
         backend=eng.backend,
-        dtype=cfg.dtype,
+        dtype=eng.dtype_name,
         device=str(eng.device),
     )
 
