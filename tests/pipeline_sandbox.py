@@ -24,7 +24,8 @@ import xarray as xr
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("Snakefile", "workflow", "config.yaml", "config", "profiles", "paper")
+COPIED = ("Snakefile", "workflow", "config.yaml", "config", "profiles", "paper",
+          "requirements.lock")
 IGNORED = shutil.ignore_patterns("__pycache__", "output", "build", "*.pdf", ".snakemake")
 
 #: a grid that trains in seconds: one N, both inits, two seeds in one block
@@ -59,10 +60,13 @@ def tiny_config(overrides: Mapping | None = None) -> dict:
     return merged(merged(repo_config(), TINY), overrides or {})
 
 
-def sandbox(dest: Path, config: Mapping) -> Path:
-    """A copy of the pipeline in ``dest`` whose config.yaml is ``config``."""
+def sandbox(dest: Path, config: Mapping, with_library: bool = False) -> Path:
+    """A copy of the pipeline in ``dest`` whose config.yaml is ``config``; with
+    ``with_library``, also a copy of the library in ``dest/src`` (run with
+    :func:`library_env`, so that edits to the checkout during the run change nothing)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
+    names = (*COPIED, "src/mfsym") if with_library else COPIED
+    for name in names:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=IGNORED, dirs_exist_ok=True)
@@ -70,6 +74,11 @@ def sandbox(dest: Path, config: Mapping) -> Path:
             shutil.copy2(src, dest / name)
     (dest / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
     return dest
+
+
+def library_env(folder: Path, **extra: str) -> dict[str, str]:
+    """The environment that imports mfsym from ``folder/src`` (see :func:`sandbox`)."""
+    return {**os.environ, "PYTHONPATH": str(folder / "src"), **extra}
 
 
 def snakemake_argv(*args: str) -> list[str]:
@@ -151,3 +160,28 @@ def assert_same_data(a: Path, b: Path) -> list[str]:
             else:
                 assert np.array_equal(x.values, y.values), name
         return sorted(da.data_vars)
+
+
+def clone(src: Path, dest: Path) -> Path:
+    """A copy of a sandbox (files, metadata and Snakemake's state) at ``dest``."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def garble(path: Path) -> None:
+    """Eight bytes in the middle of the file overwritten (the size stays the same)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 8] = b"\xde\xad\xbe\xef" * 2
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    """The first half of the file only (a torn write, a full disk)."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def scramble(path: Path) -> None:
+    """Same size, garbage content (a bad disk block)."""
+    size = path.stat().st_size
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())

@@ -156,8 +156,14 @@ def check_summary(wf: Path) -> None:
     assert ds["rmd_between"].dims == ("init", "N", "teacher", "pair", "seed")
     assert ds["risk_curve"].dims == ("init", "N", "teacher", "scheme", "seed", "time")
     for var in ds.data_vars.values():
-        assert var.attrs["long_name"] and "units" in var.attrs
-        assert np.isfinite(var.values).all()
+        assert var.attrs["long_name"]
+        if var.dtype.kind == "f":
+            assert "units" in var.attrs and np.isfinite(var.values).all(), var.name
+    # what trained each cell: the configuration's kernel choice, after any fallback
+    asked = cfg["training"]["dtype"]
+    allowed = {"float32", "float64"} if asked == "auto" else {asked}
+    assert set(map(str, np.unique(ds["training_dtype"].values))) <= allowed
+    assert all(str(b) for b in ds["training_backend"].values.ravel())
     assert ds.attrs["Conventions"].startswith("CF")
     assert yaml.safe_load(ds.attrs["config_json"])["n_particles"] == [5, 10]
     assert len(ds.attrs["config_sha256"]) == 64

@@ -11,7 +11,6 @@ reported and skipped (previous checkpoint, else a fresh start), never trusted.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 from pathlib import Path
 
@@ -19,12 +18,15 @@ import numpy as np
 import pytest
 from pipeline_sandbox import (
     assert_same_data,
+    clone,
     local,
     sandbox,
+    scramble,
     signal_group,
     snakemake,
     start_snakemake,
     tiny_config,
+    truncate,
     wait_until,
 )
 
@@ -57,9 +59,6 @@ def prepared(tmp_path_factory) -> Path:
     return wf
 
 
-def clone(prepared: Path, dest: Path) -> Path:
-    shutil.copytree(prepared, dest, symlinks=True)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +128,8 @@ def test_sigterm_to_snakemake_then_rerun_incomplete_gives_the_uninterrupted_resu
     print(f"\ninterrupted at checkpoint step {step}, resumed at step {resumed[-1]} of {STEPS}")
 
 
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
 
 
-def scramble(path: Path) -> None:
-    """Same size, garbage content (a torn write, a bad disk block)."""
-    size = path.stat().st_size
-    path.write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
 
 
 @pytest.mark.parametrize("damage", ["newest truncated", "both damaged"])
