@@ -62,7 +62,8 @@ def test_paper_config_is_the_papers_grid():
     assert len(cfg["seeds"]) == 10
     assert set(cfg["inits"]) == {"SI", "WI"}
     assert cfg["teachers"] == ["arbitrary", "WI", "SI"]
-    assert cfg["schemes"] == ["vanilla", "DA", "FA", "EA"]
+    # the four schemes of the paper, and orbit-averaged DA for the claims table
+    assert cfg["schemes"] == ["vanilla", "DA", "DA-orbit", "FA", "EA"]
     t = cfg["training"]
     assert (t["alpha"], t["tau"], t["beta"], t["T"], t["batch_size"], t["input_std"]) == (
         50.0, 1e-4, 1e-6, 20.0, 20, 4.0
@@ -81,7 +82,7 @@ def test_unknown_scheme_names_key_and_allowed_values(config):
     config["schemes"] = ["vanilla", "DAA"]
     msg = errors_of(config)
     assert "schemes[1] = 'DAA'" in msg
-    assert "vanilla, DA, FA, EA" in msg
+    assert "vanilla, DA, DA-orbit, FA, EA" in msg
 
 
 @pytest.mark.parametrize("bad", [0, -5])

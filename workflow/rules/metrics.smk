@@ -1,11 +1,13 @@
-# Per-job metrics (RMD to projected / symmetrised, between schemes, population risk), in
-# parallel jobs like the training, then aggregated into summary.nc.
+# Per-job metrics (RMD to projected / symmetrised, between schemes and to the same-scheme
+# baseline, L2 between models, population risk), in parallel jobs like the training, then
+# aggregated into summary.nc. The job's threads solve its independent W2 problems.
 METRICS_RESOURCES = config["resources"]["metrics"]
 
 
 rule metrics:
     input:
         runs=rules.train.output[0],
+        eval=rules.eval_sample.output[0],
     output:
         f"{RESULTS}/metrics/{JOB}.nc",
     params:

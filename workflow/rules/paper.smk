@@ -25,6 +25,7 @@ rule paper_numbers:
         sections={key: config[key] for key in ("group", "unit", "training") if key in config},
         criteria=config["paper"]["criteria"],
         digits=config["paper"]["digits"],
+        precision_n=config["paper"]["precision_n"],
     log:
         f"{RESULTS}/logs/paper_numbers.log",
     script:

@@ -15,7 +15,10 @@ rule train:
     output:
         f"{RESULTS}/runs/{JOB}.nc",
     params:
-        setting={key: CFG[key] for key in ("group", "unit", "training", "schemes")},
+        setting={
+            **{key: CFG[key] for key in ("group", "unit", "training", "schemes")},
+            "baseline": CFG["metrics"]["baseline"],
+        },
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{JOB}.npz".format(**wildcards),
     threads: TRAIN_RESOURCES["threads"]
     resources:

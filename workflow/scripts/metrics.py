@@ -1,4 +1,4 @@
-"""Per-run metrics of one training job (RMDs, population risk, curves)."""
+"""Per-run metrics of one training job (RMDs, L² between models, population risk, curves)."""
 
 from mfsym.pipeline.metrics import metrics_job
 from mfsym.records.joblog import script_log
@@ -8,5 +8,5 @@ smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 with script_log(smk):
     metrics_job(
         smk.params.group, smk.params.unit, smk.params.pairs, smk.input.runs, smk.output[0],
-        smk.config,
+        smk.config, eval_path=smk.input.eval, threads=smk.threads,
     )

@@ -19,6 +19,7 @@ with script_log(smk) as log:
         criteria=smk.params.criteria,
         digits=smk.params.digits,
         config=smk.config,
+        precision_n=smk.params.precision_n,
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)

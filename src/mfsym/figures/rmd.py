@@ -3,7 +3,12 @@
 Columns are the teachers.  Row 1: the distance of the trained cloud ν_N from the invariant
 laws vs N — RMD(ν_N, (P_E)#ν_N) (distance from SI) for the SI start, RMD(ν_N, ν_N^G)
 (distance from WI) for the WI start — one line per scheme.  Row 2: RMD between the free,
-DA and FA clouds; row 3: RMD of each to EA.  Log-log axes; the line is the mean over
+DA and FA clouds; row 3: RMD of each to EA; where the summary has ``rmd_baseline``, rows
+2 and 3 also show it as a dashed black line: the RMD between two runs of the same scheme
+from the same start with independent random streams, the finite-N floor any two runs
+share.  Last row, where the summary has ``l2_between``: the L²(π) distance between the
+trained models of each pair (function space), with its baseline ``l2_baseline``.  Log-log
+axes; the line is the mean over
 seeds, the band its min–max (or ± one std).  The y axis says RMD or RMD² (RMD² = W₂² /
 (M₂(μ) + M₂(ν))).  Values below ``log_floor`` (e.g. EA's exact 0 from an SI start) are
 drawn at the floor, as hollow markers.
@@ -49,6 +54,18 @@ def _draw(ax, n_values, values, color, label, spread, floor):
                     alpha=0.2, lw=0)
 
 
+def _baseline(ax, ds, var, teacher, n_values, quantity, spread, floor):
+    """The same-scheme floor ``var`` (N, seed) as a dashed black line with its band."""
+    if var not in ds:
+        return
+    vals = ds[var].sel(teacher=teacher).transpose("N", "seed").values
+    mean, lo, hi = seed_band(_power(vals, quantity) if quantity else vals, spread)
+    label = f"{ds.attrs.get('baseline', 'same scheme')} twin (own stream)"
+    ax.plot(n_values, np.maximum(mean, floor), "--", color="black", lw=1.2, label=label)
+    ax.fill_between(n_values, np.maximum(lo, floor), np.maximum(hi, floor), color="black",
+                    alpha=0.08, lw=0)
+
+
 def _pair_rows(pairs) -> list[list[str]]:
     """Pairs without EA (row 2), pairs with EA (row 3); empty rows are dropped."""
     free = [p for p in pairs if "EA" not in p.split("-")]
@@ -72,9 +89,11 @@ def plot_rmd(
     schemes = list(ds["scheme"].values)
     n_values = ds["N"].values
     rows = _pair_rows(list(ds["pair"].values))
+    l2 = "l2_between" in ds
     colors, pcolors = scheme_colors(schemes), pair_colors(list(ds["pair"].values))
-    fig, axes = plt.subplots(1 + len(rows), len(teachers), figsize=(3.2 * len(teachers),
-                             2.6 * (1 + len(rows))), sharex=True, squeeze=False)
+    n_rows = 1 + len(rows) + int(l2)
+    fig, axes = plt.subplots(n_rows, len(teachers), figsize=(3.2 * len(teachers),
+                             2.6 * n_rows), sharex=True, squeeze=False)
     q = _label(quantity)
     for c, teacher in enumerate(teachers):
         ax = axes[0, c]
@@ -88,6 +107,15 @@ def plot_rmd(
                 vals = _power(ds["rmd_between"].sel(teacher=teacher, pair=pair)
                               .transpose("N", "seed").values, quantity)
                 _draw(axes[r, c], n_values, vals, pcolors[pair], pair, spread, log_floor)
+            _baseline(axes[r, c], ds, "rmd_baseline", teacher, n_values, quantity, spread,
+                      log_floor)
+        if l2:
+            ax = axes[-1, c]
+            for pair in ds["pair"].values:
+                vals = ds["l2_between"].sel(teacher=teacher, pair=pair).transpose(
+                    "N", "seed").values
+                _draw(ax, n_values, vals, pcolors[str(pair)], str(pair), spread, log_floor)
+            _baseline(ax, ds, "l2_baseline", teacher, n_values, None, spread, log_floor)
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -99,6 +127,8 @@ def plot_rmd(
     for r, row in enumerate(rows, start=1):
         axes[r, 0].set_ylabel(f"{q} between schemes" if r == 1 and "EA" not in row[0]
                               else f"{q} to EA")
+    if l2:
+        axes[-1, 0].set_ylabel("L²(π) between models")
     for r in range(axes.shape[0]):
         axes[r, -1].legend(fontsize="x-small", loc="best")
     fig.suptitle(f"{init} initialisation: mean over {ds.sizes['seed']} seeds, band = "

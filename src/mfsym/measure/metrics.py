@@ -7,26 +7,82 @@ For every run (teacher, scheme, seed) with final cloud ν_N (N atoms in R^D):
 * ``population_risk``: the Monte-Carlo risk at the final time;
 
 and for every scheme pair "A-B" and (teacher, seed): ``rmd_between`` = RMD(ν_A, ν_B),
-exact assignment (both have N atoms).  RMD² = W₂²/(M₂(μ) + M₂(ν)), M₂ = 2 E‖z‖², and
+exact assignment (both have N atoms), and, given the unit and the evaluation sample,
+``l2_between`` = ‖Φ̂_A − Φ̂_B‖_{L²(π)}, the Monte-Carlo L² distance on the evaluation sample
+between the two trained models, each as its scheme defines it (:func:`scheme_model`: FA
+averages over the |G| views, EA uses the projected particles, every other scheme Φ_N).
+When the run file holds a baseline (a second run of scheme ``baseline`` per (teacher,
+seed) with a random stream of its own, ``mfsym.pipeline.runs``): ``rmd_baseline`` and
+``l2_baseline`` ``(teacher, seed)``, the same two distances between that scheme's run and
+its twin — the finite-N floor any two runs share.  RMD² = W₂²/(M₂(μ) + M₂(ν)), M₂ = 2 E‖z‖², and
 RMD = sqrt(RMD²) ∈ [0, 1].  The curves ``risk_curve``, ``train_loss_curve`` and
 ``rmd_projected_curve`` ``(teacher, scheme, seed, time)`` are carried over from training,
-and so are the attributes ``init``, ``N`` and what ran: ``backend``, ``dtype``, ``device``.
+and so are the attributes ``init``, ``N`` and what ran: ``backend``, ``dtype``, ``device``
+(and ``coupling``, ``baseline`` when recorded).
+
+The W₂ problems of a job are independent; with ``threads > 1`` they are solved on a
+thread pool (the solvers release the GIL).  Each problem is solved exactly as alone, so
+the numbers do not depend on the threading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 import xarray as xr
 
 from ..core.groups import FiniteGroup
-from ..core.schemes import parse_pair
+from ..core.schemes import parse_pair, resolve_scheme
+from ..core.units import Unit
 from ..records.results import variable
 from .transport import rmd, rmd_to_projected, rmd_to_symmetrized
 
 RUN_DIMS = ("teacher", "scheme", "seed")
 CARRIED_ATTRS = ("init", "N", "backend", "dtype", "device")
+OPTIONAL_ATTRS = ("coupling", "baseline")
+#: Evaluation inputs per chunk of a model evaluation (bounds the (S, N, dy) intermediate).
+EVAL_CHUNK = 256
+
+
+def solve_all(tasks: Sequence[Callable[[], float]], threads: int = 1) -> list[float]:
+    """The values of independent problems ``tasks``, in order, on up to ``threads`` threads."""
+    tasks = list(tasks)
+    if threads <= 1 or len(tasks) <= 1:
+        return [t() for t in tasks]
+    with ThreadPoolExecutor(max_workers=min(int(threads), len(tasks))) as pool:
+        return list(pool.map(lambda t: t(), tasks))
+
+
+def scheme_model(unit: Unit, group: FiniteGroup, scheme: str, cloud, x) -> np.ndarray:
+    """The trained model of ``scheme`` on inputs ``x (S, dx)``, ``(S, dy)`` in float64.
+
+    vanilla, DA (either mode): Φ_N(x) = mean_i σ*(x, θ_i); FA: (1/|G|) Σ_g g⁻¹ Φ_N(g x);
+    EA: Φ_N with the projected particles P_E θ_i.
+    """
+    base, _ = resolve_scheme(scheme, "random")
+    theta = torch.as_tensor(np.asarray(cloud, dtype=np.float64))
+    if base == "EA":
+        theta = theta @ torch.tensor(group.reynolds()).T
+    xs = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    gx, gy = torch.tensor(group.x), torch.tensor(group.y)
+    out = []
+    for start in range(0, xs.shape[0], EVAL_CHUNK):
+        xc = xs[start : start + EVAL_CHUNK]
+        if base == "FA":  # g⁻¹ = gᵀ (orthogonal representations)
+            views = torch.einsum("gij,sj->gsi", gx, xc)
+            outs = unit.output(theta, views)
+            out.append(torch.einsum("gji,gsj->si", gy, outs) / group.order)
+        else:
+            out.append(unit.output(theta, xc))
+    return torch.cat(out).numpy()
+
+
+def l2_distance(f: np.ndarray, g: np.ndarray) -> float:
+    """Monte-Carlo L²(π) distance ``(mean_s ‖f_s − g_s‖²)^{1/2}`` of outputs ``(S, dy)``."""
+    return float(np.sqrt(((f - g) ** 2).sum(-1).mean()))
 CURVE_SOURCES = {
     "risk_curve": ("population_risk", "population risk during training"),
     "train_loss_curve": ("train_loss", "training loss during training"),
@@ -43,19 +99,39 @@ def _per_run(final: xr.DataArray, fn) -> np.ndarray:
     return out
 
 
-def rmd_between_schemes(final: xr.DataArray, pairs: Sequence[str]) -> np.ndarray:
+def rmd_between_schemes(final: xr.DataArray, pairs: Sequence[str], threads: int = 1
+                        ) -> np.ndarray:
     """RMD(ν_A, ν_B) ``(teacher, pair, seed)`` for every pair "A-B" of final clouds."""
     out = np.empty((final.sizes["teacher"], len(pairs), final.sizes["seed"]))
+    tasks, where = [], []
     for p, pair in enumerate(pairs):
         a, b = (final.sel(scheme=s).transpose("teacher", "seed", "particle", "coord").values
                 for s in parse_pair(pair))
         for t, s in np.ndindex(a.shape[0], a.shape[1]):
-            out[t, p, s] = rmd(a[t, s], b[t, s])
+            tasks.append(lambda x=a[t, s], y=b[t, s]: rmd(x, y))
+            where.append((t, p, s))
+    for idx, v in zip(where, solve_all(tasks, threads), strict=True):
+        out[idx] = v
     return out
 
 
-def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> xr.Dataset:
-    """The metrics of one run dataset (see the module docstring); ``group`` gives P_E, ν^G."""
+def _models(final: xr.DataArray, unit: Unit, group: FiniteGroup, x_eval) -> dict:
+    """Each run's model on ``x_eval``: (teacher, scheme, seed) labels → ``(S, dy)``."""
+    out = {}
+    for t, sc, sd in np.ndindex(*(final.sizes[d] for d in RUN_DIMS)):
+        cloud = final.isel(teacher=t, scheme=sc, seed=sd).transpose("particle", "coord").values
+        out[(t, sc, sd)] = scheme_model(unit, group, str(final.scheme.values[sc]), cloud,
+                                        x_eval)
+    return out
+
+
+def run_metrics(
+    runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str], unit: Unit | None = None,
+    x_eval=None, threads: int = 1,
+) -> xr.Dataset:
+    """The metrics of one run dataset (see the module docstring); ``group`` gives P_E, ν^G;
+    ``unit`` and ``x_eval`` (the evaluation sample, ``(S, dx)``) the L² distances between
+    models (omitted when either is None); ``threads``: threads of the W₂ solvers."""
     final = runs["final_particles"]
     missing = sorted({s for p in pairs for s in parse_pair(p)} - set(runs["scheme"].values))
     if missing:
@@ -67,13 +143,16 @@ def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> x
         raise ValueError(f"the runs have D={final.sizes['coord']}, the group acts on "
                          f"D={group.dim_z}")
     p_e = group.reynolds()
+    clouds = final.transpose(*RUN_DIMS, "particle", "coord").values
+    sym = solve_all([lambda c=clouds[i]: rmd_to_symmetrized(c, group)
+                     for i in np.ndindex(*clouds.shape[:3])], threads)
     data = {
         "rmd_projected": variable(
             RUN_DIMS, _per_run(final, lambda c: rmd_to_projected(c, p_e)),
             "RMD between the final particles and their projection on E^G",
         ),
         "rmd_symmetrized": variable(
-            RUN_DIMS, _per_run(final, lambda c: rmd_to_symmetrized(c, group)),
+            RUN_DIMS, np.asarray(sym).reshape(clouds.shape[:3]),
             "RMD between the final particles and their symmetrisation",
         ),
         "population_risk": variable(
@@ -81,10 +160,47 @@ def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> x
             "population risk of the trained network",
         ),
         "rmd_between": variable(
-            ("teacher", "pair", "seed"), rmd_between_schemes(final, pairs),
+            ("teacher", "pair", "seed"), rmd_between_schemes(final, pairs, threads),
             "RMD between the final particles of two schemes",
         ),
     }
+    schemes = [str(s) for s in runs["scheme"].values]
+    models = None
+    if unit is not None and x_eval is not None:
+        models = _models(final, unit, group, x_eval)
+        l2 = np.empty((final.sizes["teacher"], len(pairs), final.sizes["seed"]))
+        for t, p, sd in np.ndindex(*l2.shape):
+            a, b = (schemes.index(s) for s in parse_pair(pairs[p]))
+            l2[t, p, sd] = l2_distance(models[(t, a, sd)], models[(t, b, sd)])
+        data["l2_between"] = variable(
+            ("teacher", "pair", "seed"), l2,
+            "L2(pi) distance between the trained models of two schemes (Monte Carlo)",
+        )
+    baseline = str(runs.attrs.get("baseline", ""))
+    if baseline and "baseline_final_particles" in runs:
+        if baseline not in schemes:
+            raise ValueError(f"the baseline scheme {baseline!r} is not among the runs' "
+                             f"schemes {schemes}")
+        twin = runs["baseline_final_particles"].transpose("teacher", "seed", "particle",
+                                                           "coord").values
+        own = final.sel(scheme=baseline).transpose("teacher", "seed", "particle",
+                                                   "coord").values
+        floor = solve_all([lambda a=own[i], b=twin[i]: rmd(a, b)
+                           for i in np.ndindex(*own.shape[:2])], threads)
+        data["rmd_baseline"] = variable(
+            ("teacher", "seed"), np.asarray(floor).reshape(own.shape[:2]),
+            f"RMD between two {baseline} runs from one start with independent streams",
+        )
+        if models is not None:
+            k = schemes.index(baseline)
+            l2b = np.empty(own.shape[:2])
+            for t, sd in np.ndindex(*l2b.shape):
+                twin_model = scheme_model(unit, group, baseline, twin[t, sd], x_eval)
+                l2b[t, sd] = l2_distance(models[(t, k, sd)], twin_model)
+            data["l2_baseline"] = variable(
+                ("teacher", "seed"), l2b,
+                f"L2(pi) distance between two {baseline} models with independent streams",
+            )
     for name, (source, long_name) in CURVE_SOURCES.items():
         data[name] = variable(
             (*RUN_DIMS, "time"), runs[source].transpose(*RUN_DIMS, "time").values, long_name
@@ -99,4 +215,5 @@ def run_metrics(runs: xr.Dataset, group: FiniteGroup, pairs: Sequence[str]) -> x
     missing = [k for k in CARRIED_ATTRS if k not in runs.attrs]
     if missing:
         raise ValueError(f"the run dataset lacks the attribute(s) {missing}")
-    return xr.Dataset(data, coords=coords, attrs={k: runs.attrs[k] for k in CARRIED_ATTRS})
+    attrs = {k: runs.attrs[k] for k in (*CARRIED_ATTRS, *OPTIONAL_ATTRS) if k in runs.attrs}
+    return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -16,15 +16,25 @@ Verdicts (thresholds are the configuration's ``paper.criteria``; the defaults ar
 expected exponents: fluctuations of a coupled finite-N cloud decay like N^{-1/2}, the W₂
 distance between a 4-dimensional empirical measure and its reflection like N^{-1/4}):
 
-* Claim 1, same mean-field dynamics: with an SI start and each symmetric teacher (WI, SI),
-  the RMD between vanilla–DA, vanilla–FA and DA–FA shrinks with N: the largest fitted slope
-  is ``≤ decay_slope_max`` (or every mean is already ``≤ exact_tol``).
+* Claim 1, same mean-field dynamics (SI start, and again WI start): with each symmetric
+  teacher (WI, SI) the RMD between vanilla–DA, vanilla–FA and DA–FA shrinks with N: the
+  largest fitted slope is ``≤ decay_slope_max`` (or every mean is already ``≤ exact_tol``);
+  and, where the summary has the same-scheme floor ``rmd_baseline`` (two runs of one scheme
+  from one start with independent streams), the between-scheme distance is no larger than
+  ``floor_ratio_max`` times that floor: ``max_{N, pair, teacher} m(RMD_between) /
+  m(RMD_baseline) ≤ floor_ratio_max``.
 * Claim 1, WI laws preserved: with a WI start, the RMD of vanilla, DA and FA to their
   symmetrised cloud shrinks with N: largest slope ``≤ wi_slope_max``.
 * Claim 2, vanilla's distance to E^G shrinks with N (SI start, symmetric teachers): largest
   slope of RMD(ν, P_E#ν) ``≤ decay_slope_max``.
-* Claim 2, EA / FA / DA stay on E^G (SI start): the largest RMD(ν, P_E#ν) over every N, seed
-  and symmetric teacher (every teacher for EA) is ``≤ exact_tol``.
+* Claim 2, random-g DA's distance to E^G shrinks with N (SI start, every teacher: a
+  symmetric teacher makes it another vanilla, the arbitrary one is symmetrised by DA):
+  largest slope ``≤ decay_slope_max``.
+* Claim 2, FA, orbit-averaged DA and EA stay on E^G (SI start, every teacher: their drift
+  is equivariant): the largest RMD(ν, P_E#ν) over every N, seed and teacher is
+  ``≤ exact_tol``.  Orbit-averaged DA is the grid's "DA-orbit" scheme; without it, the
+  row is read from the Noether invariance study (``dist_fixed`` of DA-orbit, online mode,
+  last time, an RMS distance to E^G), and the table says which.
 * Claim 3, arbitrary teacher: vanilla leaves E^G at every N: ``min_N m(RMD(ν, P_E#ν)) ≥
   escape_min``.
 * Claim 4, the heuristic recovers E^G: in every setting the recovered dimension equals
@@ -32,6 +42,9 @@ distance between a 4-dimensional empirical measure and its reflection like N^{-1
 
 A verdict is "supported" or "not supported at this configuration"; "not measured" when the
 results hold no data for it (e.g. no WI start in the grid, a single N).
+
+The rows are :data:`CLAIM_ROWS`, functions ``(summary, criteria, extra) → Claim`` in table
+order (``extra``: the other inputs, e.g. ``"invariance"``); a new row is one more function.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from ..core.units import ACTIVATIONS
 from ..records import lineage
 from ..records.atomic import write_text
 from ..records.results import read_dataset
+from ..studies.precision import fa_rounding_drift
 from .tex import (
     escape_tex,
     format_exact,
@@ -71,6 +85,7 @@ SYMMETRIC_TEACHERS = ("WI", "SI")
 ARBITRARY = "arbitrary"
 FREE_SCHEMES = ("vanilla", "DA", "FA")
 FREE_PAIRS = ("vanilla-DA", "vanilla-FA", "DA-FA")
+DA_ORBIT = "DA-orbit"
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported at this configuration"
 NOT_MEASURED = "not measured"
@@ -95,13 +110,14 @@ class Criteria:
     exact_tol: float = 1e-4
     escape_min: float = 0.05
     angle_max_deg: float = 5.0
+    floor_ratio_max: float = 1.0
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise ValueError(f"paper.criteria.{f.name} = {v!r} is invalid; must be a number")
-        for key in ("exact_tol", "escape_min", "angle_max_deg"):
+        for key in ("exact_tol", "escape_min", "angle_max_deg", "floor_ratio_max"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"paper.criteria.{key} = {getattr(self, key)!r}; must be > 0")
 
@@ -222,20 +238,53 @@ def _symmetric_decay_claim(ds, crit, number, key, statement, criterion, slope_ma
     return _decay_claim(number, key, statement, criterion, m, slope_max, crit, at_max)
 
 
-def claim_free_schemes_agree(ds: xr.Dataset, crit: Criteria) -> Claim:
+def _floor_ratio(ds, init, teachers, pairs) -> float:
+    """Largest m(RMD between) / m(RMD baseline) over N, pairs and teachers (NaN without a
+    baseline in the summary)."""
+    if "rmd_baseline" not in ds.data_vars:
+        return math.nan
+    between = seed_mean(ds.rmd_between.sel(init=init, teacher=teachers, pair=pairs))
+    floor = seed_mean(ds.rmd_baseline.sel(init=init, teacher=teachers))
+    ratio = between / floor.where(floor > 0)
+    return float(ratio.max()) if bool(np.isfinite(ratio).all()) else math.nan
+
+
+def _agree_claim(ds, crit, init, key) -> Claim:
     statement = (
         r"Vanilla, DA and FA training follow the same mean-field dynamics "
-        r"(symmetric teachers, SI start)."
+        rf"(symmetric teachers, {init} start)."
     )
     criterion = (
         r"largest slope of $m(\mathrm{RMD})$ between vanilla--DA, vanilla--FA, DA--FA "
-        rf"against $N$ $\le$ {format_exact(crit.decay_slope_max)}"
+        rf"against $N$ $\le$ {format_exact(crit.decay_slope_max)}, and at every $N$ "
+        r"$m(\mathrm{RMD})$ $\le$ " + format_exact(crit.floor_ratio_max)
+        + r" $\times$ the same-scheme floor (two vanilla runs, independent streams)"
     )
-    return _symmetric_decay_claim(ds, crit, 1, "FreeAgree", statement, criterion,
-                                  crit.decay_slope_max, "rmd_between", SI, "pair", FREE_PAIRS)
+    claim = _symmetric_decay_claim(ds, crit, 1, key, statement, criterion,
+                                   crit.decay_slope_max, "rmd_between", init, "pair",
+                                   FREE_PAIRS)
+    if claim.verdict == NOT_MEASURED:
+        return claim
+    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
+    ratio = _floor_ratio(ds, init, teachers, _present(ds, "pair", FREE_PAIRS))
+    values = (*claim.values, ("largest ratio to the floor", ratio))
+    verdict = claim.verdict
+    if math.isnan(ratio):
+        verdict = NOT_MEASURED
+    elif ratio > crit.floor_ratio_max:
+        verdict = NOT_SUPPORTED
+    return Claim(1, key, statement, values, criterion, verdict)
 
 
-def claim_wi_preserved(ds: xr.Dataset, crit: Criteria) -> Claim:
+def claim_free_schemes_agree(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
+    return _agree_claim(ds, crit, SI, "FreeAgree")
+
+
+def claim_free_schemes_agree_wi(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
+    return _agree_claim(ds, crit, WI, "FreeAgreeWI")
+
+
+def claim_wi_preserved(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
     statement = r"The dynamics stays weakly invariant (WI start, symmetric teachers)."
     criterion = (
         r"largest slope of $m(\mathrm{RMD}(\nu,\nu^G))$ of vanilla, DA, FA against $N$ "
@@ -246,48 +295,81 @@ def claim_wi_preserved(ds: xr.Dataset, crit: Criteria) -> Claim:
                                   FREE_SCHEMES)
 
 
-def claim_vanilla_shrinks(ds: xr.Dataset, crit: Criteria) -> Claim:
-    statement = (
-        r"SI laws are preserved in the mean-field limit: with an SI start, vanilla's "
-        r"distance to $E^G$ shrinks as $N$ grows (symmetric teachers)."
-    )
+def _shrinks_claim(ds, crit, scheme, teachers_wanted, key, statement) -> Claim:
     criterion = (
         r"largest slope of $m(\mathrm{RMD}(\nu,P_E\#\nu))$ against $N$ $\le$ "
         + format_exact(crit.decay_slope_max)
     )
-    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
-    if SI not in ds.init.values or not teachers or "vanilla" not in ds.scheme.values:
-        return _not_measured(2, "VanillaShrinks", statement, criterion, "no SI vanilla runs")
-    m = seed_mean(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme="vanilla"))
+    teachers = _present(ds, "teacher", teachers_wanted)
+    if SI not in ds.init.values or not teachers or scheme not in ds.scheme.values:
+        return _not_measured(2, key, statement, criterion, f"no SI {scheme} runs")
+    m = seed_mean(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme=scheme))
     at_max = tuple(
         (rf"{escape_tex(t)} teacher, $N_{{\max}}$", float(m.sel(teacher=t).isel(N=-1)))
         for t in teachers
     )
-    return _decay_claim(2, "VanillaShrinks", statement, criterion, m, crit.decay_slope_max,
-                        crit, at_max)
+    return _decay_claim(2, key, statement, criterion, m, crit.decay_slope_max, crit, at_max)
 
 
-def claim_stays_on_eg(ds: xr.Dataset, scheme: str, crit: Criteria) -> Claim:
-    every_teacher = scheme == "EA"
-    statement = rf"With an SI start, {escape_tex(scheme)} stays on $E^G$" + (
-        r" (by construction, every teacher)." if every_teacher else r" (symmetric teachers)."
+def claim_vanilla_shrinks(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
+    statement = (
+        r"SI laws are preserved in the mean-field limit: with an SI start, vanilla's "
+        r"distance to $E^G$ shrinks as $N$ grows (symmetric teachers)."
     )
+    return _shrinks_claim(ds, crit, "vanilla", SYMMETRIC_TEACHERS, "VanillaShrinks",
+                          statement)
+
+
+def claim_da_shrinks(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
+    statement = (
+        r"Random-$g$ DA is a finite-$N$ SGD too: with an SI start its distance to $E^G$ "
+        r"shrinks as $N$ grows, for the symmetric teachers and the arbitrary one."
+    )
+    return _shrinks_claim(ds, crit, "DA", TEACHERS, "DAShrinks", statement)
+
+
+def _stays_from_noether(invariance, crit, key, statement, criterion) -> Claim | None:
+    """The DA-orbit row from the Noether invariance study, or None without it."""
+    if invariance is None or DA_ORBIT not in map(str, invariance.scheme.values):
+        return None
+    modes = [m for m in map(str, invariance["mode"].values) if m == "online"]
+    if not modes:
+        return None
+    worst = float(invariance["dist_fixed"].sel(scheme=DA_ORBIT, mode="online")
+                  .isel(time=-1).max())
+    values = ((r"largest RMS distance to $E^G$ (Noether study, online)", worst),)
+    return Claim(2, key, statement + r" Source: the Noether invariance study.", values,
+                 criterion.replace(r"$\mathrm{RMD}(\nu,P_E\#\nu)$ over $N$, seeds, teachers",
+                                   r"RMS distance to $E^G$ at the last time"),
+                 _verdict(worst <= crit.exact_tol))
+
+
+def claim_stays_on_eg(ds: xr.Dataset, scheme: str, crit: Criteria, extra=None) -> Claim:
+    what = {"EA": r"by construction", "FA": r"equivariant drift",
+            DA_ORBIT: r"orbit-averaged DA, equivariant drift"}.get(scheme, "")
+    statement = (rf"With an SI start, {escape_tex(scheme)} stays on $E^G$ at every $N$ "
+                 rf"({what}; every teacher).")
     criterion = (
         r"largest $\mathrm{RMD}(\nu,P_E\#\nu)$ over $N$, seeds, teachers $\le$ "
         + format_exact(crit.exact_tol)
     )
-    teachers = list(ds.teacher.values) if every_teacher else _present(
-        ds, "teacher", SYMMETRIC_TEACHERS
-    )
     key = macro_name(scheme, "OnEG", prefix="")
+    teachers = list(ds.teacher.values)
     if SI not in ds.init.values or not teachers or scheme not in ds.scheme.values:
+        if scheme == DA_ORBIT:
+            fallback = _stays_from_noether((extra or {}).get("invariance"), crit, key,
+                                           statement, criterion)
+            if fallback is not None:
+                return fallback
         return _not_measured(2, key, statement, criterion, f"no SI {scheme} runs")
     worst = float(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme=scheme).max())
     values = ((r"largest RMD", worst),)
+    if scheme == DA_ORBIT:
+        statement += r" Source: the grid."
     return Claim(2, key, statement, values, criterion, _verdict(worst <= crit.exact_tol))
 
 
-def claim_arbitrary_escapes(ds: xr.Dataset, crit: Criteria) -> Claim:
+def claim_arbitrary_escapes(ds: xr.Dataset, crit: Criteria, extra=None) -> Claim:
     statement = r"With an arbitrary teacher, vanilla leaves $E^G$ at every $N$ (SI start)."
     criterion = (
         r"$\min_N m(\mathrm{RMD}(\nu,P_E\#\nu))$ $\ge$ " + format_exact(crit.escape_min)
@@ -308,15 +390,32 @@ def claim_arbitrary_escapes(ds: xr.Dataset, crit: Criteria) -> Claim:
                  _verdict(lowest >= crit.escape_min))
 
 
-def summary_claims(ds: xr.Dataset, crit: Criteria) -> list[Claim]:
-    """Claims 1–3, decided from the summary."""
-    return [
-        claim_free_schemes_agree(ds, crit),
-        claim_wi_preserved(ds, crit),
-        claim_vanilla_shrinks(ds, crit),
-        *(claim_stays_on_eg(ds, s, crit) for s in ("EA", "FA", "DA")),
-        claim_arbitrary_escapes(ds, crit),
-    ]
+def _stays(scheme):
+    def row(ds, crit, extra=None):
+        return claim_stays_on_eg(ds, scheme, crit, extra)
+
+    row.__name__ = f"claim_{scheme}_stays_on_eg"
+    return row
+
+
+#: The rows decided from the summary (and ``extra`` inputs), in table order.
+CLAIM_ROWS = [
+    claim_free_schemes_agree,
+    claim_free_schemes_agree_wi,
+    claim_wi_preserved,
+    claim_vanilla_shrinks,
+    claim_da_shrinks,
+    _stays("FA"),
+    _stays(DA_ORBIT),
+    _stays("EA"),
+    claim_arbitrary_escapes,
+]
+
+
+def summary_claims(ds: xr.Dataset, crit: Criteria, extra: Mapping | None = None
+                   ) -> list[Claim]:
+    """Claims 1–3, decided from the summary (:data:`CLAIM_ROWS`)."""
+    return [row(ds, crit, extra or {}) for row in CLAIM_ROWS]
 
 
 # ---------------------------------------------------------------------------------------
@@ -391,11 +490,28 @@ def metric_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
             last, slope = (math.nan, math.nan) if c is None else (c[-1], loglog_slope(n, c))
             out[macro_name(label, init, teacher, scheme)] = format_number(last, digits)
             out[macro_name("Slope", label, init, teacher, scheme)] = format_number(slope, digits)
-    m = seed_mean(ds.rmd_between)
-    for init, teacher, pair in product(inits, teachers, _labels(ds, "pair", PAIRS)):
-        c = _curve(m, init=init, teacher=teacher, pair=pair)
-        last = math.nan if c is None else c[-1]
-        out[macro_name("RmdBetween", init, teacher, pair)] = format_number(last, digits)
+    for label, var in (("RmdBetween", "rmd_between"), ("LTwoBetween", "l2_between")):
+        m = seed_mean(ds[var]) if var in ds.data_vars else None
+        for init, teacher, pair in product(inits, teachers, _labels(ds, "pair", PAIRS)):
+            c = None if m is None else _curve(m, init=init, teacher=teacher, pair=pair)
+            last = math.nan if c is None else c[-1]
+            out[macro_name(label, init, teacher, pair)] = format_number(last, digits)
+    for label, var in (("RmdFloor", "rmd_baseline"), ("LTwoFloor", "l2_baseline")):
+        m = seed_mean(ds[var]) if var in ds.data_vars else None
+        for init, teacher in product(inits, teachers):
+            c = None if m is None else _curve(m, init=init, teacher=teacher)
+            last = math.nan if c is None else c[-1]
+            out[macro_name(label, init, teacher)] = format_number(last, digits)
+    return out
+
+
+def precision_macros(drift: Mapping[str, float], n_particles: int, digits: int
+                     ) -> dict[str, str]:
+    """``mfPrecisionN`` and the largest RMD² of FA to its projection on E^G there in each
+    dtype (``mfPrecisionDriftFloat…``), from :func:`mfsym.studies.precision.fa_rounding_drift`."""
+    out = {"mfPrecisionN": format_number(int(n_particles), digits)}
+    for dtype, value in drift.items():
+        out[macro_name("PrecisionDrift", dtype)] = format_number(value, digits)
     return out
 
 
@@ -586,6 +702,7 @@ def write_paper_numbers(
     criteria: Mapping | None = None,
     digits: int = 3,
     config: Mapping | None = None,
+    precision_n: int | None = None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -595,7 +712,9 @@ def write_paper_numbers(
     sections: configuration sections whose scalars become macros, e.g.
     ``{"training": {...}}`` → ``\\mfTrainingAlpha``; criteria: ``paper.criteria``;
     config: the reader's configuration, against which every input's recorded one is
-    checked where it determines that input (None: not checked).
+    checked where it determines that input (None: not checked); precision_n: N of the small
+    float32-vs-float64 FA computation (:mod:`mfsym.studies.precision`, with
+    ``sections["training"]``) behind the precision policy (None: not run).
     """
     crit = Criteria.from_dict(criteria or {})
     summary = _read(summary_path, "summary of the grid", config, lineage.SUMMARY)
@@ -611,7 +730,13 @@ def write_paper_numbers(
         )
     noether = {k: _read(p, f"Noether {k} study", config, lineage.NOETHER)
                for k, p in noether_paths.items()}
-    claims = summary_claims(summary, crit) + [claim_heuristic(heuristic, crit)]
+    claims = summary_claims(summary, crit, {"invariance": noether.get("invariance")}) + [
+        claim_heuristic(heuristic, crit)
+    ]
+    precision = {}
+    if precision_n is not None:
+        drift = fa_rounding_drift((sections or {}).get("training", {}), int(precision_n))
+        precision = precision_macros(drift, int(precision_n), digits)
     macros = _check_unique(
         grid_macros(summary, digits),
         *(config_macros(name, values) for name, values in (sections or {}).items()),
@@ -619,6 +744,7 @@ def write_paper_numbers(
         metric_macros(summary, digits),
         heuristic_macros(heuristic, digits) if heuristic is not None else {},
         noether_macros(noether["drift"], noether["invariance"], digits) if noether else {},
+        precision,
         claim_macros(claims, digits),
     )
     header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."

@@ -224,6 +224,12 @@ def _check_pairs(config: Mapping) -> list[str]:
         if frozenset((a, b)) in seen:
             problems.append(f"metrics.pairs[{i}] = {pair!r} repeats an earlier pair")
         seen.add(frozenset((a, b)))
+    baseline = config["metrics"].get("baseline")
+    if baseline is not None and baseline not in config["schemes"]:
+        problems.append(
+            f"metrics.baseline = {baseline!r} is not in schemes; allowed: "
+            f"{', '.join(config['schemes'])} or null"
+        )
     return problems
 
 
@@ -257,8 +263,24 @@ def check_semantics(config: Mapping) -> None:
         problems.append(str(err))
     problems += _check_pairs(config)
     problems += _check_particle_figure(config)
+    problems += _check_horizon(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _check_horizon(config: Mapping) -> list[str]:
+    """Every run of the grid takes at least one SGD step (N·T ≥ 1), named per N."""
+    try:
+        cfg = train_config(config["training"])
+    except ConfigError:
+        return []  # reported by check_semantics already
+    problems = []
+    for i, n in enumerate(config["n_particles"]):
+        try:
+            cfg.total_steps(int(n))
+        except ValueError as err:
+            problems.append(f"n_particles[{i}] = {n}: {err}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------

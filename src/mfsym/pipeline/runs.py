@@ -10,10 +10,17 @@ same for every N), ``particle`` and ``coord``:
   ``rmd_projected`` = RMD(ν_t, (P_E)#ν_t) and ``dist_fixed`` = (mean_i ‖θᵢ − P_E θᵢ‖²)^{1/2};
 * ``step`` ``(time)``: the step of each snapshot (mean-field time ``step / N``);
 * ``particle_snapshots`` ``(teacher, scheme, seed, time, particle, coord)`` when
-  ``training.keep_particle_snapshots`` is set.
+  ``training.keep_particle_snapshots`` is set;
+* with a baseline scheme (``metrics.baseline``): ``baseline_final_particles``
+  ``(teacher, seed, particle, coord)`` and ``baseline_population_risk`` ``(teacher, seed)``
+  of a second run of that scheme per (teacher, seed), from the same start but with a random
+  stream of its own (tag :data:`BASELINE_STREAM`): the floor of the distance between two
+  runs at this N that the between-scheme distances are compared with.
 
 Attributes: ``init``, ``N`` and what ran: ``backend`` (the force kernel after any
-fallback, e.g. ``native`` or ``eager (<reason>)``), ``dtype`` and ``device``. The wall
+fallback, e.g. ``native`` or ``eager (<reason>)``), ``dtype`` (the resolved one, float32
+or float64, also under ``training.dtype: auto``), ``device``, ``coupling`` and ``baseline``
+(the baseline's scheme, "" for none). The wall
 time is not recorded here (it would make every rerun's file differ): the job's log and
 its benchmark file under ``benchmarks/`` hold it.
 """
@@ -42,34 +49,58 @@ CURVES = {
 }
 
 
+#: Stream tag of the baseline runs (a second run of one scheme with its own randomness).
+BASELINE_STREAM = "baseline"
+
+
 def stack_runs(
-    teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int]
+    teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int],
+    baseline: str | None = None,
 ) -> list[RunSpec]:
-    """The runs of one job, teacher-major then scheme then seed."""
-    return [RunSpec(t, s, int(sd)) for t, s, sd in itertools.product(teachers, schemes, seeds)]
+    """The runs of one job, teacher-major then scheme then seed; then, with a ``baseline``
+    scheme, its second run per (teacher, seed) on the stream :data:`BASELINE_STREAM`."""
+    runs = [RunSpec(t, s, int(sd)) for t, s, sd in itertools.product(teachers, schemes, seeds)]
+    if baseline:
+        runs += [RunSpec(t, baseline, int(sd), stream=BASELINE_STREAM)
+                 for t, sd in itertools.product(teachers, seeds)]
+    return runs
 
 
 def stack_dataset(
-    result: StackResult, teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int]
+    result: StackResult, teachers: Sequence[str], schemes: Sequence[str], seeds: Sequence[int],
+    baseline: str | None = None,
 ) -> xr.Dataset:
     """Reshape a :class:`StackResult` of :func:`stack_runs` into the run dataset."""
     shape = (len(teachers), len(schemes), len(seeds))
-    if result.runs != stack_runs(teachers, schemes, seeds):
+    if result.runs != stack_runs(teachers, schemes, seeds, baseline):
         raise ValueError("the stack's runs are not in teacher, scheme, seed order")
     cfg = result.config
     runs_dims = ("teacher", "scheme", "seed")
+    main = int(np.prod(shape))
     data = {
-        name: variable((*runs_dims, "time"), getattr(result, name).reshape(*shape, -1), *attrs)
+        name: variable((*runs_dims, "time"),
+                       getattr(result, name)[:main].reshape(*shape, -1), *attrs)
         for name, attrs in CURVES.items()
     }
-    for name, arr in (("initial_particles", result.initial_particles),
-                      ("final_particles", result.final_particles)):
+    if baseline:
+        twin = (len(teachers), len(seeds))
+        data["baseline_final_particles"] = variable(
+            ("teacher", "seed", "particle", "coord"),
+            result.final_particles[main:].reshape(*twin, *result.final_particles.shape[1:]),
+            f"final particles of a second {baseline} run with a random stream of its own",
+        )
+        data["baseline_population_risk"] = variable(
+            ("teacher", "seed"), result.population_risk[main:, -1].reshape(twin),
+            f"population risk of the second {baseline} run",
+        )
+    for name, arr in (("initial_particles", result.initial_particles[:main]),
+                      ("final_particles", result.final_particles[:main])):
         data[name] = variable(
             (*runs_dims, "particle", "coord"), arr.reshape(*shape, *arr.shape[1:]),
             name.replace("_", " "),
         )
     if result.particle_snapshots is not None:
-        snaps = result.particle_snapshots
+        snaps = result.particle_snapshots[:main]
         data["particle_snapshots"] = variable(
             (*runs_dims, "time", "particle", "coord"), snaps.reshape(*shape, *snaps.shape[1:]),
             "particles at the snapshot times",
@@ -88,7 +119,8 @@ def stack_dataset(
         "coord": np.arange(d),
     }
     attrs = {"init": result.init, "N": int(result.n_particles), "backend": result.backend,
-             "dtype": result.dtype, "device": result.device}
+             "dtype": result.dtype, "device": result.device,
+             "coupling": cfg.coupling, "baseline": baseline or ""}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
@@ -102,8 +134,9 @@ def train_block(
 ) -> xr.Dataset:
     """Train every teacher × scheme × seed of one job and return its run dataset.
 
-    ``setting``: the config sections ``group``, ``unit``, ``training`` and the ``schemes``
-    list; ``inputs``: the ``teachers``, ``initial`` and ``eval`` datasets of
+    ``setting``: the config sections ``group``, ``unit``, ``training``, the ``schemes``
+    list and optionally ``baseline`` (the scheme trained a second time on its own stream,
+    None for none); ``inputs``: the ``teachers``, ``initial`` and ``eval`` datasets of
     :mod:`mfsym.pipeline.data`.  The seeds are those of the initial particles, which every run of a
     seed starts from.
     """
@@ -118,14 +151,18 @@ def train_block(
         )
     init_particles = read_initial(initial)
     seeds = sorted(init_particles)
-    runs = stack_runs(list(teachers), setting["schemes"], seeds)
+    baseline = setting.get("baseline") or None
+    if baseline is not None and baseline not in setting["schemes"]:
+        raise ValueError(f"baseline scheme {baseline!r} is not among the schemes "
+                         f"{list(setting['schemes'])}")
+    runs = stack_runs(list(teachers), setting["schemes"], seeds, baseline)
     result = train_stack(
         group, unit, teachers, runs, int(n_particles), init, train_config(setting["training"]),
         init_particles=init_particles, x_eval=inputs["eval"]["x_eval"].values,
         checkpoint_path=checkpoint_path, threads=threads,
         label=f"init={init} N={n_particles} seeds={seeds}",
     )
-    return stack_dataset(result, list(teachers), setting["schemes"], seeds)
+    return stack_dataset(result, list(teachers), setting["schemes"], seeds, baseline)
 
 
 # The part of the configuration that determines each input of a training job.

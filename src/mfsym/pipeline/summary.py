@@ -5,11 +5,16 @@ Dimensions: ``init``, ``N``, ``teacher``, ``scheme``, ``seed``, ``pair`` (scheme
 
 * ``rmd_projected``, ``rmd_symmetrized``, ``population_risk`` (init, N, teacher, scheme, seed);
 * ``rmd_between`` (init, N, teacher, pair, seed);
+* when every metrics block has them: ``l2_between`` (init, N, teacher, pair, seed), the
+  L²(π) distance between the trained models of two schemes, and ``rmd_baseline``,
+  ``l2_baseline`` (init, N, teacher, seed), the same distances between a run of the
+  baseline scheme and its twin with a random stream of its own (the finite-N floor);
 * ``risk_curve``, ``train_loss_curve``, ``rmd_projected_curve``
   (init, N, teacher, scheme, seed, time);
 * ``training_backend``, ``training_dtype``, ``training_device`` (init, N, seed): strings,
   what trained each cell (jobs of one (init, N) may differ); the distinct values are also
-  the dataset attributes of the same names, joined by " | ".
+  the dataset attributes of the same names, joined by " | "; the attributes ``coupling``
+  and ``baseline`` likewise, where the blocks record them.
 
 Every cell must be filled by exactly one job; a missing or duplicated cell is an error.
 """
@@ -26,13 +31,20 @@ from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 
 PER_RUN = ("rmd_projected", "rmd_symmetrized", "population_risk")
-PER_PAIR = ("rmd_between",)
+PER_PAIR = ("rmd_between", "l2_between")
+PER_SEED = ("rmd_baseline", "l2_baseline")
 CURVES = ("risk_curve", "train_loss_curve", "rmd_projected_curve")
+#: Variables aggregated only when every block holds them (a grid without a baseline or
+#: without the evaluation sample at its metrics jobs).
+OPTIONAL = ("l2_between", "rmd_baseline", "l2_baseline")
+#: Block attributes collected, when present, into the summary's attributes.
+OPTIONAL_ATTRS = ("coupling", "baseline")
 
 
 DIMS = {
     **{name: ("init", "N", "teacher", "scheme", "seed") for name in PER_RUN},
     **{name: ("init", "N", "teacher", "pair", "seed") for name in PER_PAIR},
+    **{name: ("init", "N", "teacher", "seed") for name in PER_SEED},
     **{name: ("init", "N", "teacher", "scheme", "seed", "time") for name in CURVES},
 }
 
@@ -119,8 +131,10 @@ def aggregate(
         raise ValueError("no metrics to aggregate")
     _check_cover(blocks, inits, n_values, seeds)
     _check_times(blocks)
+    present = {name: d for name, d in DIMS.items()
+               if name not in OPTIONAL or all(name in b.data_vars for b in blocks)}
     parts = [
-        b[list(DIMS)].expand_dims(init=[b.attrs["init"]], N=[int(b.attrs["N"])]) for b in blocks
+        b[list(present)].expand_dims(init=[b.attrs["init"]], N=[int(b.attrs["N"])]) for b in blocks
     ]
     merged = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
     merged = merged.reindex(
@@ -128,7 +142,7 @@ def aggregate(
         scheme=list(schemes), seed=sorted(int(s) for s in seeds), pair=list(pairs),
     )
     out = {}
-    for name, dims in DIMS.items():
+    for name, dims in present.items():
         values = merged[name].transpose(*dims).values
         if np.isnan(values).any():
             bad = dict(zip(dims, np.argwhere(np.isnan(values))[0], strict=True))
@@ -139,6 +153,10 @@ def aggregate(
         out[name] = variable(dims, values, attrs["long_name"], attrs["units"])
     recorded, attrs = _recorded(blocks, merged["init"].values, merged["N"].values,
                                 merged["seed"].values)
+    for key in OPTIONAL_ATTRS:
+        values = sorted({str(b.attrs[key]) for b in blocks if key in b.attrs})
+        if values:
+            attrs[key] = " | ".join(values)
     return xr.Dataset({**out, **recorded}, attrs=attrs,
                       coords={d: merged[d] for d in ("init", "N", "teacher", "scheme", "seed",
                                                      "pair", "time")})
