@@ -279,7 +279,7 @@ def _check_horizon(config: Mapping) -> list[str]:
         try:
             cfg.total_steps(int(n))
         except ValueError as err:
-            problems.append(f"n_particles[{i}] = {n}: {err}")
+            problems.append(f"{err} (n_particles[{i}] = {n})")
     return problems
 
 
