@@ -51,3 +51,15 @@ def test_remove_checkpoint_removes_the_sidecars_too(tmp_path):
     path, _ = _write_two(tmp_path)
     ckpt.remove_checkpoint(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kill_between_rotation_and_rename_keeps_the_newest(tmp_path):
+    """Killed after the old file became ``.prev`` but before the staged new one was renamed
+    into place: the staged file (complete, with its checksum) is the newest and is used."""
+    path, _ = _write_two(tmp_path)
+    staged = ckpt._staging_path(path)
+    ckpt.replace_checked(path, staged)  # the state a kill in that window leaves
+    assert not path.exists()
+    assert int(ckpt.load_checkpoint(path, META)["step"]) == 32
+    ckpt.remove_checkpoint(path)
+    assert not staged.exists() and not checksum_path(staged).exists()

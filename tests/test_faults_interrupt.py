@@ -46,6 +46,7 @@ RUN = f"results/runs/{JOB}.nc"
 SUMMARY = "results/summary.nc"
 CKPT = f"results/checkpoints/{JOB}.npz"
 PREV = f"results/checkpoints/{JOB}.prev.npz"
+STAGED = f"results/checkpoints/{JOB}.new.npz"
 TRAIN_LOG = f"results/logs/train/{JOB}.log"
 DATA = ("results/data/teachers.nc", "results/data/eval_sample.nc",
         f"results/data/initial/{JOB}.nc")
@@ -89,12 +90,15 @@ def start_and_interrupt(wf: Path, target: str, sig: int, log: Path) -> tuple[int
     ``sig`` to snakemake's whole process group; return (exit code, newest checkpoint step)."""
     proc = start_snakemake(wf, *local(target), log=log)
     try:
-        wait_until(lambda: (wf / PREV).exists(), proc, timeout=600, what="a second checkpoint")
+        wait_until(lambda: (wf / PREV).exists() and (wf / CKPT).exists(), proc, timeout=600,
+                   what="a second checkpoint")
     except BaseException:
         signal_group(proc, signal.SIGKILL)
         raise
     rc = signal_group(proc, sig)
-    return rc, checkpoint_step(wf / CKPT)
+    # the signal may land while a newer checkpoint is staged (``.new``) before its rename
+    newest = [checkpoint_step(p) for p in (wf / CKPT, wf / STAGED) if p.exists()]
+    return rc, max(newest)
 
 
 def resumed_steps(log_text: str) -> list[int]:
@@ -113,7 +117,7 @@ def test_sigterm_to_snakemake_then_rerun_incomplete_gives_the_uninterrupted_resu
     assert rc != 0, first[-3000:]
     assert not (wf / RUN).exists()
     assert not (wf / SUMMARY).exists()
-    assert (wf / CKPT).exists() and 0 < step < STEPS
+    assert ((wf / CKPT).exists() or (wf / STAGED).exists()) and 0 < step < STEPS
     assert_plain_arrays(wf / CKPT)
 
     res = snakemake(wf, *local("--rerun-incomplete", SUMMARY))

@@ -100,9 +100,13 @@ def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.nda
 
 
 def load_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray] | None:
-    """The newest valid checkpoint at ``path`` (or its ``.prev``), else ``None``."""
+    """The newest valid checkpoint at ``path``, else ``None``.
+
+    Candidates, newest first: the staging file ``.new`` (complete, but a kill came before
+    it was renamed into place; it exists only in that window), ``path``, then ``.prev``.
+    """
     path = Path(path)
-    for candidate in (path, _prev_path(path)):
+    for candidate in (_staging_path(path), path, _prev_path(path)):
         if not candidate.exists():
             continue
         try:
