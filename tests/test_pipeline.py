@@ -148,8 +148,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 def check_summary(wf: Path) -> None:
     cfg = tiny_config()
     ds = read_dataset(wf / "results" / "summary.nc")
-    assert dict(ds.sizes) == {"init": 2, "N": 2, "teacher": 3, "scheme": 4, "seed": 2,
-                              "pair": 6, "time": 5}
+    assert dict(ds.sizes) == {"init": 2, "N": 2, "teacher": 3, "scheme": len(cfg["schemes"]),
+                              "seed": 2, "pair": len(cfg["metrics"]["pairs"]), "time": 5}
+    assert list(ds["scheme"].values) == cfg["schemes"]
     assert list(ds["pair"].values) == cfg["metrics"]["pairs"]
     for name in ("rmd_projected", "rmd_symmetrized", "population_risk"):
         assert ds[name].dims == ("init", "N", "teacher", "scheme", "seed")
