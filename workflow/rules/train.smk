@@ -3,11 +3,20 @@
 # submission (group-components in the cluster profile). A job checkpoints every
 # training.checkpoint_every steps under checkpoints/ (not an output, so it survives a failed
 # or killed job and the rerun resumes from it); the checkpoint is deleted after success.
+#
+# Training is marked for Snakemake's between-workflow output cache: with
+# SNAKEMAKE_OUTPUT_CACHE=<folder> and --cache, a job whose script, parameters and inputs
+# were trained before (by any checkout sharing the folder) takes the run file and its
+# checksum from the cache. The hash of the library's training source is a parameter, so
+# a code change never reuses a run file of other code. (Snakemake allows no benchmark file
+# on a cached rule; the job's log holds its wall time.)
+from mfsym.pipeline.runs import training_source_sha256
 TRAIN_RESOURCES = config["resources"]["train"]
 ON_GPU = str(config["training"]["device"]).startswith("cuda")
 
 
 rule train:
+    cache: True
     input:
         teachers=rules.teachers.output[0],
         initial=rules.initial_particles.output[0],
@@ -29,7 +38,5 @@ rule train:
         "train"
     log:
         f"{RESULTS}/logs/train/{JOB}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{JOB}.tsv"
     script:
         "../scripts/train.py"

@@ -27,8 +27,10 @@ its benchmark file under ``benchmarks/`` hold it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -51,6 +53,28 @@ CURVES = {
 
 #: Stream tag of the baseline runs (a second run of one scheme with its own randomness).
 BASELINE_STREAM = "baseline"
+
+
+#: package folders whose code never reaches a run file (they only read results)
+NOT_TRAINING = ("figures", "paper")
+
+
+def training_source_sha256() -> str:
+    """SHA-256 of the library source a training job runs (every ``.py`` and ``.c`` file
+    of the package but :data:`NOT_TRAINING`), names included.
+
+    The train rule passes it as a parameter, so Snakemake's between-workflow output cache
+    (which hashes the rule's script, parameters and inputs, not the library) never hands
+    out a run file trained by other code, and an edit of the engine reruns the training.
+    """
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".c") and p.is_file()
+                   and p.relative_to(package).parts[0] not in NOT_TRAINING)
+    for path in files:
+        h.update(path.relative_to(package).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def stack_runs(
