@@ -22,12 +22,14 @@ rule train:
         initial=rules.initial_particles.output[0],
         eval=rules.eval_sample.output[0],
     output:
-        f"{RESULTS}/runs/{JOB}.nc",
+        # the run file and its checksum sidecar, cached together
+        multiext(f"{RESULTS}/runs/{JOB}", ".nc", ".nc.sha256"),
     params:
         setting={
             **{key: CFG[key] for key in ("group", "unit", "training", "schemes")},
             "baseline": CFG["metrics"]["baseline"],
         },
+        source=training_source_sha256(),
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{JOB}.npz".format(**wildcards),
     threads: TRAIN_RESOURCES["threads"]
     resources:
