@@ -8,6 +8,7 @@ engine source differs (one comment added) trains again.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,20 +42,23 @@ def test_second_checkout_trains_nothing_and_changed_engine_trains_again(tmp_path
     cache = tmp_path / "cache"
     cache.mkdir()
     config = tiny_config()
+    # three checkouts of one snapshot of the code (the checkout may change meanwhile)
     first = sandbox(tmp_path / "first", config, with_library=True)
+    for name in ("second", "changed"):
+        shutil.copytree(first, tmp_path / name)
     out_first = cached_run(first, cache)
     assert len(train_logs(first)) == 2  # SI and WI: one job each
     assert sorted(p.suffix for p in cache.rglob("*") if p.is_file()) == [".nc", ".nc"] + [
         ".sha256"] * 2
 
-    second = sandbox(tmp_path / "second", config, with_library=True)
+    second = tmp_path / "second"
     out_second = cached_run(second, cache)
     assert train_logs(second) == [], out_second  # no training job ran
     assert out_second.count("from cache") >= 2, out_second
     assert run_files(second) == run_files(first)
     assert digest(second / SUMMARY) == digest(first / SUMMARY)
 
-    changed = sandbox(tmp_path / "changed", config, with_library=True)
+    changed = tmp_path / "changed"
     engine = changed / "src" / "mfsym" / "engine" / "training.py"
     engine.write_text(engine.read_text() + "\n# an edit of the engine\n")
     out_changed = cached_run(changed, cache)
