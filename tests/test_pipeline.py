@@ -94,7 +94,7 @@ def bad_configs() -> dict[str, tuple[dict, list[str]]]:
         cases[name] = (cfg, list(fragments))
 
     case("scheme", lambda c: c.update(schemes=["vanilla", "DAA"]),
-         "schemes[1] = 'DAA' is not allowed", "allowed values: vanilla, DA, FA, EA")
+         "schemes[1] = 'DAA' is not allowed", "allowed values: vanilla, DA, DA-orbit, FA, EA")
     case("n", lambda c: c.update(N=[10, 0]), "N[1] = 0 is too small; it must be ≥ 1")
     case("empty", lambda c: c.update(seeds=[]), "seeds = [] is empty")
     case("alpha", lambda c: c["training"].update(alpha=-50.0),
