@@ -167,8 +167,8 @@ def test_uv_z_action_is_block_diagonal(s3_uv):
 
 # ---- invalid input ---------------------------------------------------------------------------
 def test_unknown_unit_and_activation_are_named():
-    with pytest.raises(ValueError, match=r"unknown unit 'mlp'; allowed: \['matrix', 'uv'\]"):
-        make_unit("mlp")
+    with pytest.raises(ValueError, match=r"unknown unit 'conv'; allowed: \['matrix', 'uv', 'mlp'\]"):
+        make_unit("conv")
     with pytest.raises(ValueError, match=r"unknown activation 'gelu'; allowed: \['sigmoid'"):
         make_unit("matrix", activation="gelu")
 

@@ -22,6 +22,17 @@ which holds for permutation matrices g_y (or a linear act).
 ``M_g(u, v) = (g_x u, g_y v)``, equivariant for every orthogonal representation.  With a
 positively 1-homogeneous act (relu, leaky_relu, linear) it has the rescaling symmetry
 ``(u, v) → (c u, v / c)``, c > 0, whose Noether charge is ``|v|² − |u|²``.
+
+``mlp`` (PAPER.md §10, a multi-layer unit): ``z = (W₁ ∈ R^{h×dx}, W₂ ∈ R^{dy×h})``, both
+flattened row-major and concatenated (D = h·dx + dy·h), ``σ*(x, z) = W₂ act(W₁ x)``.  G acts
+on the hidden layer by a permutation representation ρ (element-wise act commutes with
+permutations): ``M_g(W₁, W₂) = (ρ(g) W₁ g_xᵀ, g_y W₂ ρ(g)ᵀ)``, i.e. ``ρ ⊗ g_x`` on vec(W₁)
+and ``g_y ⊗ ρ`` on vec(W₂); then ``σ*(g x, M_g z) = g_y W₂ ρᵀρ act(W₁ x) = g σ*(x, z)``.
+
+Input VJPs.  A deep model built of units (the mean-ODE ResNet of ``mfsym.engine.models``)
+also needs the cotangent of the *input*: :meth:`Unit.output_and_vjp` returns, besides the
+pull-back on the particles, ``vjp_x(c)_s = (1/N) Σ_n (∂σ*(x_s, θ_n)/∂x_s)ᵀ c_s`` of shape
+(..., S, dx), the gradient of ``Σ_s c_s · Φ_N(x_s)`` with respect to ``x_s``.
 """
 
 from __future__ import annotations
@@ -35,7 +46,15 @@ import torch
 from .groups import FiniteGroup, GroupXY
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "linear")
+#: One-layer units (the paper's grid and the Noether studies use these).
 UNITS = ("matrix", "uv")
+#: Multi-layer units (PAPER.md §10).
+DEEP_UNITS = ("mlp",)
+ALL_UNITS = UNITS + DEEP_UNITS
+#: How G acts on the hidden layer of the mlp unit: ρ = I_k ⊗ g_x ("input", needs a
+#: permutation action on X and h a multiple of dx), I_k ⊗ the left regular representation
+#: ("regular", h a multiple of |G|), or the identity ("trivial").
+HIDDEN_REPRESENTATIONS = ("input", "regular", "trivial")
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,20 @@ class Unit:
         """
         raise NotImplementedError  # pragma: no cover
 
+    def output_and_vjp(self, theta: torch.Tensor, x: torch.Tensor):
+        """Return ``(Φ_N(x), vjp)`` with ``vjp(c) = (pullback(c), vjp_x(c))``.
+
+        ``pullback(c)`` (..., N, D) as in :meth:`output_and_pullback`; ``vjp_x(c)``
+        (..., S, dx) the input cotangent of the module docstring.  Closed form, no autograd.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+
+def _is_permutation(mats: np.ndarray) -> np.ndarray:
+    """Per matrix of a stack (k, d, d): True iff it is a permutation matrix."""
+    binary = np.all(np.isclose(mats, 0) | np.isclose(mats, 1), axis=(1, 2))
+    return binary & np.all(np.isclose(mats.sum(axis=1), 1), axis=1)
+
 
 @dataclass(frozen=True)
 class MatrixUnit(Unit):
@@ -156,10 +189,7 @@ class MatrixUnit(Unit):
     def _check_compatible(self, gy, name):
         if self.activation.name == "linear":
             return
-        is_perm = np.all(np.isclose(gy, 0) | np.isclose(gy, 1), axis=(1, 2)) & np.all(
-            np.isclose(gy.sum(axis=1), 1), axis=1
-        )
-        if not np.all(is_perm):
+        if not np.all(_is_permutation(gy)):
             raise ValueError(
                 f"the matrix unit with element-wise {self.activation.name!r} is equivariant "
                 f"only for permutation actions on Y; group {name!r} has a non-permutation "
@@ -185,6 +215,19 @@ class MatrixUnit(Unit):
             return g.reshape(*g.shape[:-2], self.dim_z)
 
         return out, pullback
+
+    def output_and_vjp(self, theta, x):
+        pre = self._pre(theta, x)
+        act = self.activation.fn(pre)
+        z = theta.reshape(*theta.shape[:-1], self.dy, self.dx)
+
+        def vjp(cot):
+            w = self.activation.grad(pre, act) * cot.unsqueeze(-2)  # (..., S, N, dy)
+            g = torch.einsum("...snk,...sl->...nkl", w, x)
+            g_x = torch.einsum("...snk,...nkl->...sl", w, z) / theta.shape[-2]
+            return g.reshape(*g.shape[:-2], self.dim_z), g_x
+
+        return act.mean(dim=-2), vjp
 
 
 @dataclass(frozen=True)
@@ -228,11 +271,144 @@ class UVUnit(Unit):
 
         return out, pullback
 
+    def output_and_vjp(self, theta, x):
+        h, v = self._hidden(theta, x)
+        a = self.activation.fn(h)
+        u, n = self.split(theta)[0], theta.shape[-2]
+        out = torch.einsum("...sn,...nk->...sk", a, v) / n
+
+        def vjp(cot):
+            g_v = torch.einsum("...sn,...sk->...nk", a, cot)
+            w = self.activation.grad(h, a) * torch.einsum("...nk,...sk->...sn", v, cot)
+            g_u = torch.einsum("...sn,...sl->...nl", w, x) / self.dx
+            g_x = torch.einsum("...sn,...nl->...sl", w, u) / (self.dx * n)
+            return torch.cat([g_u, g_v], dim=-1), g_x
+
+        return out, vjp
+
+
+def regular_representation(gxy: GroupXY) -> np.ndarray:
+    """Left regular representation ``(|G|, |G|, |G|)`` of a group given on X and Y:
+    ``L(g_i)[k, j] = 1`` iff ``g_k = g_i g_j`` (products of the joint (g_x, g_y) matrices).
+
+    Raises ``ValueError`` when the (X, Y) action is not faithful or not closed.
+    """
+    joint = [np.concatenate([a.ravel(), b.ravel()]) for a, b in zip(gxy.x, gxy.y, strict=True)]
+    flat = np.stack(joint)
+    order = flat.shape[0]
+    if order > 1 and np.min(np.abs(flat[:, None] - flat[None]).max(-1)
+                            + 2.0 * np.eye(order)) < 1e-9:
+        raise ValueError(f"group {gxy.name!r}: the action on X and Y is not faithful, so its "
+                         "elements cannot index a regular representation")
+    out = np.zeros((order, order, order))
+    for i, j in np.ndindex(order, order):
+        prod = np.concatenate([(gxy.x[i] @ gxy.x[j]).ravel(), (gxy.y[i] @ gxy.y[j]).ravel()])
+        err = np.abs(flat - prod).max(-1)
+        k = int(np.argmin(err))
+        if err[k] > 1e-9:
+            raise ValueError(f"group {gxy.name!r} is not closed: g_{i} g_{j} is not an element")
+        out[i, k, j] = 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class MLPUnit(Unit):
+    """σ*(x, z) = W₂ act(W₁ x), z = (vec W₁, vec W₂), W₁ (h, dx), W₂ (dy, h); D = h(dx + dy).
+
+    ``representation`` names the hidden permutation representation ρ (module docstring,
+    :data:`HIDDEN_REPRESENTATIONS`).
+    """
+
+    hidden: int = 2
+    representation: str = "input"
+
+    @property
+    def dim_z(self) -> int:
+        return self.hidden * (self.dx + self.dy)
+
+    def split(self, theta):
+        """(W₁, W₂) views: shapes (..., N, h, dx) and (..., N, dy, h)."""
+        k = self.hidden * self.dx
+        lead = theta.shape[:-1]
+        return (theta[..., :k].reshape(*lead, self.hidden, self.dx),
+                theta[..., k:].reshape(*lead, self.dy, self.hidden))
+
+    def hidden_action(self, gxy: GroupXY) -> np.ndarray:
+        """ρ(g) for every element, ``(|G|, h, h)``; a clear ``ValueError`` if h does not fit."""
+        gx, h = np.asarray(gxy.x), self.hidden
+        if self.representation == "trivial":
+            return np.broadcast_to(np.eye(h), (gx.shape[0], h, h)).copy()
+        if self.representation == "input":
+            if not np.all(_is_permutation(gx)):
+                raise ValueError(
+                    f"mlp representation 'input' needs a permutation action on X; group "
+                    f"{gxy.name!r} has another element (use 'regular' or 'trivial')")
+            base = gx
+        else:
+            base = regular_representation(gxy)
+        if h % base.shape[1]:
+            raise ValueError(
+                f"mlp hidden width {h} must be a multiple of {base.shape[1]} for "
+                f"representation {self.representation!r} of group {gxy.name!r}")
+        return np.stack([np.kron(np.eye(h // base.shape[1]), b) for b in base])
+
+    def z_action(self, gx, gy, rho=None):
+        rho = np.eye(self.hidden) if rho is None else rho
+        k = self.hidden * self.dx
+        out = np.zeros((self.dim_z, self.dim_z))
+        out[:k, :k] = np.kron(rho, gx)  # vec_row(ρ W₁ g_xᵀ)
+        out[k:, k:] = np.kron(gy, rho)  # vec_row(g_y W₂ ρᵀ)
+        return out
+
+    def group(self, gxy: GroupXY) -> FiniteGroup:
+        gx, gy = np.asarray(gxy.x), np.asarray(gxy.y)
+        if gx.shape[1:] != (self.dx, self.dx) or gy.shape[1:] != (self.dy, self.dy):
+            raise ValueError(
+                f"group {gxy.name!r} acts on R^{gx.shape[1]} → R^{gy.shape[1]}, but the "
+                f"mlp unit maps R^{self.dx} → R^{self.dy}"
+            )
+        rho = self.hidden_action(gxy)
+        z = np.stack([self.z_action(a, b, r) for a, b, r in zip(gx, gy, rho, strict=True)])
+        return FiniteGroup(gxy.name, gx, gy, z)
+
+    def _hidden(self, theta, x):
+        _check_shapes(self, theta, x)
+        w1, w2 = self.split(theta)
+        pre = torch.einsum("...nhl,...sl->...snh", w1, x)
+        return pre, self.activation.fn(pre), w1, w2
+
+    def per_particle(self, theta, x):
+        _, a, _, w2 = self._hidden(theta, x)
+        return torch.einsum("...nkh,...snh->...snk", w2, a)
+
+    def output_and_vjp(self, theta, x):
+        pre, a, w1, w2 = self._hidden(theta, x)
+        n = theta.shape[-2]
+        out = torch.einsum("...nkh,...snh->...sk", w2, a) / n
+
+        def vjp(cot):
+            g_w2 = torch.einsum("...sk,...snh->...nkh", cot, a)
+            w = self.activation.grad(pre, a) * torch.einsum("...nkh,...sk->...snh", w2, cot)
+            g_w1 = torch.einsum("...snh,...sl->...nhl", w, x)
+            g_x = torch.einsum("...snh,...nhl->...sl", w, w1) / n
+            lead = g_w1.shape[:-2]
+            return torch.cat([g_w1.reshape(*lead, -1), g_w2.reshape(*lead, -1)], -1), g_x
+
+        return out, vjp
+
+    def output_and_pullback(self, theta, x):
+        out, vjp = self.output_and_vjp(theta, x)
+        return out, lambda cot: vjp(cot)[0]
+
 
 def make_unit(
-    name: str, dx: int = 2, dy: int = 2, activation: str = "sigmoid", leaky_slope: float = 0.1
+    name: str, dx: int = 2, dy: int = 2, activation: str = "sigmoid", leaky_slope: float = 0.1,
+    hidden: int | None = None, representation: str = "input",
 ) -> Unit:
-    """Unit by name; raises ``ValueError`` naming the bad value and the allowed ones."""
+    """Unit by name; raises ``ValueError`` naming the bad value and the allowed ones.
+
+    ``hidden`` (default dx) and ``representation`` apply to the ``mlp`` unit only.
+    """
     for key, val in (("dx", dx), ("dy", dy)):
         if int(val) != val or val < 1:
             raise ValueError(f"{key} must be a positive integer, got {val!r}")
@@ -241,4 +417,12 @@ def make_unit(
         return MatrixUnit("matrix", int(dx), int(dy), act)
     if name == "uv":
         return UVUnit("uv", int(dx), int(dy), act)
-    raise ValueError(f"unknown unit {name!r}; allowed: {list(UNITS)}")
+    if name == "mlp":
+        hidden = int(dx) if hidden is None else hidden
+        if isinstance(hidden, bool) or int(hidden) != hidden or hidden < 1:
+            raise ValueError(f"mlp hidden width must be a positive integer, got {hidden!r}")
+        if representation not in HIDDEN_REPRESENTATIONS:
+            raise ValueError(f"unknown mlp representation {representation!r}; allowed: "
+                             f"{list(HIDDEN_REPRESENTATIONS)}")
+        return MLPUnit("mlp", int(dx), int(dy), act, int(hidden), representation)
+    raise ValueError(f"unknown unit {name!r}; allowed: {list(ALL_UNITS)}")
