@@ -167,7 +167,8 @@ def test_uv_z_action_is_block_diagonal(s3_uv):
 
 # ---- invalid input ---------------------------------------------------------------------------
 def test_unknown_unit_and_activation_are_named():
-    with pytest.raises(ValueError, match=r"unknown unit 'conv'; allowed: \['matrix', 'uv', 'mlp'\]"):
+    allowed = r"allowed: \['matrix', 'uv', 'mlp'\]"
+    with pytest.raises(ValueError, match=r"unknown unit 'conv'; " + allowed):
         make_unit("conv")
     with pytest.raises(ValueError, match=r"unknown activation 'gelu'; allowed: \['sigmoid'"):
         make_unit("matrix", activation="gelu")
