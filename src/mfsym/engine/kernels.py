@@ -50,6 +50,10 @@ F64 = torch.float64
 
 BACKENDS = ("auto", "eager", "native", "compile")
 
+#: Models with fused (native C / compiled) kernels; every other model (the mlp unit, the
+#: ResNet) runs on the eager kernel, whatever the backend asked for, with a log line.
+FUSED_UNITS = ("matrix", "uv")
+
 #: Above this many samples per step the compiled force sums over samples in a loop
 #: instead of unrolling them.
 UNROLL_MAX_SAMPLES = 64
@@ -521,12 +525,19 @@ def select_kernel(
 
     Raises ``ValueError`` naming the allowed backends for an unknown name, and
     :class:`mfsym.engine.native.NativeUnavailable` when ``native`` is requested explicitly but
-    cannot be built or does not apply (GPU tensors, unsupported unit).
+    cannot be built or does not apply (GPU tensors).  A model without fused kernels (not in
+    :data:`FUSED_UNITS`) gets the eager kernel and a warning, whatever the backend.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
     device = torch.device(device)
     if backend == "eager":
+        return EagerKernel(unit)
+    if unit.name not in FUSED_UNITS:
+        log.warning(
+            "backend %r has no fused kernel for the %s model (fused: %s); using eager",
+            backend, unit.name, list(FUSED_UNITS),
+        )
         return EagerKernel(unit)
     if backend == "native":
         if device.type != "cpu":

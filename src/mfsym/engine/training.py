@@ -82,6 +82,7 @@ from . import kernels
 from .blocks import Block, Streams
 from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
+from .models import ResNet, model_output
 
 log = logging.getLogger(__name__)
 
@@ -439,8 +440,9 @@ class _Engine:
         self.y_eval = torch.stack([self._teacher(c, self.x_eval[0]) for c in self.teacher_clouds])
 
     def _teacher(self, cloud, x):
-        """``y = Φ_teacher(x) = mean_k σ*(x, t_k)`` for inputs ``(S, dx)``: ``(S, dy)``."""
-        return self.unit.per_particle(cloud, x).mean(-2)
+        """``y = Φ_teacher(x)`` (the model with the teacher's particles) for inputs ``(S, dx)``:
+        ``(S, dy)``; for a unit ``mean_k σ*(x, t_k)``."""
+        return model_output(self.unit, cloud, x)
 
     def teacher_targets(self, x_all):
         """Targets of every (teacher, stream) pair, ``(n_pairs, k, B, dy)``.
@@ -475,6 +477,7 @@ class _Engine:
             "group": self.group.name,
             "z_action": np.round(self.group.z, 12).tolist(),
             "unit": [self.unit.name, self.unit.activation.name, self.unit.dx, self.unit.dy],
+            "model": _model_key(self.unit),
             "inputs_sha256": h.hexdigest(),
         }
 
@@ -628,7 +631,7 @@ class _Engine:
 
 def train_stack(
     group: FiniteGroup,
-    unit: Unit,
+    unit: Unit | ResNet,
     teachers: Mapping[str, Teacher],
     runs: Sequence[RunSpec],
     n_particles: int,
@@ -644,6 +647,10 @@ def train_stack(
     label: str = "",
 ) -> StackResult:
     """Train a stack of runs sharing N and the initialisation; see the module docstring.
+
+    ``unit`` is the model: a unit (the one-layer ensemble) or a
+    :class:`~mfsym.engine.models.ResNet` (N = L·M particles, layer-major; teacher clouds
+    repeated at every layer), trained by the same step loop.
 
     ``init_particles`` maps seed → (N, D) initial cloud (default: :func:`initial_particles`);
     ``x_eval`` is the fixed (n_eval, dx) risk sample (default: :func:`evaluation_inputs`).
@@ -690,6 +697,7 @@ def train_stack(
             raise ValueError(
                 "subspace must be an orthogonal projector (symmetric, idempotent)"
             )
+    _check_depth(unit, n_particles, teachers, runs)
     if threads:
         torch.set_num_threads(int(threads))
     eng = _Engine(
@@ -724,6 +732,27 @@ def train_stack(
         dtype=eng.dtype_name,
         device=str(eng.device),
     )
+
+
+def _model_key(model) -> list:
+    """What identifies a model type beyond its unit: ``["resnet", L, unit]`` or ``[unit]``."""
+    if isinstance(model, ResNet):
+        return ["resnet", model.depth, model.unit.name]
+    return [model.name]
+
+
+def _check_depth(model, n_particles: int, teachers, runs) -> None:
+    """A ResNet needs N and every teacher cloud divisible by its depth L."""
+    if not isinstance(model, ResNet):
+        return
+    model.per_layer(n_particles)
+    for name in sorted({r.teacher for r in runs}):
+        k = np.asarray(teachers[name].particles).shape[0]
+        if k % model.depth:
+            raise ValueError(
+                f"teacher {name!r} has {k} particles, not a multiple of the ResNet depth "
+                f"L={model.depth} (repeat the cloud at every layer: models.repeat_layers)"
+            )
 
 
 def _check_input(name: str, value, shape: tuple) -> None:
