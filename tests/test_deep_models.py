@@ -140,8 +140,8 @@ def deep_setup(depth, kind="WI"):
 
 
 def short_cfg(**kw):
-    base = {"T": 2.0, "alpha": 10.0, "dtype": "float64", "n_eval": 64, "n_snapshots": 4, "rng_chunk": 8,
-            "device": "cpu"}
+    base = {"T": 2.0, "alpha": 10.0, "dtype": "float64", "n_eval": 64, "n_snapshots": 4,
+            "rng_chunk": 8, "device": "cpu"}
     return TrainConfig(**{**base, **kw})
 
 
