@@ -2,6 +2,7 @@
 
 * :mod:`.rmd` — RMD to the SI/WI laws and between schemes vs N (fig_rmd_*_init);
 * :mod:`.particles` — trained particle clouds per scheme (fig_particles_<teacher>);
+* :mod:`.deep` — the same RMD layout for the deep settings (fig_mlp_rmd_*, fig_resnet_rmd_*);
 * :mod:`.curves` — training loss and population risk vs time (fig_loss_curves);
 * :mod:`.style` — the shared look and the atomic PDF/PNG writer.
 """

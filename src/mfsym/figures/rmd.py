@@ -41,11 +41,11 @@ def _label(quantity: str) -> str:
     return "RMD²" if quantity == "RMD2" else "RMD"
 
 
-def _draw(ax, n_values, values, color, label, spread, floor):
+def _draw(ax, n_values, values, color, label, spread, floor, style="-"):
     """Mean line and seed band of ``values`` (N, seed); points below ``floor`` hollow."""
     mean, lo, hi = seed_band(values, spread)
     shown = np.maximum(mean, floor)
-    ax.plot(n_values, shown, "-", color=color, label=label, lw=1.5)
+    ax.plot(n_values, shown, style, color=color, label=label, lw=1.5)
     below = mean < floor
     ax.scatter(np.asarray(n_values)[~below], shown[~below], color=color, s=14, zorder=3)
     ax.scatter(np.asarray(n_values)[below], shown[below], facecolors="none",
@@ -54,11 +54,11 @@ def _draw(ax, n_values, values, color, label, spread, floor):
                     alpha=0.2, lw=0)
 
 
-def _baseline(ax, ds, var, teacher, n_values, quantity, spread, floor):
+def _baseline(ax, ds, var, teacher, n_values, quantity, spread, floor, size_dim="N"):
     """The same-scheme floor ``var`` (N, seed) as a dashed black line with its band."""
     if var not in ds:
         return
-    vals = ds[var].sel(teacher=teacher).transpose("N", "seed").values
+    vals = ds[var].sel(teacher=teacher).transpose(size_dim, "seed").values
     mean, lo, hi = seed_band(_power(vals, quantity) if quantity else vals, spread)
     label = f"{ds.attrs.get('baseline', 'same scheme')} twin (own stream)"
     ax.plot(n_values, np.maximum(mean, floor), "--", color="black", lw=1.2, label=label)
@@ -73,11 +73,28 @@ def _pair_rows(pairs) -> list[list[str]]:
     return [row for row in (free, vs_ea) if row]
 
 
+#: Line styles of the depths of a deep model (one line per depth and scheme|pair).
+DEPTH_STYLES = ("-", "--", ":", "-.")
+
+
+def _lines(ds: xr.Dataset, line_dim: str | None) -> list[tuple[dict, str, str]]:
+    """(selection, label suffix, line style) per line label (one plain line without)."""
+    if line_dim is None:
+        return [({}, "", "-")]
+    return [({line_dim: v}, f", {line_dim[0].upper()}={v}", DEPTH_STYLES[i % len(DEPTH_STYLES)])
+            for i, v in enumerate(ds[line_dim].values)]
+
+
 def plot_rmd(
     summary: xr.Dataset, init: str, quantity: str = "RMD", spread: str = "minmax",
-    log_floor: float = 1e-6,
+    log_floor: float = 1e-6, size_dim: str = "N", line_dim: str | None = None,
+    size_label: str = "N (particles)", title_prefix: str = "",
 ):
-    """The RMD figure of one initialisation (see the module docstring); returns the Figure."""
+    """The RMD figure of one initialisation (see the module docstring); returns the Figure.
+
+    ``size_dim`` is the x axis (N; M, particles per layer, for a ResNet); with ``line_dim``
+    (e.g. ``depth``) every scheme or pair gets one line style per label of that axis.
+    """
     if init not in DISTANCE_FROM:
         raise ValueError(f"unknown init {init!r}; allowed: {list(DISTANCE_FROM)}")
     if init not in summary["init"].values:
@@ -87,7 +104,7 @@ def plot_rmd(
     var, what = DISTANCE_FROM[init]
     teachers = list(ds["teacher"].values)
     schemes = list(ds["scheme"].values)
-    n_values = ds["N"].values
+    n_values = ds[size_dim].values
     rows = _pair_rows(list(ds["pair"].values))
     l2 = "l2_between" in ds
     colors, pcolors = scheme_colors(schemes), pair_colors(list(ds["pair"].values))
@@ -97,18 +114,22 @@ def plot_rmd(
     q = _label(quantity)
     for c, teacher in enumerate(teachers):
         ax = axes[0, c]
-        for scheme in schemes:
-            vals = _power(ds[var].sel(teacher=teacher, scheme=scheme)
-                          .transpose("N", "seed").values, quantity)
-            _draw(ax, n_values, vals, colors[scheme], scheme, spread, log_floor)
+        for sel, suffix, style in _lines(ds, line_dim):
+            for scheme in schemes:
+                vals = _power(ds[var].sel(teacher=teacher, scheme=scheme, **sel)
+                              .transpose(size_dim, "seed").values, quantity)
+                _draw(ax, n_values, vals, colors[scheme], scheme + suffix, spread, log_floor,
+                      style)
+            for r, row in enumerate(rows, start=1):
+                for pair in row:
+                    vals = _power(ds["rmd_between"].sel(teacher=teacher, pair=pair, **sel)
+                                  .transpose(size_dim, "seed").values, quantity)
+                    _draw(axes[r, c], n_values, vals, pcolors[pair], pair + suffix, spread,
+                          log_floor, style)
         ax.set_title(f"teacher: {teacher}")
-        for r, row in enumerate(rows, start=1):
-            for pair in row:
-                vals = _power(ds["rmd_between"].sel(teacher=teacher, pair=pair)
-                              .transpose("N", "seed").values, quantity)
-                _draw(axes[r, c], n_values, vals, pcolors[pair], pair, spread, log_floor)
+        for r in range(1, len(rows) + 1):
             _baseline(axes[r, c], ds, "rmd_baseline", teacher, n_values, quantity, spread,
-                      log_floor)
+                      log_floor, size_dim)
         if l2:
             ax = axes[-1, c]
             for pair in ds["pair"].values:
@@ -122,7 +143,7 @@ def plot_rmd(
         ax.set_xticks(n_values, [str(n) for n in n_values])
         ax.xaxis.set_minor_locator(plt.NullLocator())
     for ax in axes[-1]:
-        ax.set_xlabel("N (particles)")
+        ax.set_xlabel(size_label)
     axes[0, 0].set_ylabel(f"{q} {what}")
     for r, row in enumerate(rows, start=1):
         axes[r, 0].set_ylabel(f"{q} between schemes" if r == 1 and "EA" not in row[0]
@@ -131,7 +152,7 @@ def plot_rmd(
         axes[-1, 0].set_ylabel("L²(π) between models")
     for r in range(axes.shape[0]):
         axes[r, -1].legend(fontsize="x-small", loc="best")
-    fig.suptitle(f"{init} initialisation: mean over {ds.sizes['seed']} seeds, band = "
+    fig.suptitle(f"{title_prefix}{init} initialisation: mean over {ds.sizes['seed']} seeds, band = "
                  f"{'min–max' if spread == 'minmax' else '± 1 std'}")
     return fig
 

@@ -136,9 +136,11 @@ def check_config(config: Mapping, schema: Mapping) -> None:
 # builders: config sections → library values
 # ---------------------------------------------------------------------------------------
 def build_unit(group_cfg: Mapping, unit_cfg: Mapping) -> Unit:
-    """The unit σ* on X = Y = R^dim (``group.dim``) named by ``unit.name``/``activation``."""
+    """The unit σ* on X = Y = R^dim (``group.dim``) named by ``unit.name``/``activation``
+    (and, for the mlp unit, ``hidden``/``representation`` when given)."""
     dim = int(group_cfg["dim"])
-    return make_unit(unit_cfg["name"], dim, dim, unit_cfg["activation"])
+    extra = {k: unit_cfg[k] for k in ("hidden", "representation") if k in unit_cfg}
+    return make_unit(unit_cfg["name"], dim, dim, unit_cfg["activation"], **extra)
 
 
 def build_group(group_cfg: Mapping, unit_cfg: Mapping) -> FiniteGroup:

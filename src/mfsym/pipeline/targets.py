@@ -20,6 +20,8 @@ NOETHER_FIGURES = {
     "attraction": "fig_weight_decay_attraction",
 }
 FIGURE_FORMATS = ("pdf", "png")
+#: Deep stage (PAPER.md §10) → its pipeline rule; each writes deep/<stage>.nc.
+DEEP_RULES = {"mlp": "deep_units", "resnet": "resnet"}
 
 
 def rmd_figure(init: str) -> str:
@@ -30,6 +32,16 @@ def rmd_figure(init: str) -> str:
 def particles_figure(teacher: str) -> str:
     """The particle figure of one teacher, e.g. ``fig_particles_arbitrary``."""
     return f"fig_particles_{teacher.lower()}"
+
+
+def deep_figure(stage: str, init: str) -> str:
+    """The RMD figure of a deep stage, e.g. ``fig_resnet_rmd_si_init``."""
+    return f"fig_{stage}_rmd_{init.lower()}_init"
+
+
+def deep_figures(config: Mapping) -> list[str]:
+    """Every deep figure: one per stage and initialisation of the ``deep`` section."""
+    return [deep_figure(stage, init) for stage in DEEP_RULES for init in config["deep"]["inits"]]
 
 
 def figure_files(results_dir: str, name: str) -> list[str]:
@@ -55,11 +67,13 @@ def grid_targets(config: Mapping) -> list[str]:
 
 def final_targets(config: Mapping) -> list[str]:
     """Everything the default run builds: the grid targets, heuristic.nc and its figure,
-    and the figure of every Noether study (which pulls in the study's file)."""
+    the figure of every Noether study (which pulls in the study's file) and the deep
+    stages' figures (which pull in deep/<stage>.nc)."""
     results = config["results_dir"]
     return [
         *grid_targets(config),
         f"{results}/heuristic.nc",
         *figure_files(results, HEURISTIC_FIGURE),
         *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
+        *(f for name in deep_figures(config) for f in figure_files(results, name)),
     ]

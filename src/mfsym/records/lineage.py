@@ -36,6 +36,14 @@ METRICS = (*RUNS, "metrics.pairs")
 SUMMARY = (*METRICS, "inits", "n_particles")
 HEURISTIC = ("training", "heuristic", "!heuristic.resources")
 NOETHER = ("noether", "!noether.resources")
+#: The deep stages (PAPER.md §10): the base training, the shared deep keys and the stage's
+#: own section (``deep.mlp`` or ``deep.resnet``).
+DEEP = ("training", "deep", "!deep.resources", "!deep.mlp", "!deep.resnet")
+
+
+def deep_stage(stage: str) -> tuple[str, ...]:
+    """The scope of the dataset of one deep stage ("mlp" or "resnet")."""
+    return (*DEEP, f"deep.{stage}")
 
 
 def heuristic_setting(name: str) -> tuple[str, ...]:
