@@ -17,6 +17,8 @@ rule paper_numbers:
         heuristic=f"{RESULTS}/heuristic.nc",
         noether_drift=f"{RESULTS}/noether/drift.nc",
         noether_invariance=f"{RESULTS}/noether/invariance.nc",
+        deep_mlp=f"{RESULTS}/deep/mlp.nc",
+        deep_resnet=f"{RESULTS}/deep/resnet.nc",
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",

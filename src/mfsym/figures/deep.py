@@ -41,6 +41,5 @@ def deep_rmd_job(dataset_path, stage: str, init: str, figures_cfg: Mapping, outp
     """Read ``deep/<stage>.nc``, draw :func:`plot_deep_rmd`, write ``outputs``; with
     ``config`` a dataset written under another configuration is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    scope = lineage.deep_stage(stage) if config is not None else None
-    ds = read_dataset(dataset_path, config, scope)
+    ds = read_dataset(dataset_path, config, lineage.deep_stage(stage))
     save_figure(plot_deep_rmd(ds, stage, init, figures_cfg), outputs, figures_cfg["dpi"])

@@ -691,6 +691,14 @@ def _read(path, what: str, config: Mapping | None, scope) -> xr.Dataset:
     return read_dataset(path, config, scope)
 
 
+def _deep_claims(deep_paths: Mapping, crit: Criteria, config) -> list[Claim]:
+    from .deep import deep_claims  # mfsym.paper.deep builds on this module's statistics
+
+    return [c for stage, path in deep_paths.items()
+            for c in deep_claims(_read(path, f"deep stage {stage}", config,
+                                       lineage.deep_stage(stage)), stage, crit)]
+
+
 def write_paper_numbers(
     summary_path,
     macros_path,
@@ -703,6 +711,7 @@ def write_paper_numbers(
     digits: int = 3,
     config: Mapping | None = None,
     precision_n: int | None = None,
+    deep_paths: Mapping[str, object] | None = None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -715,6 +724,8 @@ def write_paper_numbers(
     checked where it determines that input (None: not checked); precision_n: N of the small
     float32-vs-float64 FA computation (:mod:`mfsym.studies.precision`, with
     ``sections["training"]``) behind the precision policy (None: not run).
+    deep_paths: ``{stage: deep/<stage>.nc}`` of the deep settings (rows of
+    :mod:`mfsym.paper.deep`).
     """
     crit = Criteria.from_dict(criteria or {})
     summary = _read(summary_path, "summary of the grid", config, lineage.SUMMARY)
@@ -737,6 +748,7 @@ def write_paper_numbers(
     if precision_n is not None:
         drift = fa_rounding_drift((sections or {}).get("training", {}), int(precision_n))
         precision = precision_macros(drift, int(precision_n), digits)
+    claims += _deep_claims(deep_paths or {}, crit, config)
     macros = _check_unique(
         grid_macros(summary, digits),
         *(config_macros(name, values) for name, values in (sections or {}).items()),

@@ -37,13 +37,14 @@ SUMMARY = (*METRICS, "inits", "n_particles")
 HEURISTIC = ("training", "heuristic", "!heuristic.resources")
 NOETHER = ("noether", "!noether.resources")
 #: The deep stages (PAPER.md §10): the base training, the shared deep keys and the stage's
-#: own section (``deep.mlp`` or ``deep.resnet``).
-DEEP = ("training", "deep", "!deep.resources", "!deep.mlp", "!deep.resnet")
+#: own section (``deep.mlp`` or ``deep.resnet``), not the other stage's.
+DEEP_STAGES = ("mlp", "resnet")
 
 
 def deep_stage(stage: str) -> tuple[str, ...]:
     """The scope of the dataset of one deep stage ("mlp" or "resnet")."""
-    return (*DEEP, f"deep.{stage}")
+    others = tuple(f"!deep.{s}" for s in DEEP_STAGES if s != stage)
+    return ("training", "deep", "!deep.resources", *others)
 
 
 def heuristic_setting(name: str) -> tuple[str, ...]:

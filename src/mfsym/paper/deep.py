@@ -1,0 +1,109 @@
+"""Claims-table rows of the deep settings (PAPER.md §10), from ``deep/<stage>.nc``.
+
+For each stage (``mlp``: size N; ``resnet``: size M at every depth L), SI start,
+seed means ``m(·)`` and the criteria of :mod:`mfsym.paper.numbers`:
+
+* vanilla's distance to E^G shrinks with the size: the largest log-log slope in the size of
+  ``m(RMD(ν, P_E#ν))`` over the symmetric teachers (and depths) is ``≤ decay_slope_max``;
+* FA, orbit-DA and EA stay on E^G: the largest RMD(ν, P_E#ν) over sizes, depths, seeds and
+  the symmetric teachers (every teacher for EA) is ``≤ exact_tol``; DA joins the row only
+  when the stage averaged DA over the orbit (``da_mode = orbit``);
+* the schemes collapse: the largest slope of ``m(RMD)`` between vanilla–DA, vanilla–FA and
+  DA–FA (symmetric teachers) is ``≤ decay_slope_max``.
+
+RMDs of the ResNet are pooled over layers (:mod:`mfsym.measure.layers`).
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from .numbers import (
+    FREE_PAIRS,
+    SI,
+    SYMMETRIC_TEACHERS,
+    Claim,
+    Criteria,
+    _decay_claim,
+    _not_measured,
+    _present,
+    _verdict,
+    seed_mean,
+)
+from .tex import escape_tex, format_exact, macro_name
+
+#: stage → (size axis, its TeX symbol)
+SIZES = {"mlp": ("N", "$N$"), "resnet": ("M", "$M$")}
+STAGE_TEXT = {"mlp": "mlp units", "resnet": "mean-ODE ResNet"}
+
+
+def _as_n(da: xr.DataArray, stage: str) -> xr.DataArray:
+    """The seed mean with the size axis named N (what ``_decay_claim`` fits against)."""
+    size, m = SIZES[stage][0], seed_mean(da)
+    return (m.rename({size: "N"}) if size != "N" else m).sortby("N")
+
+
+def _si_symmetric(ds: xr.Dataset, var: str, dim: str, labels) -> xr.DataArray | None:
+    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
+    present = _present(ds, dim, labels)
+    if SI not in ds.init.values or not teachers or not present:
+        return None
+    return ds[var].sel(init=SI, teacher=teachers, **{dim: present})
+
+
+def claim_deep_vanilla_shrinks(ds: xr.Dataset, stage: str, crit: Criteria) -> Claim:
+    size, sym = SIZES[stage]
+    statement = (rf"{STAGE_TEXT[stage]}: with an SI start, vanilla's distance to $E^G$ "
+                 rf"shrinks as {sym} grows (symmetric teachers).")
+    criterion = (rf"largest slope of $m(\mathrm{{RMD}}(\nu,P_E\#\nu))$ against {sym} $\le$ "
+                 + format_exact(crit.decay_slope_max))
+    key = macro_name("Deep", stage, "VanillaShrinks", prefix="")
+    da = _si_symmetric(ds, "rmd_projected", "scheme", ("vanilla",))
+    if da is None:
+        return _not_measured(2, key, statement, criterion, "no SI vanilla runs")
+    m = _as_n(da, stage)
+    at_max = ((rf"largest RMD at {sym}$_{{\max}}$", float(m.isel(N=-1).max())),)
+    return _decay_claim(2, key, statement, criterion, m, crit.decay_slope_max, crit, at_max)
+
+
+def claim_deep_stays(ds: xr.Dataset, stage: str, crit: Criteria) -> Claim:
+    orbit = ds.attrs.get("da_mode") == "orbit"
+    schemes = [s for s in ("FA", "DA", "EA") if s in ds.scheme.values and (s != "DA" or orbit)]
+    names = ", ".join("orbit-DA" if s == "DA" else s for s in schemes) or "FA, EA"
+    statement = rf"{STAGE_TEXT[stage]}: with an SI start, {escape_tex(names)} stay on $E^G$."
+    criterion = (r"largest $\mathrm{RMD}(\nu,P_E\#\nu)$ over sizes, depths, seeds, teachers "
+                 r"$\le$ " + format_exact(crit.exact_tol))
+    key = macro_name("Deep", stage, "StayOnEG", prefix="")
+    teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
+    if SI not in ds.init.values or not schemes or not teachers:
+        return _not_measured(2, key, statement, criterion, "no SI FA/DA/EA runs")
+    si = ds.rmd_projected.sel(init=SI)
+    worst = {s: float(si.sel(scheme=s, teacher=list(ds.teacher.values) if s == "EA"
+                             else teachers).max()) for s in schemes}
+    values = tuple((f"largest RMD, {'orbit-DA' if s == 'DA' else s}", v)
+                   for s, v in worst.items())
+    return Claim(2, key, statement, values, criterion,
+                 _verdict(max(worst.values()) <= crit.exact_tol))
+
+
+def claim_deep_schemes_agree(ds: xr.Dataset, stage: str, crit: Criteria) -> Claim:
+    _, sym = SIZES[stage]
+    statement = (rf"{STAGE_TEXT[stage]}: vanilla, DA and FA approach one dynamics as {sym} "
+                 r"grows (symmetric teachers, SI start).")
+    criterion = (r"largest slope of $m(\mathrm{RMD})$ between vanilla--DA, vanilla--FA, DA--FA "
+                 rf"against {sym} $\le$ {format_exact(crit.decay_slope_max)}")
+    key = macro_name("Deep", stage, "FreeAgree", prefix="")
+    da = _si_symmetric(ds, "rmd_between", "pair", FREE_PAIRS)
+    if da is None:
+        return _not_measured(1, key, statement, criterion, "no SI runs of the free pairs")
+    m = _as_n(da, stage)
+    at_max = ((rf"largest RMD at {sym}$_{{\max}}$", float(m.isel(N=-1).max())),)
+    return _decay_claim(1, key, statement, criterion, m, crit.decay_slope_max, crit, at_max)
+
+
+def deep_claims(ds: xr.Dataset, stage: str, crit: Criteria) -> list[Claim]:
+    """The three rows of one deep stage (module docstring)."""
+    if stage not in SIZES:
+        raise ValueError(f"unknown deep stage {stage!r}; allowed: {list(SIZES)}")
+    return [claim_deep_vanilla_shrinks(ds, stage, crit), claim_deep_stays(ds, stage, crit),
+            claim_deep_schemes_agree(ds, stage, crit)]

@@ -1,0 +1,127 @@
+"""The deep stages as pipeline jobs: dataset schema, figures, claims rows, config errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mfsym.figures.deep import deep_rmd_job
+from mfsym.paper.deep import deep_claims
+from mfsym.paper.numbers import SUPPORTED, Criteria
+from mfsym.pipeline import targets
+from mfsym.pipeline.deep import check_section, deep_job
+from mfsym.records.results import read_dataset
+from mfsym.studies.deep import DeepError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def tiny_config() -> dict:
+    """The default configuration with a deep grid that trains in seconds."""
+    cfg = default_config()
+    deep = cfg["deep"]
+    deep["seeds"] = [0, 1]
+    deep["training"] = {**deep["training"], "T": 2.0, "n_eval": 64}
+    deep["mlp"]["n_particles"] = [8, 16]
+    deep["resnet"]["depths"] = [1, 2]
+    deep["resnet"]["particles_per_layer"] = [2, 8]
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def deep_files(tmp_path_factory):
+    cfg = tiny_config()
+    out = tmp_path_factory.mktemp("deep")
+    paths = {}
+    for stage in ("mlp", "resnet"):
+        paths[stage] = out / f"{stage}.nc"
+        deep_job(stage, cfg["deep"], cfg["training"], paths[stage], cfg,
+                 checkpoint_dir=out / "ck", threads=1)
+    return cfg, paths
+
+
+def test_datasets_follow_the_common_schema(deep_files):
+    cfg, paths = deep_files
+    mlp = read_dataset(paths["mlp"])
+    assert dict(mlp.rmd_projected.sizes) == {"init": 1, "N": 2, "teacher": 3, "scheme": 4,
+                                              "seed": 2}
+    assert "rmd_projected_layer" not in mlp and mlp.attrs["stage"] == "mlp"
+    res = read_dataset(paths["resnet"])
+    assert dict(res.rmd_between_layer.sizes) == {"init": 1, "depth": 2, "M": 2, "teacher": 3,
+                                                 "pair": 6, "seed": 2, "layer": 2}
+    # depth 1 has no second layer; its only layer is the pooled value
+    assert np.isnan(res.rmd_projected_layer.sel(depth=1, layer=1)).all()
+    np.testing.assert_allclose(res.rmd_projected_layer.sel(depth=1, layer=0),
+                               res.rmd_projected.sel(depth=1), rtol=1e-12)
+    # pooled RMD² is the M₂-weighted mean of the layers' RMD², so it lies between them
+    two = res.rmd_projected_layer.sel(depth=2)
+    pooled = res.rmd_projected.sel(depth=2)
+    assert (pooled <= two.max("layer") + 1e-12).all() and (pooled >= two.min("layer") - 1e-12).all()
+    assert not list((paths["mlp"].parent / "ck").glob("*.npz"))  # checkpoints removed
+
+
+def test_si_start_stays_on_eg_and_claims_rows(deep_files):
+    _, paths = deep_files
+    crit = Criteria()
+    for stage, path in paths.items():
+        ds = read_dataset(path)
+        for s in ("EA", "FA", "DA"):  # da_mode orbit in the deep defaults
+            assert float(ds.rmd_projected.sel(scheme=s).max()) < 1e-10, (stage, s)
+        assert float(ds.rmd_projected.sel(scheme="vanilla").min()) > 1e-6
+        claims = deep_claims(ds, stage, crit)
+        assert [c.key for c in claims] == [f"Deep{stage.capitalize()}VanillaShrinks",
+                                           f"Deep{stage.capitalize()}StayOnEG",
+                                           f"Deep{stage.capitalize()}FreeAgree"]
+        assert claims[1].verdict == SUPPORTED
+        assert [lab for lab, _ in claims[1].values] == ["largest RMD, FA", "largest RMD, orbit-DA",
+                                                        "largest RMD, EA"]
+        assert all(not math.isnan(v) for _, v in claims[0].values)
+
+
+def test_figures_are_drawn_from_the_datasets(deep_files, tmp_path):
+    cfg, paths = deep_files
+    for stage, path in paths.items():
+        name = targets.deep_figure(stage, "SI")
+        outputs = {"pdf": tmp_path / f"{name}.pdf", "png": tmp_path / f"{name}.png"}
+        deep_rmd_job(path, stage, "SI", cfg["figures"], outputs, config=cfg)
+        assert all(p.stat().st_size > 1000 for p in outputs.values())
+    other = copy.deepcopy(cfg)
+    other["deep"]["resnet"]["depths"] = [1, 3]
+    with pytest.raises(ValueError, match="deep.resnet.depths"):
+        deep_rmd_job(paths["resnet"], "resnet", "SI", cfg["figures"],
+                     {"png": tmp_path / "x.png"}, config=other)
+
+
+def test_default_run_builds_the_deep_figures():
+    names = targets.deep_figures(default_config())
+    assert names == ["fig_mlp_rmd_si_init", "fig_resnet_rmd_si_init"]
+    files = targets.final_targets(default_config())
+    assert "results/figures/fig_resnet_rmd_si_init.png" in files
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (("mlp", "n_particles"), [4, 4], r"deep.mlp.sizes = \[4, 4\] is invalid"),
+    (("resnet", "depths"), [0, 2], r"deep.resnet.depths = \[0, 2\] is invalid; distinct integers"),
+    (("mlp", "unit", "hidden"), 3, "hidden width 3 must be a multiple of 2"),
+    (("mlp", "training"), {"alpha": -1.0}, "deep.mlp training: training.alpha = -1.0"),
+    (("schemes",), ["vanilla", "DA"], "pairs: 'vanilla-FA' names \\['FA'\\]"),
+    (("mlp", "data"), {"teacher_source": "paper", "teacher_particles": 5,
+                       "teacher_scale": 0.5, "teacher_seed": 0}, "deep.mlp: .*'paper'"),
+])
+def test_bad_deep_settings_are_named(path, value, message):
+    cfg = default_config()
+    node = cfg["deep"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises((DeepError, ValueError), match=message):
+        check_section(cfg["deep"], cfg["training"])
