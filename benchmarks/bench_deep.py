@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
-from bench_engine import TEACHERS, CpuShare, cell, engine_runs, load, summarize, time_engine
+from bench_engine import TEACHERS, cell, engine_runs, load, time_engine, time_steps
 
 from mfsym.core.groups import c2_swap
 from mfsym.core.teachers import Teacher, paper_teachers
@@ -77,20 +76,6 @@ class DeepBaseline:
                           + math.sqrt(2 * c.alpha * c.beta / n) * noise).detach()
 
 
-def time_baseline(R, L, M, steps, group, teachers, repeat, threads):
-    b = DeepBaseline(R, L, M, TrainConfig(), group, teachers)
-    for _ in range(2):
-        b.step()
-    samples = []
-    with CpuShare(threads) as cpu:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                b.step()
-            samples.append((time.perf_counter() - t0) / steps)
-    return summarize(samples, busy=cpu.busy)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="L = 4, M = 100 only")
@@ -119,8 +104,8 @@ def main(argv=None):
             eng = time_engine(engine_runs("vanilla", args.runs), L * M, args.steps, group,
                               ResNet(unit, L), teachers, args.repeat, args.threads,
                               device="cpu")
-            ref = time_baseline(args.runs, L, M, args.steps, group, base, args.repeat,
-                                args.threads)
+            ref = time_steps(DeepBaseline(args.runs, L, M, TrainConfig(), group, base),
+                             args.steps, args.repeat, args.threads)
             print(f"{L:>3} {M:>6}  {cell(eng, updates):>18}  {cell(ref, updates):>18}  "
                   f"{ref.median / eng.median:7.2f}x", flush=True)
 

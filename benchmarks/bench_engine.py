@@ -169,7 +169,12 @@ class CpuShare:
 
 def time_baseline(scheme, R, N, steps, group, teachers, repeat=3, threads=1) -> Timing:
     """Seconds per step of the baseline (after two warm-up steps) over ``repeat`` runs."""
-    b = Baseline(scheme, R, N, TrainConfig(), group, teachers)
+    return time_steps(Baseline(scheme, R, N, TrainConfig(), group, teachers), steps, repeat,
+                      threads)
+
+
+def time_steps(b, steps, repeat=3, threads=1) -> Timing:
+    """Seconds per ``b.step()`` (after two warm-up steps) over ``repeat`` runs."""
     for _ in range(2):
         b.step()
     samples = []

@@ -137,8 +137,11 @@ class Unit:
                 f"{self.name} unit maps R^{self.dx} → R^{self.dy}"
             )
         self._check_compatible(gy, gxy.name)
-        z = np.stack([self.z_action(a, b) for a, b in zip(gx, gy, strict=True)])
-        return FiniteGroup(gxy.name, gx, gy, z)
+        return FiniteGroup(gxy.name, gx, gy, self.z_actions(gxy))
+
+    def z_actions(self, gxy: GroupXY) -> np.ndarray:
+        """M_g for every element of ``gxy``, shape (|G|, D, D)."""
+        return np.stack([self.z_action(a, b) for a, b in zip(gxy.x, gxy.y, strict=True)])
 
     def _check_compatible(self, gy: np.ndarray, name: str) -> None:
         """Hook for units whose equivariance needs more than orthogonality."""
@@ -360,16 +363,10 @@ class MLPUnit(Unit):
         out[k:, k:] = np.kron(gy, rho)  # vec_row(g_y W₂ ρᵀ)
         return out
 
-    def group(self, gxy: GroupXY) -> FiniteGroup:
-        gx, gy = np.asarray(gxy.x), np.asarray(gxy.y)
-        if gx.shape[1:] != (self.dx, self.dx) or gy.shape[1:] != (self.dy, self.dy):
-            raise ValueError(
-                f"group {gxy.name!r} acts on R^{gx.shape[1]} → R^{gy.shape[1]}, but the "
-                f"mlp unit maps R^{self.dx} → R^{self.dy}"
-            )
+    def z_actions(self, gxy: GroupXY) -> np.ndarray:
         rho = self.hidden_action(gxy)
-        z = np.stack([self.z_action(a, b, r) for a, b, r in zip(gx, gy, rho, strict=True)])
-        return FiniteGroup(gxy.name, gx, gy, z)
+        return np.stack([self.z_action(a, b, r) for a, b, r in zip(gxy.x, gxy.y, rho,
+                                                                    strict=True)])
 
     def _hidden(self, theta, x):
         _check_shapes(self, theta, x)
