@@ -159,14 +159,18 @@ def test_si_start_stays_on_eg_under_ea_fa_orbit_da(depth):
     assert free.rmd_projected[0, -1] > 1e-6
 
 
-def test_same_seed_same_result_and_resume(tmp_path, monkeypatch, caplog):
-    """Two ResNet trainings from the same seeds give the same bits; an interrupted
-    checkpointed one resumes to the same bits."""
-    model, group, teachers = deep_setup(2)
+@pytest.mark.parametrize("depth", [0, 2], ids=["mlp-ensemble", "resnet2-matrix"])
+def test_same_seed_same_result_and_resume(depth, tmp_path, monkeypatch, caplog):
+    """Two trainings from the same seeds give the same bits; an interrupted checkpointed
+    one resumes to the same bits."""
+    model, group, teachers = deep_setup(depth)
     runs = [RunSpec("SI", "vanilla", 3), RunSpec("arbitrary", "FA", 4)]
     cfg = short_cfg(checkpoint_every=8)
     a = train_stack(group, model, teachers, runs, 6, "SI", cfg)
     b = train_stack(group, model, teachers, runs, 6, "SI", cfg)
+    other = train_stack(group, model, teachers, [RunSpec("SI", "vanilla", 5), runs[1]], 6,
+                        "SI", cfg)
+    assert not np.array_equal(other.final_particles[0], a.final_particles[0])
     np.testing.assert_array_equal(a.final_particles, b.final_particles)
     np.testing.assert_array_equal(a.population_risk, b.population_risk)
     ck = tmp_path / "deep.ckpt.npz"

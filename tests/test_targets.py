@@ -26,6 +26,9 @@ DEFAULT_TARGETS = [
       for name in ("fig_noether_drift", "fig_finite_n_invariance",
                    "fig_weight_decay_attraction")
       for ext in ("pdf", "png")),
+    *(f"{FIGURES}/{name}.{ext}"
+      for name in ("fig_mlp_rmd_si_init", "fig_resnet_rmd_si_init")
+      for ext in ("pdf", "png")),
 ]
 
 
@@ -41,7 +44,7 @@ def test_targets_follow_the_configuration():
                     "out/figures/fig_particles_si.png", "out/figures/fig_loss_curves.pdf",
                     "out/figures/fig_loss_curves.png"]
     final = final_targets(cfg)
-    assert final[: len(grid)] == grid and len(final) == len(grid) + 9
+    assert final[: len(grid)] == grid and len(final) == len(grid) + 13
     assert all(path.startswith("out/") for path in final)
 
 
