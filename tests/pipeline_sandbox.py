@@ -36,6 +36,8 @@ TINY = {
     "training": {"T": 4.0, "n_eval": 256, "n_snapshots": 4, "checkpoint_every": 0},
     "resources": {"train": {"threads": 1, "mem_mb": 500, "runtime": 10},
                   "metrics": {"threads": 1, "mem_mb": 500, "runtime": 10}},
+    "deep": {"training": {"T": 2.0, "n_eval": 64}, "mlp": {"n_particles": [8, 16]},
+             "resnet": {"particles_per_layer": [2, 4]}},
 }
 
 

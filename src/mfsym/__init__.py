@@ -6,7 +6,8 @@ The library is layered; each folder imports only the folders listed before it:
 2. ``core``     — groups and their fixed subspace E^G, units σ*, teachers, schemes;
 3. ``engine``   — the one batched noisy-SGD trainer (:func:`train_stack`) and its kernels;
 4. ``measure``  — exact optimal transport (W₂, RMD), per-run metrics, Noether diagnostics;
-5. ``studies``  — the E^G discovery heuristic and the Noether studies, built on the engine;
+5. ``studies``  — the E^G discovery heuristic, the Noether studies and the deep settings
+   (mlp ensemble, mean-ODE ResNet), built on the engine;
 6. ``figures``  — one module per figure family; reads datasets, never trains;
 7. ``paper``    — the manuscript's numbers, claims table and PDF build;
 8. ``pipeline`` — configuration sections → the jobs of the Snakemake workflow.
@@ -24,7 +25,8 @@ _PUBLIC = {
                         "TrainingDiverged", "initial_particles", "evaluation_inputs"),
     "core.groups": ("FiniteGroup", "GroupXY", "group_xy", "c2_swap", "cyclic_group",
                     "symmetric_group", "permutation_group"),
-    "core.units": ("Unit", "make_unit", "ACTIVATIONS", "UNITS"),
+    "engine.models": ("ResNet", "repeat_layers"),
+    "core.units": ("Unit", "make_unit", "ACTIVATIONS", "UNITS", "ALL_UNITS"),
     "core.teachers": ("Teacher", "paper_teachers", "random_teacher", "TEACHER_KINDS"),
     "core.schemes": ("SCHEMES", "INITS"),
     "measure.transport": ("w2_squared", "rmd", "rmd2", "rmd_to_projected",
