@@ -144,3 +144,27 @@ def test_pooled_rmd_is_the_layer_preserving_transport():
     pooled, per_layer = layered_rmd(a, b)
     assert pooled == pytest.approx(np.sqrt(pooled_w2 / m2), rel=1e-9)
     np.testing.assert_allclose(per_layer, [rmd(a[k], b[k]) for k in range(L)], rtol=1e-12)
+
+
+def test_collapsed_pairs_do_not_decide_the_free_schemes_row():
+    """A pair at rounding level at every size (orbit-DA vs FA) has collapsed already: its
+    fitted slope (noise) is ignored; a pair that grows with the size is not."""
+    import xarray as xr
+
+    from mfsym.paper.deep import claim_deep_schemes_agree
+    from mfsym.paper.numbers import NOT_SUPPORTED
+
+    n = np.array([10, 20, 40])
+    shrink = 0.5 / np.sqrt(n)
+    between = {"vanilla-DA": shrink, "vanilla-FA": shrink, "DA-FA": 1e-16 * n}
+    data = np.stack([between[p] for p in between], 0)  # (pair, N)
+    ds = xr.Dataset(
+        {"rmd_between": (("init", "N", "teacher", "pair", "seed"),
+                         np.broadcast_to(data.T[None, :, None, :, None], (1, 3, 2, 3, 2)))},
+        coords={"init": ["SI"], "N": n, "teacher": ["WI", "SI"], "pair": list(between),
+                "seed": [0, 1]})
+    claim = claim_deep_schemes_agree(ds, "mlp", Criteria())
+    assert claim.verdict == SUPPORTED and claim.values[-1][1] == pytest.approx(-0.5)
+    grown = ds.copy(deep=True)
+    grown["rmd_between"].loc[{"pair": "DA-FA"}] = 1e-3 * n[:, None, None]
+    assert claim_deep_schemes_agree(grown, "mlp", Criteria()).verdict == NOT_SUPPORTED

@@ -77,23 +77,25 @@ def _pair_rows(pairs) -> list[list[str]]:
 DEPTH_STYLES = ("-", "--", ":", "-.")
 
 
-def _lines(ds: xr.Dataset, line_dim: str | None) -> list[tuple[dict, str, str]]:
-    """(selection, label suffix, line style) per line label (one plain line without)."""
+def _lines(ds: xr.Dataset, line_dim: str | None, symbol: str) -> list[tuple[dict, str, str]]:
+    """(selection, label suffix ``, <symbol>=<value>``, line style) per label of
+    ``line_dim`` (one plain line without)."""
     if line_dim is None:
         return [({}, "", "-")]
-    return [({line_dim: v}, f", {line_dim[0].upper()}={v}", DEPTH_STYLES[i % len(DEPTH_STYLES)])
+    return [({line_dim: v}, f", {symbol}={v}", DEPTH_STYLES[i % len(DEPTH_STYLES)])
             for i, v in enumerate(ds[line_dim].values)]
 
 
 def plot_rmd(
     summary: xr.Dataset, init: str, quantity: str = "RMD", spread: str = "minmax",
     log_floor: float = 1e-6, size_dim: str = "N", line_dim: str | None = None,
-    size_label: str = "N (particles)", title_prefix: str = "",
+    size_label: str = "N (particles)", title_prefix: str = "", line_symbol: str = "L",
 ):
     """The RMD figure of one initialisation (see the module docstring); returns the Figure.
 
     ``size_dim`` is the x axis (N; M, particles per layer, for a ResNet); with ``line_dim``
-    (e.g. ``depth``) every scheme or pair gets one line style per label of that axis.
+    (e.g. ``depth``) every scheme or pair gets one line style per label of that axis,
+    labelled ``<line_symbol>=<value>``.
     """
     if init not in DISTANCE_FROM:
         raise ValueError(f"unknown init {init!r}; allowed: {list(DISTANCE_FROM)}")
@@ -114,7 +116,7 @@ def plot_rmd(
     q = _label(quantity)
     for c, teacher in enumerate(teachers):
         ax = axes[0, c]
-        for sel, suffix, style in _lines(ds, line_dim):
+        for sel, suffix, style in _lines(ds, line_dim, line_symbol):
             for scheme in schemes:
                 vals = _power(ds[var].sel(teacher=teacher, scheme=scheme, **sel)
                               .transpose(size_dim, "seed").values, quantity)

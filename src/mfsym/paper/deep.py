@@ -9,7 +9,9 @@ seed means ``m(·)`` and the criteria of :mod:`mfsym.paper.numbers`:
   the symmetric teachers (every teacher for EA) is ``≤ exact_tol``; DA joins the row only
   when the stage averaged DA over the orbit (``da_mode = orbit``);
 * the schemes collapse: the largest slope of ``m(RMD)`` between vanilla–DA, vanilla–FA and
-  DA–FA (symmetric teachers) is ``≤ decay_slope_max``.
+  DA–FA (symmetric teachers) is ``≤ decay_slope_max``; a curve at most ``exact_tol`` at
+  every size (orbit-DA and FA, both on E^G, differ by rounding) has already collapsed and
+  its slope, a fit to rounding noise, does not count.
 
 RMDs of the ResNet are pooled over layers (:mod:`mfsym.measure.layers`).
 """
@@ -98,7 +100,17 @@ def claim_deep_schemes_agree(ds: xr.Dataset, stage: str, crit: Criteria) -> Clai
         return _not_measured(1, key, statement, criterion, "no SI runs of the free pairs")
     m = _as_n(da, stage)
     at_max = ((rf"largest RMD at {sym}$_{{\max}}$", float(m.isel(N=-1).max())),)
-    return _decay_claim(1, key, statement, criterion, m, crit.decay_slope_max, crit, at_max)
+    return _decay_claim(1, key, statement, criterion, _not_collapsed(m, crit.exact_tol),
+                        crit.decay_slope_max, crit, at_max)
+
+
+def _not_collapsed(m: xr.DataArray, tol: float) -> xr.DataArray:
+    """The curves of ``m`` (N, ...) above ``tol`` at some N; all of them if none is."""
+    others = [d for d in m.dims if d != "N"]
+    vals = m.transpose("N", *others).values.reshape(m.sizes["N"], -1)
+    keep = (vals > tol).any(axis=0)
+    vals = vals[:, keep] if keep.any() else vals
+    return xr.DataArray(vals, dims=("N", "c"), coords={"N": m["N"].values})
 
 
 def deep_claims(ds: xr.Dataset, stage: str, crit: Criteria) -> list[Claim]:
