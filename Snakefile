@@ -41,6 +41,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/heuristic.smk"
 include: "workflow/rules/noether.smk"
+include: "workflow/rules/rotation.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/bundle.smk"
 

@@ -3,6 +3,7 @@
 * :mod:`.rmd` — RMD to the SI/WI laws and between schemes vs N (fig_rmd_*_init);
 * :mod:`.particles` — trained particle clouds per scheme (fig_particles_<teacher>);
 * :mod:`.curves` — training loss and population risk vs time (fig_loss_curves);
+* :mod:`.rotation` — FA over K-point subgroups of a compact group (fig_fa_quadrature);
 * :mod:`.style` — the shared look and the atomic PDF/PNG writer.
 """
 

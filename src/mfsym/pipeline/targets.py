@@ -20,6 +20,9 @@ NOETHER_FIGURES = {
     "attraction": "fig_weight_decay_attraction",
 }
 FIGURE_FORMATS = ("pdf", "png")
+#: The rotation stage (PAPER.md §11): FA_K against K.
+FA_QUADRATURE_FIGURE = "fig_fa_quadrature"
+ROTATION_DIR = "rotation"
 
 
 def rmd_figure(init: str) -> str:
@@ -30,6 +33,33 @@ def rmd_figure(init: str) -> str:
 def particles_figure(teacher: str) -> str:
     """The particle figure of one teacher, e.g. ``fig_particles_arbitrary``."""
     return f"fig_particles_{teacher.lower()}"
+
+
+def rotation_rmd_figure(group: str, init: str) -> str:
+    """The rotation stage's RMD-vs-N figure, e.g. ``fig_rmd_so2_si_init``."""
+    return f"fig_rmd_{group.lower()}_{init.lower()}_init"
+
+
+def rotation_figures(config: Mapping) -> list[str]:
+    """Names of the rotation stage's figures (none without a ``rotation`` section)."""
+    section = config.get("rotation")
+    if not section:
+        return []
+    group = section["group"]["name"]
+    return [*(rotation_rmd_figure(group, init) for init in section["inits"]),
+            FA_QUADRATURE_FIGURE]
+
+
+def rotation_targets(config: Mapping) -> list[str]:
+    """The rotation stage's datasets and figures (``snakemake rotation``)."""
+    if not config.get("rotation"):
+        return []
+    results = config["results_dir"]
+    return [
+        f"{results}/{ROTATION_DIR}/summary.nc",
+        f"{results}/{ROTATION_DIR}/quadrature.nc",
+        *(f for name in rotation_figures(config) for f in figure_files(results, name)),
+    ]
 
 
 def figure_files(results_dir: str, name: str) -> list[str]:
@@ -55,11 +85,13 @@ def grid_targets(config: Mapping) -> list[str]:
 
 def final_targets(config: Mapping) -> list[str]:
     """Everything the default run builds: the grid targets, heuristic.nc and its figure,
-    and the figure of every Noether study (which pulls in the study's file)."""
+    the figure of every Noether study (which pulls in the study's file) and the rotation
+    stage's targets."""
     results = config["results_dir"]
     return [
         *grid_targets(config),
         f"{results}/heuristic.nc",
         *figure_files(results, HEURISTIC_FIGURE),
         *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
+        *rotation_targets(config),
     ]
