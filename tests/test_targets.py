@@ -26,6 +26,10 @@ DEFAULT_TARGETS = [
       for name in ("fig_noether_drift", "fig_finite_n_invariance",
                    "fig_weight_decay_attraction")
       for ext in ("pdf", "png")),
+    "results/rotation/summary.nc",
+    "results/rotation/quadrature.nc",
+    *(f"{FIGURES}/{name}.{ext}"
+      for name in ("fig_rmd_so2_si_init", "fig_fa_quadrature") for ext in ("pdf", "png")),
 ]
 
 
@@ -41,7 +45,7 @@ def test_targets_follow_the_configuration():
                     "out/figures/fig_particles_si.png", "out/figures/fig_loss_curves.pdf",
                     "out/figures/fig_loss_curves.png"]
     final = final_targets(cfg)
-    assert final[: len(grid)] == grid and len(final) == len(grid) + 9
+    assert final[: len(grid)] == grid and len(final) == len(grid) + 9 + 6
     assert all(path.startswith("out/") for path in final)
 
 

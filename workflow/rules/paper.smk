@@ -17,6 +17,7 @@ rule paper_numbers:
         heuristic=f"{RESULTS}/heuristic.nc",
         noether_drift=f"{RESULTS}/noether/drift.nc",
         noether_invariance=f"{RESULTS}/noether/invariance.nc",
+        rotation=rules.rotation_summary.output[0],
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",

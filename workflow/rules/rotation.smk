@@ -23,6 +23,9 @@ rule rotation_train:
     params:
         section=ROTATION_CFG,
         training=CFG["training"],
+        checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/rotation/{ROTATION_JOB}.npz".format(
+            **wildcards
+        ),
     threads: ROTATION_RESOURCES["threads"]
     resources:
         mem_mb=ROTATION_RESOURCES["mem_mb"],
@@ -104,7 +107,7 @@ for _init in ROTATION["inits"]:
             f"{RESULTS}/logs/figures/"
             f"{targets.rotation_rmd_figure(ROTATION['group']['name'], _init)}.log",
         script:
-            "../scripts/fig_rmd.py"
+            "../scripts/fig_rotation_rmd.py"
 
 
 rule fig_fa_quadrature:

@@ -7,5 +7,6 @@ smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 
 with script_log(smk):
     quadrature_job(
-        smk.input.quadrature, smk.params.figures, {"pdf": smk.output.pdf, "png": smk.output.png}
+        smk.input.quadrature, smk.params.figures, {"pdf": smk.output.pdf, "png": smk.output.png},
+        config=smk.config,
     )

@@ -20,6 +20,7 @@ with script_log(smk) as log:
         digits=smk.params.digits,
         config=smk.config,
         precision_n=smk.params.precision_n,
+        rotation_path=smk.input.rotation,
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)

@@ -8,5 +8,5 @@ smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 with script_log(smk):
     train_job(
         smk.params.section, smk.params.training, smk.wildcards.rinit, int(smk.wildcards.rN),
-        smk.output[0], smk.config, threads=smk.threads,
+        smk.output[0], smk.config, checkpoint_path=smk.params.checkpoint, threads=smk.threads,
     )

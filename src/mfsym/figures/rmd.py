@@ -144,13 +144,14 @@ def plot_rmd(
 
 def rmd_job(
     summary_path, init: str, figures_cfg: Mapping, outputs: Mapping, *,
-    config: Mapping | None = None,
+    config: Mapping | None = None, scope=lineage.SUMMARY,
 ) -> None:
     """Read summary.nc, draw :func:`plot_rmd` and write ``outputs`` ({format: path}).
 
-    With ``config``, a summary written under another configuration is refused."""
+    With ``config``, a summary written under another configuration (where ``scope``
+    determines it; the rotation stage's summary: :data:`lineage.ROTATION`) is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    summary = read_dataset(summary_path, config, lineage.SUMMARY)
+    summary = read_dataset(summary_path, config, None if config is None else scope)
     fig = plot_rmd(summary, init, figures_cfg["quantity"], figures_cfg["spread"],
                    figures_cfg["log_floor"])
     save_figure(fig, outputs, figures_cfg["dpi"])

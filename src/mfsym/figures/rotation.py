@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from ..records import lineage
 from ..records.results import read_dataset
 from .style import apply_style, save_figure, seed_band
 
@@ -55,8 +56,11 @@ def plot_fa_quadrature(ds: xr.Dataset, spread: str = "minmax", log_floor: float 
     return fig
 
 
-def quadrature_job(path, figures_cfg: Mapping, outputs: Mapping) -> None:
-    """Read ``rotation/quadrature.nc``, draw :func:`plot_fa_quadrature`, write ``outputs``."""
+def quadrature_job(path, figures_cfg: Mapping, outputs: Mapping, *,
+                   config: Mapping | None = None) -> None:
+    """Read ``rotation/quadrature.nc``, draw :func:`plot_fa_quadrature`, write ``outputs``;
+    with ``config``, a file written under another configuration is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    fig = plot_fa_quadrature(read_dataset(path), figures_cfg["spread"])
+    ds = read_dataset(path, config, None if config is None else lineage.ROTATION)
+    fig = plot_fa_quadrature(ds, figures_cfg["spread"])
     save_figure(fig, outputs, figures_cfg["dpi"])

@@ -19,8 +19,10 @@ import numpy as np
 
 from ..core.compact import ROTATION_GROUPS
 from ..core.teachers import read_teachers
+from ..engine import checkpoint as ckpt
 from ..measure.equivariance import equivariance_error
 from ..measure.metrics import run_metrics
+from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 from ..studies.quadrature import fa_quadrature_study
 from .config import ConfigError, build_group, build_teachers, build_unit, train_config
@@ -29,7 +31,7 @@ from .runs import train_block
 from .summary import aggregate
 
 #: The part of the configuration that determines every file of the stage.
-SCOPE = ("training", "rotation", "!rotation.resources")
+SCOPE = lineage.ROTATION
 SYMMETRIZED_NOTE = "ν^G estimated by the {k}-point orbit (K_sym = {k})"
 
 
@@ -68,8 +70,9 @@ def check_section(section: Mapping, training: Mapping) -> None:
 
 
 def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, output,
-              config: Mapping, threads: int | None = None) -> None:
-    """Train every teacher × scheme × seed of one (init, N) and write the run dataset."""
+              config: Mapping, checkpoint_path=None, threads: int | None = None) -> None:
+    """Train every teacher × scheme × seed of one (init, N) and write the run dataset; the
+    checkpoint (if any) is deleted after success and resumed from after a failure."""
     group_cfg, unit_cfg = section["group"], section["unit"]
     tcfg = training_section(training, section)
     inputs = {
@@ -80,9 +83,11 @@ def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, 
     }
     setting = {"group": group_cfg, "unit": unit_cfg, "training": tcfg,
                "schemes": section["schemes"]}
-    ds = train_block(setting, init, int(n_particles), inputs, threads=threads)
+    ds = train_block(setting, init, int(n_particles), inputs, checkpoint_path, threads)
     write_dataset(ds, output, config,
                   f"rotation setting ({group_cfg['name']}): runs, init={init}, N={n_particles}")
+    if checkpoint_path is not None:
+        ckpt.remove_checkpoint(checkpoint_path)
 
 
 def metrics_job(section: Mapping, runs_path, output, config: Mapping) -> None:

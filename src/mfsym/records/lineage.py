@@ -36,6 +36,7 @@ METRICS = (*RUNS, "metrics.pairs")
 SUMMARY = (*METRICS, "inits", "n_particles")
 HEURISTIC = ("training", "heuristic", "!heuristic.resources")
 NOETHER = ("noether", "!noether.resources")
+ROTATION = ("training", "rotation", "!rotation.resources")
 
 
 def heuristic_setting(name: str) -> tuple[str, ...]:
