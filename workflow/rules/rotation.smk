@@ -100,6 +100,7 @@ for _init in ROTATION["inits"]:
         params:
             init=_init,
             figures=FIGURES,
+            scope="ROTATION",
         resources:
             mem_mb=FIGURE_RESOURCES["mem_mb"],
             runtime=FIGURE_RESOURCES["runtime"],
@@ -107,7 +108,7 @@ for _init in ROTATION["inits"]:
             f"{RESULTS}/logs/figures/"
             f"{targets.rotation_rmd_figure(ROTATION['group']['name'], _init)}.log",
         script:
-            "../scripts/fig_rotation_rmd.py"
+            "../scripts/fig_rmd.py"
 
 
 rule fig_fa_quadrature:
