@@ -38,6 +38,14 @@ TINY = {
                   "metrics": {"threads": 1, "mem_mb": 500, "runtime": 10}},
     "deep": {"training": {"T": 2.0, "n_eval": 64}, "mlp": {"n_particles": [8, 16]},
              "resnet": {"particles_per_layer": [2, 4]}},
+    "rotation": {
+        "n_particles": [20], "seeds": [0, 1],
+        "training": {"T": 2.0, "n_eval": 256, "n_snapshots": 4, "checkpoint_every": 0},
+        "quadrature": {"points": [1, 2], "reference_points": 16, "N": 12, "seeds": [0],
+                       "inits": ["SI"], "n_eval": 64,
+                       "training": {"T": 2.0, "n_eval": 64, "n_snapshots": 2,
+                                    "dtype": "float64", "checkpoint_every": 0}},
+    },
 }
 
 

@@ -191,3 +191,32 @@ def test_module_file_names_an_existing_module():
     assert Path(module_file("rmd")).name == "rmd.py" and Path(module_file("rmd")).is_file()
     with pytest.raises(ValueError, match="nosuch"):
         module_file("nosuch")
+
+
+def test_rotation_rmd_figure_names_the_setting_and_the_orbit_of_nu_g():
+    ds = summary()
+    ds.attrs.update(setting="SO2-uv", symmetrized_points=16)
+    fig = plot_rmd(ds, "WI", "RMD", "minmax", log_floor=1e-6)
+    assert fig._suptitle.get_text().startswith("SO2-uv, WI initialisation")
+    assert "16-point orbit" in fig.axes[0].get_ylabel()
+
+
+def test_fa_quadrature_figure_draws_the_seed_means_against_k():
+    from mfsym.figures.rotation import plot_fa_quadrature
+
+    rng = np.random.default_rng(1)
+    ks = [1, 2, 4, 8]
+    dims = ("init", "K", "seed")
+    values = {v: rng.uniform(1e-12, 1.0, (2, 4, 3)) for v in ("model_distance",
+                                                               "rmd_projected")}
+    ds = xr.Dataset({v: (dims, a) for v, a in values.items()},
+                    coords={"init": ["SI", "WI"], "K": ks, "seed": [0, 1, 2]},
+                    attrs={"group": "SO2", "N": 50, "teacher": "arbitrary",
+                           "reference_points": 256})
+    fig = plot_fa_quadrature(ds, "minmax", log_floor=1e-16)
+    for ax, var in zip(fig.axes, ("model_distance", "rmd_projected"), strict=True):
+        for i, init in enumerate(("SI", "WI")):
+            drawn = line(ax, f"{init} start")
+            np.testing.assert_array_equal(drawn.get_xdata(), ks)
+            np.testing.assert_allclose(drawn.get_ydata(), values[var][i].mean(-1))
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"

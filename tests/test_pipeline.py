@@ -68,7 +68,13 @@ def expected_counts(cfg: dict) -> dict[str, int]:
     jobs = len(grid_of(cfg).jobs())
     counts = {"teachers": 1, "eval_sample": 1, "initial_particles": jobs, "train": jobs,
               "metrics": jobs, "summary": 1}
-    return {**counts, **{name: 1 for name in FIGURES}}
+    rot = cfg["rotation"]
+    rot_jobs = len(rot["inits"]) * len(rot["n_particles"])
+    rotation = {"rotation_train": rot_jobs, "rotation_metrics": rot_jobs, "rotation_summary": 1,
+                "rotation_quadrature": 1, "fig_fa_quadrature": 1,
+                **{f"fig_rmd_{rot['group']['name'].lower()}_{i.lower()}_init": 1
+                   for i in rot["inits"]}}
+    return {**counts, **rotation, **{name: 1 for name in FIGURES}}
 
 
 # ---- dry runs ---------------------------------------------------------------------------

@@ -29,6 +29,10 @@ DEFAULT_TARGETS = [
     *(f"{FIGURES}/{name}.{ext}"
       for name in ("fig_mlp_rmd_si_init", "fig_resnet_rmd_si_init")
       for ext in ("pdf", "png")),
+    "results/rotation/summary.nc",
+    "results/rotation/quadrature.nc",
+    *(f"{FIGURES}/{name}.{ext}"
+      for name in ("fig_rmd_so2_si_init", "fig_fa_quadrature") for ext in ("pdf", "png")),
 ]
 
 
@@ -44,7 +48,8 @@ def test_targets_follow_the_configuration():
                     "out/figures/fig_particles_si.png", "out/figures/fig_loss_curves.pdf",
                     "out/figures/fig_loss_curves.png"]
     final = final_targets(cfg)
-    assert final[: len(grid)] == grid and len(final) == len(grid) + 13
+    # heuristic.nc and its figure, 3 Noether figures, 2 deep figures, the rotation stage
+    assert final[: len(grid)] == grid and len(final) == len(grid) + 9 + 4 + 6
     assert all(path.startswith("out/") for path in final)
 
 

@@ -22,6 +22,7 @@ for _init in GRID.inits:
         params:
             init=_init,
             figures=FIGURES,
+            scope="SUMMARY",
         resources:
             mem_mb=FIGURE_RESOURCES["mem_mb"],
             runtime=FIGURE_RESOURCES["runtime"],

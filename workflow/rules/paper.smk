@@ -19,6 +19,7 @@ rule paper_numbers:
         noether_invariance=f"{RESULTS}/noether/invariance.nc",
         deep_mlp=f"{RESULTS}/deep/mlp.nc",
         deep_resnet=f"{RESULTS}/deep/resnet.nc",
+        rotation=rules.rotation_summary.output[0],
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",

@@ -21,6 +21,7 @@ with script_log(smk) as log:
         config=smk.config,
         precision_n=smk.params.precision_n,
         deep_paths={"mlp": smk.input.deep_mlp, "resnet": smk.input.deep_resnet},
+        rotation_path=smk.input.rotation,
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)

@@ -20,8 +20,66 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..core.compact import QuadratureGroup
 from ..core.schemes import projects_drift, projects_noise, resolve_scheme, uses_orbit
 from .kernels import Tally, UpdateSpec
+
+
+class IndexElements:
+    """Random-g DA on a finite group: one index ``g ~ U{0..|G|−1}`` per sample.
+
+    ``draw`` fills a long buffer ``(k, B)``; ``keep`` replaces the draws of non-DA runs
+    ``(R, k, B)`` by the identity; ``matrices`` gives the drawn elements on X and Y,
+    ``(R, k, B, dx, dx)`` and ``(R, k, B, dy, dy)``.
+    """
+
+    def __init__(self, group, device, dtype):
+        self.order = group.order
+        self.gx = torch.tensor(group.x, device=device, dtype=dtype)
+        self.gy = torch.tensor(group.y, device=device, dtype=dtype)
+        self.identity = torch.tensor(group.identity_index(), device=device)
+
+    def buffer(self, n_seeds, size, bsz, device, dtype):
+        return torch.empty(n_seeds, size, bsz, dtype=torch.long, device=device)
+
+    def draw(self, gen, out):
+        torch.randint(0, self.order, out.shape, generator=gen, out=out)
+
+    def keep(self, g, is_da):
+        return torch.where(is_da[:, None, None], g, self.identity)
+
+    def matrices(self, g):
+        return self.gx[g], self.gy[g]
+
+
+class HaarElements:
+    """Random-g DA on a compact group: one Haar element per sample, drawn as uniforms
+    ``(k, B, p)`` from the seed's stream (:meth:`mfsym.core.compact.RotationXY.draw`); the
+    parameters 0 of non-DA runs give the identity exactly."""
+
+    def __init__(self, haar):
+        self.haar = haar
+
+    def buffer(self, n_seeds, size, bsz, device, dtype):
+        return torch.empty(n_seeds, size, bsz, self.haar.n_params, dtype=dtype, device=device)
+
+    def draw(self, gen, out):
+        self.haar.draw(gen, out)
+
+    def keep(self, g, is_da):
+        return torch.where(is_da[:, None, None, None], g, torch.zeros_like(g))
+
+    def matrices(self, g):
+        mats = self.haar.torch_matrices(g)
+        return mats, mats
+
+
+def group_elements(group, device, dtype):
+    """The per-sample DA draw of ``group``: Haar elements for the quadrature subgroup of a
+    compact group, uniform indices for every other finite group."""
+    if isinstance(group, QuadratureGroup):
+        return HaarElements(group.haar)
+    return IndexElements(group, device, dtype)
 
 
 class Streams:
@@ -30,7 +88,9 @@ class Streams:
     Below, "seed" means a stream.
 
     A chunk of ``k`` steps is drawn per seed in this order: inputs ``x (k, B, dx)`` (unless
-    a fixed training set is given), DA group indices ``g (k, B)`` and noise ``ξ (k, N, D)``;
+    a fixed training set is given), the DA group draws ``g`` (``elements``: indices
+    ``(k, B)`` of a finite group, Haar uniforms ``(k, B, p)`` of a compact one) and noise
+    ``ξ (k, N, D)``;
     :meth:`next_chunk` returns them stacked over seeds, in buffers reused from chunk to
     chunk.  Seeds are drawn on parallel threads when that pays; each generator is used by
     one thread in a fixed order, so the numbers do not depend on the threading.
@@ -38,10 +98,12 @@ class Streams:
 
     PARALLEL_MIN = 1 << 16  # numbers per seed and chunk above which seeds draw in parallel
 
-    def __init__(self, torch_seeds, n_particles, config, group, device, dtype, x_train=None):
+    def __init__(self, torch_seeds, n_particles, config, group, device, dtype, x_train=None,
+                 elements=None):
         self.x_train = x_train
         self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
-        self.dx, self.dz, self.order = group.dim_x, group.dim_z, group.order
+        self.dx, self.dz = group.dim_x, group.dim_z
+        self.elements = elements or group_elements(group, device, dtype)
         self.gens = []
         for s in torch_seeds:
             gen = torch.Generator(device=device)
@@ -58,18 +120,18 @@ class Streams:
         else:
             torch.randn(size, bsz, self.dx, generator=gen, out=xb[i, :size])
             xb[i, :size].mul_(self.cfg.input_std)
-        torch.randint(0, self.order, (size, bsz), generator=gen, out=gb[i, :size])
+        self.elements.draw(gen, gb[i, :size])
         torch.randn(size, self.n, self.dz, generator=gen, out=xib[i, :size])
 
     def next_chunk(self, size: int):
-        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B)``, ``ξ (n_seeds, k, N, D)``."""
+        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``."""
         S = len(self.gens)
         bsz = self.x_train.shape[0] if self.x_train is not None else self.cfg.batch_size
         if self._buffers is None or self._buffers[2].shape[1] < size:
             kw = {"device": self.device, "dtype": self.dtype}
             self._buffers = (
                 torch.empty(S, size, bsz, self.dx, **kw),
-                torch.empty(S, size, bsz, dtype=torch.long, device=self.device),
+                self.elements.buffer(S, size, bsz, self.device, self.dtype),
                 torch.empty(S, size, self.n, self.dz, **kw),
             )
         threads = min(S, torch.get_num_threads())
@@ -176,13 +238,14 @@ class Block:
         mat = blocks.permute(0, 2, 1, 3).reshape(m * dy, m * dy)
         return mat.expand(R, -1, -1).contiguous()
 
-    def _orbit(self, mats, v, g):
+    def _orbit(self, mats, v, drawn):
         """``v (R, ..., S, d)`` seen by the model: all |G| images ``M_g v`` (m = |G|), the
-        sample's drawn ``M_{g_b} v_b`` (random-g DA) or v itself: ``(R, ..., m, S, d)``."""
+        sample's drawn ``M_{g_b} v_b`` (random-g DA; ``drawn (R, ..., S, d, d)``) or v
+        itself: ``(R, ..., m, S, d)``."""
         if self.m > 1:
             return apply(mats[:, None], v.unsqueeze(-3))
         if self.any_da:
-            return apply(mats[g], v).unsqueeze(-3)
+            return apply(drawn, v).unsqueeze(-3)
         return v.unsqueeze(-3)
 
     def _fa_model(self, out):
@@ -192,17 +255,18 @@ class Block:
 
     def prepare(self, x_all, g_all, y_all, size: int):
         """Views and targets of the next ``size`` steps from a chunk of the streams:
-        ``x_all (n_seeds, k, B, dx)``, ``g_all (n_seeds, k, B)`` and the teacher outputs
-        ``y_all (n_pairs, k, B, dy)`` of every (teacher, seed) pair of the stack."""
+        ``x_all (n_seeds, k, B, dx)``, the DA draws ``g_all (n_seeds, k, B[, p])`` and the
+        teacher outputs ``y_all (n_pairs, k, B, dy)`` of every (teacher, seed) pair."""
         xs = x_all[self.ridx, :size]  # (R, k, B, dx)
-        g = g_all[self.ridx, :size]
+        drawn_x = drawn_y = None
         if self.any_da:
-            g = torch.where(self.is_da[:, None, None], g, self.eng.identity)
+            g = self.eng.elements.keep(g_all[self.ridx, :size], self.is_da)
+            drawn_x, drawn_y = self.eng.elements.matrices(g)
         R, k, B, dx = xs.shape
         y = y_all[self.pair, :size]
-        views = self._orbit(self.eng.gx, xs, g)  # (R, k, m, B, dx)
+        views = self._orbit(self.eng.gx, xs, drawn_x)  # (R, k, m, B, dx)
         self.views = views.transpose(0, 1).reshape(k, R, self.m * B, dx).contiguous()
-        targets = self._orbit(self.eng.gy, y, g)  # (R, k, m, B, dy)
+        targets = self._orbit(self.eng.gy, y, drawn_y)  # (R, k, m, B, dy)
         self.targets = targets.transpose(0, 1).contiguous()
 
     def step(self, j: int, xi, global_step: int):

@@ -35,9 +35,11 @@ one of the kernels of ``mfsym.engine.kernels`` (``backend``: fused C on a CPU by
 
 Randomness.  Every random stream (``torch.Generator`` seeded from ``(seed, N)`` and the
 stream's tag) draws, in chunks of ``rng_chunk`` steps, the inputs x, the DA group elements
-and the noise ξ.  With ``coupling = "common"`` all runs with the same seed — every teacher
-and scheme, and both initialisations — share one stream and see the same samples and
-noise (common random numbers), so differences between schemes reflect the schemes; with
+(uniform indices of a finite group; for the quadrature subgroup of a compact group, Haar
+elements of the compact group: ``mfsym.engine.blocks.HaarElements``) and the noise ξ.
+With ``coupling = "common"`` all runs with the same seed — every teacher and scheme, and
+both initialisations — share one stream and see the same samples and noise (common random
+numbers), so differences between schemes reflect the schemes; with
 ``coupling = "independent"`` each scheme of a seed draws from its own stream (tagged by
 the scheme label), still shared by the teachers and initialisations.  A run with a
 ``stream`` tag of its own (:class:`RunSpec`) draws from that stream under either coupling:
@@ -79,7 +81,7 @@ from ..core.teachers import Teacher
 from ..core.units import Unit
 from . import checkpoint as ckpt
 from . import kernels
-from .blocks import Block, Streams
+from .blocks import Block, Streams, group_elements
 from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
 from .models import ResNet, model_output
@@ -397,7 +399,7 @@ class _Engine:
         if x_train is not None:
             x_train = torch.as_tensor(np.asarray(x_train), **kw)
         self.identity_index = group.identity_index()
-        self.identity = torch.tensor(self.identity_index, device=self.device)
+        self.elements = group_elements(group, self.device, self.dtype)
         seeds = sorted({r.seed for r in runs})
         self.init_particles = {
             s: np.asarray(init_particles[s]) if init_particles is not None and s in init_particles
@@ -412,7 +414,7 @@ class _Engine:
         keys = sorted({(r.seed, stream_tag(r, cfg.coupling)) for r in runs})
         self.streams = Streams(
             [stream_seed(s, n_particles, tag) for s, tag in keys], n_particles, cfg, group,
-            self.device, self.dtype, x_train=x_train,
+            self.device, self.dtype, x_train=x_train, elements=self.elements,
         )
         seed_index = {r: keys.index((r.seed, stream_tag(r, cfg.coupling))) for r in runs}
         self._init_teachers(seed_index)

@@ -4,6 +4,7 @@
 * :mod:`.particles` — trained particle clouds per scheme (fig_particles_<teacher>);
 * :mod:`.deep` — the same RMD layout for the deep settings (fig_mlp_rmd_*, fig_resnet_rmd_*);
 * :mod:`.curves` — training loss and population risk vs time (fig_loss_curves);
+* :mod:`.rotation` — FA over K-point subgroups of a compact group (fig_fa_quadrature);
 * :mod:`.style` — the shared look and the atomic PDF/PNG writer.
 """
 

@@ -11,7 +11,10 @@ trained models of each pair (function space), with its baseline ``l2_baseline``.
 axes; the line is the mean over
 seeds, the band its min–max (or ± one std).  The y axis says RMD or RMD² (RMD² = W₂² /
 (M₂(μ) + M₂(ν))).  Values below ``log_floor`` (e.g. EA's exact 0 from an SI start) are
-drawn at the floor, as hollow markers.
+drawn at the floor, as hollow markers.  A summary of the rotation stage
+(``rotation/summary.nc``, attribute ``setting``) is drawn the same way
+(fig_rmd_so2_si_init); its title names the setting and its RMD to the symmetrised cloud
+the K_sym of the orbit that stands for ν^G.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def plot_rmd(
                          f"{list(summary['init'].values)})")
     ds = summary.sel(init=init)
     var, what = DISTANCE_FROM[init]
+    if init == "WI" and "symmetrized_points" in summary.attrs:  # ν^G of a compact group
+        what += f" ({summary.attrs['symmetrized_points']}-point orbit)"
+    setting = f"{summary.attrs['setting']}, " if "setting" in summary.attrs else ""
     teachers = list(ds["teacher"].values)
     schemes = list(ds["scheme"].values)
     n_values = ds[size_dim].values
@@ -154,20 +160,22 @@ def plot_rmd(
         axes[-1, 0].set_ylabel("L²(π) between models")
     for r in range(axes.shape[0]):
         axes[r, -1].legend(fontsize="x-small", loc="best")
-    fig.suptitle(f"{title_prefix}{init} initialisation: mean over {ds.sizes['seed']} seeds, band = "
+    fig.suptitle(f"{title_prefix}{setting}{init} initialisation: mean over {ds.sizes['seed']} "
+                 f"seeds, band = "
                  f"{'min–max' if spread == 'minmax' else '± 1 std'}")
     return fig
 
 
 def rmd_job(
     summary_path, init: str, figures_cfg: Mapping, outputs: Mapping, *,
-    config: Mapping | None = None,
+    config: Mapping | None = None, scope=lineage.SUMMARY,
 ) -> None:
     """Read summary.nc, draw :func:`plot_rmd` and write ``outputs`` ({format: path}).
 
-    With ``config``, a summary written under another configuration is refused."""
+    With ``config``, a summary written under another configuration (where ``scope``
+    determines it; the rotation stage's summary: :data:`lineage.ROTATION`) is refused."""
     apply_style(figures_cfg["context"], figures_cfg["style"])
-    summary = read_dataset(summary_path, config, lineage.SUMMARY)
+    summary = read_dataset(summary_path, config, None if config is None else scope)
     fig = plot_rmd(summary, init, figures_cfg["quantity"], figures_cfg["spread"],
                    figures_cfg["log_floor"])
     save_figure(fig, outputs, figures_cfg["dpi"])

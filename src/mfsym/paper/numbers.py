@@ -45,6 +45,11 @@ results hold no data for it (e.g. no WI start in the grid, a single N).
 
 The rows are :data:`CLAIM_ROWS`, functions ``(summary, criteria, extra) → Claim`` in table
 order (``extra``: the other inputs, e.g. ``"invariance"``); a new row is one more function.
+
+The rotation setting (``rotation/summary.nc``, PAPER.md §11: SO(2) or O(2) about one axis,
+uv unit) gets the rows of claims 1–3 again, decided by the same criteria
+(:func:`rotation_claims`); their keys start with ``Rot`` and their statements name the
+setting.  Its heuristic setting is one of claim 4's settings.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from pathlib import Path
 
@@ -418,6 +423,29 @@ def summary_claims(ds: xr.Dataset, crit: Criteria, extra: Mapping | None = None
     return [row(ds, crit, extra or {}) for row in CLAIM_ROWS]
 
 
+def rotation_claims(ds: xr.Dataset, crit: Criteria) -> list[Claim]:
+    """Claims 1–3 on the rotation stage's summary: :func:`summary_claims` with the same
+    criteria, keys prefixed ``Rot`` and statements naming the setting."""
+    setting = escape_tex(str(ds.attrs.get("setting", "rotation")))
+    return [
+        replace(c, key=f"Rot{c.key}", statement=f"[{setting}] {c.statement}")
+        for c in summary_claims(ds, crit)
+    ]
+
+
+def rotation_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
+    """``mfRotTeacherError<teacher>``: each rotation teacher's relative equivariance error
+    over Haar elements; ``mfRotQuadraturePoints``, ``mfRotSymmetrizedPoints``: K, K_sym."""
+    out = {
+        macro_name("RotTeacherError", t): format_number(
+            float(ds["teacher_equivariance_error"].sel(teacher=t)), digits)
+        for t in ds["teacher"].values
+    }
+    out["mfRotQuadraturePoints"] = format_number(int(ds.attrs["quadrature_points"]), digits)
+    out["mfRotSymmetrizedPoints"] = format_number(int(ds.attrs["symmetrized_points"]), digits)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # macros
 # ---------------------------------------------------------------------------------------
@@ -712,6 +740,7 @@ def write_paper_numbers(
     config: Mapping | None = None,
     precision_n: int | None = None,
     deep_paths: Mapping[str, object] | None = None,
+    rotation_path=None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -725,7 +754,8 @@ def write_paper_numbers(
     float32-vs-float64 FA computation (:mod:`mfsym.studies.precision`, with
     ``sections["training"]``) behind the precision policy (None: not run).
     deep_paths: ``{stage: deep/<stage>.nc}`` of the deep settings (rows of
-    :mod:`mfsym.paper.deep`).
+    :mod:`mfsym.paper.deep`). rotation_path: the rotation stage's ``rotation/summary.nc``,
+    whose rows follow the grid's (None: no such rows).
     """
     crit = Criteria.from_dict(criteria or {})
     summary = _read(summary_path, "summary of the grid", config, lineage.SUMMARY)
@@ -749,6 +779,12 @@ def write_paper_numbers(
         drift = fa_rounding_drift((sections or {}).get("training", {}), int(precision_n))
         precision = precision_macros(drift, int(precision_n), digits)
     claims += _deep_claims(deep_paths or {}, crit, config)
+    rotation = None
+    if rotation_path is not None:
+        rotation = _read(rotation_path, "rotation summary", config, lineage.ROTATION)
+        check_summary(rotation)
+        rotation = rotation.sortby("N")
+        claims += rotation_claims(rotation, crit)
     macros = _check_unique(
         grid_macros(summary, digits),
         *(config_macros(name, values) for name, values in (sections or {}).items()),
@@ -757,6 +793,7 @@ def write_paper_numbers(
         heuristic_macros(heuristic, digits) if heuristic is not None else {},
         noether_macros(noether["drift"], noether["invariance"], digits) if noether else {},
         precision,
+        rotation_macros(rotation, digits) if rotation is not None else {},
         claim_macros(claims, digits),
     )
     header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."

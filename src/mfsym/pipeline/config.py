@@ -27,6 +27,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from ..core.compact import ROTATION_GROUPS, QuadratureGroup, RotationXY, compact_group
 from ..core.groups import FiniteGroup, group_xy
 from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
@@ -143,10 +144,46 @@ def build_unit(group_cfg: Mapping, unit_cfg: Mapping) -> Unit:
     return make_unit(unit_cfg["name"], dim, dim, unit_cfg["activation"], **extra)
 
 
+#: Keys of a group section that only a compact group takes (and requires).
+COMPACT_KEYS = ("quadrature_points", "symmetrized_points")
+
+
+def _compact_keys(group_cfg: Mapping) -> None:
+    """A compact group needs :data:`COMPACT_KEYS`; a finite group refuses them."""
+    name = group_cfg["name"]
+    compact = name in ROTATION_GROUPS
+    for key in COMPACT_KEYS:
+        if compact and key not in group_cfg:
+            raise ConfigError(f"group.{key} is missing; the compact group {name!r} needs it "
+                              "(an integer ≥ 1)")
+        if not compact and key in group_cfg:
+            raise ConfigError(f"group.{key} = {group_cfg[key]!r} applies only to the compact "
+                              f"groups {list(ROTATION_GROUPS)}, not to {name!r}")
+
+
 def build_group(group_cfg: Mapping, unit_cfg: Mapping) -> FiniteGroup:
-    """The validated :class:`FiniteGroup` of ``group.name`` acting on X, Y and the unit's Z."""
+    """The validated :class:`FiniteGroup` of ``group.name`` acting on X, Y and the unit's Z.
+
+    For a compact group (SO2, O2) it is the :class:`QuadratureGroup` of
+    ``group.quadrature_points`` points, whose ν^G is the ``group.symmetrized_points`` orbit.
+    """
+    _compact_keys(group_cfg)
     unit = build_unit(group_cfg, unit_cfg)
+    if group_cfg["name"] in ROTATION_GROUPS:
+        compact = compact_group(unit, RotationXY(group_cfg["name"], int(group_cfg["dim"])))
+        return compact.quadrature(group_cfg["quadrature_points"],
+                                  group_cfg["symmetrized_points"])
     return unit.group(group_xy(group_cfg["name"], int(group_cfg["dim"])))
+
+
+def _orbit_teacher(group: QuadratureGroup, base, data_cfg: Mapping) -> Teacher:
+    """The WI teacher of a compact group: ``base``'s orbit under the
+    ``data.teacher_orbit_points``-point subgroup (exactly equivariant for that subgroup)."""
+    points = data_cfg.get("teacher_orbit_points")
+    if points is None:
+        raise ConfigError(f"data.teacher_orbit_points is missing; the WI teacher of the "
+                          f"compact group {group.compact.name!r} needs it (an integer ≥ 1)")
+    return Teacher("WI", group.compact.symmetrize(base, points))
 
 
 def build_teachers(
@@ -157,7 +194,8 @@ def build_teachers(
     ``teacher_source`` "paper": the App. F clouds (C₂ on the matrix unit only); "random":
     one base cloud of ``teacher_particles`` atoms i.i.d. N(0, teacher_scale²) drawn with
     ``teacher_seed``, used as is (arbitrary), symmetrised (WI) or projected (SI); "auto":
-    the paper's when they exist for this group, else random.
+    the paper's when they exist for this group, else random.  For a compact group the WI
+    teacher is the base cloud's orbit under the ``teacher_orbit_points``-point subgroup.
     """
     source = data_cfg["teacher_source"]
     if source not in TEACHER_SOURCES:
@@ -177,9 +215,13 @@ def build_teachers(
     out = {}
     for kind in kinds:
         rng = np.random.default_rng(int(data_cfg["teacher_seed"]))  # same base for each kind
+        compact_wi = kind == "WI" and isinstance(group, QuadratureGroup)
         out[kind] = random_teacher(
-            group, kind, int(data_cfg["teacher_particles"]), rng, float(data_cfg["teacher_scale"])
+            group, "arbitrary" if compact_wi else kind, int(data_cfg["teacher_particles"]), rng,
+            float(data_cfg["teacher_scale"]),
         )
+        if compact_wi:
+            out[kind] = _orbit_teacher(group, out[kind].particles, data_cfg)
     return out
 
 
@@ -253,6 +295,8 @@ def check_semantics(config: Mapping) -> None:
     problems = []
     try:
         group = build_group(config["group"], config["unit"])
+    except ConfigError:
+        raise
     except ValueError as err:
         raise ConfigError(f"group/unit: {err}") from None
     try:

@@ -22,6 +22,9 @@ NOETHER_FIGURES = {
 FIGURE_FORMATS = ("pdf", "png")
 #: Deep stage (PAPER.md §10) → its pipeline rule; each writes deep/<stage>.nc.
 DEEP_RULES = {"mlp": "deep_units", "resnet": "resnet"}
+#: The rotation stage (PAPER.md §11): FA_K against K.
+FA_QUADRATURE_FIGURE = "fig_fa_quadrature"
+ROTATION_DIR = "rotation"
 
 
 def rmd_figure(init: str) -> str:
@@ -42,6 +45,31 @@ def deep_figure(stage: str, init: str) -> str:
 def deep_figures(config: Mapping) -> list[str]:
     """Every deep figure: one per stage and initialisation of the ``deep`` section."""
     return [deep_figure(stage, init) for stage in DEEP_RULES for init in config["deep"]["inits"]]
+def rotation_rmd_figure(group: str, init: str) -> str:
+    """The rotation stage's RMD-vs-N figure, e.g. ``fig_rmd_so2_si_init``."""
+    return f"fig_rmd_{group.lower()}_{init.lower()}_init"
+
+
+def rotation_figures(config: Mapping) -> list[str]:
+    """Names of the rotation stage's figures (none without a ``rotation`` section)."""
+    section = config.get("rotation")
+    if not section:
+        return []
+    group = section["group"]["name"]
+    return [*(rotation_rmd_figure(group, init) for init in section["inits"]),
+            FA_QUADRATURE_FIGURE]
+
+
+def rotation_targets(config: Mapping) -> list[str]:
+    """The rotation stage's datasets and figures (``snakemake rotation``)."""
+    if not config.get("rotation"):
+        return []
+    results = config["results_dir"]
+    return [
+        f"{results}/{ROTATION_DIR}/summary.nc",
+        f"{results}/{ROTATION_DIR}/quadrature.nc",
+        *(f for name in rotation_figures(config) for f in figure_files(results, name)),
+    ]
 
 
 def figure_files(results_dir: str, name: str) -> list[str]:
@@ -67,8 +95,8 @@ def grid_targets(config: Mapping) -> list[str]:
 
 def final_targets(config: Mapping) -> list[str]:
     """Everything the default run builds: the grid targets, heuristic.nc and its figure,
-    the figure of every Noether study (which pulls in the study's file) and the deep
-    stages' figures (which pull in deep/<stage>.nc)."""
+    the figure of every Noether study (which pulls in the study's file), the deep stages'
+    figures (which pull in deep/<stage>.nc) and the rotation stage's targets."""
     results = config["results_dir"]
     return [
         *grid_targets(config),
@@ -76,4 +104,5 @@ def final_targets(config: Mapping) -> list[str]:
         *figure_files(results, HEURISTIC_FIGURE),
         *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
         *(f for name in deep_figures(config) for f in figure_files(results, name)),
+        *rotation_targets(config),
     ]

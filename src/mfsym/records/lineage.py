@@ -45,6 +45,7 @@ def deep_stage(stage: str) -> tuple[str, ...]:
     """The scope of the dataset of one deep stage ("mlp" or "resnet")."""
     others = tuple(f"!deep.{s}" for s in DEEP_STAGES if s != stage)
     return ("training", "deep", "!deep.resources", *others)
+ROTATION = ("training", "rotation", "!rotation.resources")
 
 
 def heuristic_setting(name: str) -> tuple[str, ...]:

@@ -1,0 +1,101 @@
+"""The rotation stage (PAPER.md §11): configuration of compact groups, the WI teacher and its
+reported equivariance error, the FA_K study, and the claims rows of the setting."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from pipeline_sandbox import repo_config
+from test_paper import synthetic_summary
+
+from mfsym.engine.training import TrainConfig
+from mfsym.measure.equivariance import equivariance_error
+from mfsym.paper.numbers import Criteria, rotation_claims, summary_claims
+from mfsym.pipeline.config import ConfigError, build_group, build_teachers, build_unit
+from mfsym.pipeline.rotation import check_section, teacher_errors
+from mfsym.studies.quadrature import fa_quadrature_study
+
+UV = {"name": "uv", "activation": "sigmoid"}
+
+
+def section():
+    return copy.deepcopy(repo_config()["rotation"])
+
+
+def test_compact_group_keys_are_required_and_refused_where_they_do_not_apply():
+    with pytest.raises(ConfigError, match="group.quadrature_points is missing"):
+        build_group({"name": "SO2", "dim": 3, "symmetrized_points": 4}, UV)
+    with pytest.raises(ConfigError, match="group.symmetrized_points = 4 applies only"):
+        build_group({"name": "C2", "dim": 2, "symmetrized_points": 4}, UV)
+    group = build_group({"name": "O2", "dim": 3, "quadrature_points": 3,
+                         "symmetrized_points": 5}, UV)
+    assert group.order == 6 and group.sym_points == 5
+    assert group.symmetrize(np.ones((2, 6))).shape == (20, 6)  # D_5: 10 elements × 2 atoms
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"quadrature": {"reference_points": 16}}, "rotation.quadrature.reference_points"),
+    ({"quadrature": {"teacher": "WI"}, "teachers": ["arbitrary"]}, "rotation.quadrature.teacher"),
+    ({"group": {"name": "C2", "dim": 2}}, "rotation.group.name"),
+    ({"pairs": ["vanilla-XA"]}, r"rotation.pairs\[0\]"),
+])
+def test_bad_rotation_sections_name_the_key(change, key):
+    sec = section()
+    for k, v in change.items():
+        sec[k] = {**sec[k], **v} if isinstance(v, dict) else v
+    with pytest.raises(ConfigError, match=key):
+        check_section(sec, repo_config()["training"])
+
+
+def test_wi_teacher_is_exactly_ck_equivariant_and_its_so2_error_falls_with_k():
+    """The K-point orbit of the arbitrary cloud is C_K-equivariant to rounding; its SO(2)
+    error falls with K (aliasing of the network's angular Fourier modes at multiples of
+    K), to rounding at the default K = 64."""
+    sec = section()
+    group = build_group(sec["group"], sec["unit"])
+    unit = build_unit(sec["group"], sec["unit"])
+    k = sec["data"]["teacher_orbit_points"]
+    wi = build_teachers(group, ["WI"], sec["data"])["WI"]
+    assert wi.particles.shape[0] == k * sec["data"]["teacher_particles"]
+    rng = np.random.default_rng(0)
+    x = 4.0 * rng.standard_normal((k, 3))
+    ck = group.compact.xy.quadrature_xy(k).x  # one element of C_K per input, all of them
+    assert equivariance_error(unit, wi.particles, x, ck, ck) < 1e-12
+    errors = teacher_errors(sec, repo_config()["training"])
+    assert errors["SI"] < 1e-12 and errors["WI"] < 1e-12 and errors["arbitrary"] > 0.1
+    coarse = [
+        teacher_errors({**sec, "data": {**sec["data"], "teacher_orbit_points": k}},
+                       repo_config()["training"])["WI"]
+        for k in (2, 4, 8)
+    ]
+    assert coarse[0] > coarse[1] > coarse[2] > 1e-4
+
+
+def test_fa_quadrature_study_stays_on_eg_from_k_two_and_approaches_the_group_average():
+    sec = section()
+    group = build_group(sec["group"], sec["unit"])
+    unit = build_unit(sec["group"], sec["unit"])
+    teacher = build_teachers(group, ["arbitrary"], sec["data"])["arbitrary"]
+    cfg = TrainConfig(T=2.0, dtype="float64", backend="eager", device="cpu", n_eval=64,
+                      n_snapshots=2)
+    ds = fa_quadrature_study(group.compact, unit, teacher, [1, 2, 4], 64, 16, [0, 1],
+                             ["SI", "WI"], cfg, 128)
+    si = ds["rmd_projected"].sel(init="SI")
+    assert float(si.sel(K=1).min()) > 1e-4  # K = 1: vanilla
+    assert float(si.sel(K=[2, 4]).max()) < 1e-12
+    dist = ds["model_distance"].sel(init="WI").mean("seed").values
+    assert dist[0] > dist[1] > dist[2] > 0
+    # an SI cloud is SO(2)-invariant, so every K ≥ 2 average already is the group average
+    assert float(ds["model_distance"].sel(init="SI", K=[2, 4]).max()) < 1e-12
+
+
+def test_rotation_claims_are_the_summary_claims_of_the_setting():
+    ds = synthetic_summary()
+    ds.attrs["setting"] = "SO2-uv"
+    crit = Criteria()
+    plain, rot = summary_claims(ds, crit), rotation_claims(ds, crit)
+    assert [c.key for c in rot] == [f"Rot{c.key}" for c in plain]
+    assert [c.verdict for c in rot] == [c.verdict for c in plain]
+    assert all(c.statement.startswith("[SO2-uv] ") for c in rot)
