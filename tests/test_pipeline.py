@@ -101,12 +101,13 @@ def bad_configs() -> dict[str, tuple[dict, list[str]]]:
 
     case("scheme", lambda c: c.update(schemes=["vanilla", "DAA"]),
          "schemes[1] = 'DAA' is not allowed", "allowed values: vanilla, DA, DA-orbit, FA, EA")
-    case("n", lambda c: c.update(N=[10, 0]), "N[1] = 0 is too small; it must be ≥ 1")
+    case("n", lambda c: c.update(n_particles=[10, 0]),
+         "n_particles[1] = 0 is too small; it must be ≥ 1")
     case("empty", lambda c: c.update(seeds=[]), "seeds = [] is empty")
     case("alpha", lambda c: c["training"].update(alpha=-50.0),
          "training.alpha = -50.0 is too small; it must be > 0")
     case("typo", lambda c: c["metrics"].update(pairz=[]), "unknown key 'metrics.pairz'",
-         "allowed keys under 'metrics': pairs")
+         "allowed keys under 'metrics': baseline, pairs")
     case("cross", lambda c: c["figures"].update(particles_seed=42),
          "figures.particles_seed = 42 is not in the grid")
     return cases
