@@ -104,7 +104,9 @@ def test_torch_is_the_cpu_wheel_and_no_cuda_package_comes_in(lock):
     assert len(lock["torch"][1]) == 1  # the one cp311 manylinux x86-64 CPU wheel
     cuda = [n for n in lock if n.startswith(("nvidia-", "triton", "cuda-"))]
     assert not cuda, f"CUDA packages in the lock: {cuda}"
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in LOCK.read_text().splitlines()
+    # no index in the lock: pip would try it for every package, and where that host is
+    # unreachable each try waits through its retries (minutes for the whole lock)
+    assert not [ln for ln in LOCK.read_text().splitlines() if ln.startswith("--")]
 
 
 def test_lock_is_closed_under_the_installed_requirements(lock, project):

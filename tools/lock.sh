@@ -8,7 +8,9 @@
 #   tools/lock.sh --find-links DIR      # ... or from a folder holding that wheel
 #
 # Any argument is handed to `uv pip compile` (pip install uv). The lock's second line
-# records the SHA-256 of pyproject.toml's dependency tables, which the tests compare.
+# records the SHA-256 of pyproject.toml's dependency tables, which the tests compare. The
+# lock names no index: where pip does not already find the CPU torch wheel, installing it
+# needs PIP_EXTRA_INDEX_URL set to PyTorch's CPU index (see the README).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,6 +32,5 @@ uv pip compile pyproject.toml --extra test --extra cluster \
     echo "# Exact, hashed dependencies of mfsym (Linux x86-64, CPython 3.11, CPU torch)."
     echo "# pyproject-dependencies-sha256: $deps_sha"
     echo "# Regenerate with tools/lock.sh; install with the README's command."
-    echo "--extra-index-url $TORCH_INDEX"
     grep -v -e '^# ' -e '^--extra-index-url' "$tmp" | sed -e '/./,$!d'
 } > requirements.lock
