@@ -93,6 +93,10 @@ BAD = [
     ("training.alpha", -1.0, "training.alpha", "> 0"),
     ("training.T", "abc", "training.T", "expected number"),
     ("training.T", 0.05, "training.T", "T ≥ 1/N"),  # N = 10: no SGD step at all
+    ("deep.seeds", [], "deep.seeds", "at least 1 value"),
+    ("deep.mlp.n_particles", [8, 0], "deep.mlp.n_particles[1]", "≥ 1"),
+    ("rotation.n_particles", [20, 0], "rotation.n_particles[1]", "≥ 1"),
+    ("rotation.group.quadrature_points", 0, "rotation.group.quadrature_points", "≥ 1"),
     ("training.batch_size", 2.5, "training.batch_size", "expected integer"),
     ("training.dtype", "float16", "training.dtype", "float32, float64"),
     ("training.device", "gpu", "training.device", "auto|cpu|cuda"),

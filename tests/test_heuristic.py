@@ -262,7 +262,7 @@ def test_shipped_heuristic_sections_are_valid(name):
     cfg = shipped(name)
     check_config(cfg, load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
     check_section(cfg["heuristic"], cfg["training"])
-    assert [s["name"] for s in cfg["heuristic"]["settings"]] == ["C2-matrix", "S3-uv"]
+    assert [s["name"] for s in cfg["heuristic"]["settings"]] == ["C2-matrix", "S3-uv", "SO2-uv"]
 
 
 def bad_section(edit):

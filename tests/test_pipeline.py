@@ -64,17 +64,22 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+(\d+)$", table, re.M)}
 
 
-def expected_counts(cfg: dict) -> dict[str, int]:
+def grid_counts(cfg: dict) -> dict[str, int]:
+    """Jobs of ``snakemake grid``: data, training, metrics, summary and its figures."""
     jobs = len(grid_of(cfg).jobs())
-    counts = {"teachers": 1, "eval_sample": 1, "initial_particles": jobs, "train": jobs,
-              "metrics": jobs, "summary": 1}
+    return {"teachers": 1, "eval_sample": 1, "initial_particles": jobs, "train": jobs,
+            "metrics": jobs, "summary": 1, **{name: 1 for name in FIGURES}}
+
+
+def expected_counts(cfg: dict) -> dict[str, int]:
+    """Jobs of the grid and of the rotation stage."""
     rot = cfg["rotation"]
     rot_jobs = len(rot["inits"]) * len(rot["n_particles"])
     rotation = {"rotation_train": rot_jobs, "rotation_metrics": rot_jobs, "rotation_summary": 1,
                 "rotation_quadrature": 1, "fig_fa_quadrature": 1,
                 **{f"fig_rmd_{rot['group']['name'].lower()}_{i.lower()}_init": 1
                    for i in rot["inits"]}}
-    return {**counts, **rotation, **{name: 1 for name in FIGURES}}
+    return {**grid_counts(cfg), **rotation}
 
 
 # ---- dry runs ---------------------------------------------------------------------------
@@ -223,9 +228,9 @@ def check_files(wf: Path) -> None:
 
 
 def check_logs(wf: Path) -> None:
-    """One log per job that ran, each holding what its job did, from start to end."""
+    """One log per job of ``snakemake grid``, each holding what its job did, start to end."""
     logs = sorted(p for p in (wf / "results" / "logs").rglob("*") if p.is_file())
-    ran = sum(expected_counts(tiny_config()).values())
+    ran = sum(grid_counts(tiny_config()).values())
     assert len(logs) == ran, [str(p.relative_to(wf)) for p in logs]
     for path in logs:
         text = path.read_text()
