@@ -2,7 +2,8 @@
 
 A bundle (``snakemake bundle`` → ``<results_dir>/bundle/mfsym-results.tar.gz``) holds
 
-* ``results/summary.nc``, ``results/heuristic.nc``, ``results/noether/*.nc``, the teacher
+* ``results/summary.nc``, ``results/heuristic.nc``, ``results/noether/*.nc``,
+  ``results/deep/*.nc``, ``results/rotation/{summary,quadrature}.nc``, the teacher
   clouds and the one run file the particle figures draw, and every figure (PDF and PNG);
 * ``paper/output/`` (``numbers.tex``, ``claims.tex``, ``claims.json``);
 * ``config.yaml`` (the run's configuration) and ``requirements.lock``;
@@ -62,9 +63,11 @@ def bundle_path(config: Mapping) -> str:
 
 
 def figure_names(config: Mapping) -> list[str]:
-    """Every figure of the default run (grid, heuristic, Noether)."""
+    """Every figure of the default run (grid, heuristic, Noether, deep, rotation)."""
     return [*targets.grid_figures(config), targets.HEURISTIC_FIGURE,
-            *targets.NOETHER_FIGURES.values()]
+            *targets.NOETHER_FIGURES.values(),
+            *(targets.deep_figures(config) if config.get("deep") else ()),
+            *targets.rotation_figures(config)]
 
 
 def bundle_files(config: Mapping) -> dict[str, str]:
@@ -77,6 +80,9 @@ def bundle_files(config: Mapping) -> dict[str, str]:
     )
     names = ["summary.nc", "heuristic.nc", "data/teachers.nc", particles,
              *(f"noether/{study}.nc" for study in targets.NOETHER_FIGURES),
+             *(f"deep/{stage}.nc" for stage in targets.DEEP_RULES if config.get("deep")),
+             *((f"{targets.ROTATION_DIR}/summary.nc", f"{targets.ROTATION_DIR}/quadrature.nc")
+               if config.get("rotation") else ()),
              *(f"figures/{name}.{ext}" for name in figure_names(config)
                for ext in targets.FIGURE_FORMATS)]
     files = {f"results/{name}": f"{results}/{name}" for name in names}
