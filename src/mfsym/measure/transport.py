@@ -2,9 +2,12 @@
 
 All measures are uniform empirical measures on R^D, given by their atoms ``(n, D)``.
 
-* ``w2_squared(a, b)``: exact W₂² — the assignment problem (Hungarian / LAPJV via
-  ``scipy.optimize.linear_sum_assignment``) when ``n == m``, otherwise the network simplex
-  (``ot.emd2``) on uniform weights.  Never an entropic approximation.
+* ``w2_squared(a, b)``: exact W₂² — when one size is a whole multiple r of the other (the
+  N×N assignment, the N×|G|N transport to a symmetrised cloud), the assignment problem
+  after copying each atom of the smaller cloud r times, solved on a sparse candidate graph
+  and certified optimal on the full cost matrix by LP duality
+  (:mod:`mfsym.measure.assignment`); otherwise the network simplex (``ot.emd2``) on uniform
+  weights.  Never an entropic approximation.
 * ``rmd2(μ, ν) = W₂²(μ, ν) / (M₂(μ) + M₂(ν))`` with ``M₂(μ) = 2 E_μ‖z‖²``; since
   ``‖a − b‖² ≤ 2‖a‖² + 2‖b‖²`` it lies in [0, 1].  ``rmd = sqrt(rmd2)``.
 * ``w2_squared_to_projection(ν, P)``: for an orthogonal projector P, the map ``z ↦ P z`` is
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 import ot
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
+
+from .assignment import assignment_cost
 
 
 def _atoms(name: str, arr) -> np.ndarray:
@@ -34,10 +38,11 @@ def w2_squared(a, b) -> float:
     a, b = _atoms("a", a), _atoms("b", b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"clouds live in different spaces: D={a.shape[1]} vs D={b.shape[1]}")
+    if a.shape[0] > b.shape[0]:
+        a, b = b, a
+    if b.shape[0] % a.shape[0] == 0:
+        return max(assignment_cost(a, b), 0.0)
     cost = cdist(a, b, "sqeuclidean")
-    if a.shape[0] == b.shape[0]:
-        rows, cols = linear_sum_assignment(cost)
-        return float(cost[rows, cols].mean())
     wa = np.full(a.shape[0], 1.0 / a.shape[0])
     wb = np.full(b.shape[0], 1.0 / b.shape[0])
     return float(max(ot.emd2(wa, wb, cost, numItermax=10_000_000), 0.0))
@@ -107,7 +112,7 @@ def rmd_to_projected(cloud, projector) -> float:
 def rmd_to_symmetrized(cloud, group) -> float:
     """RMD(ν, ν^G): distance from the weakly invariant law closest in this sense.
 
-    ν has N atoms and ν^G has |G|·N, so the exact network simplex is used.
+    ν has N atoms and ν^G has |G|·N: an exact assignment after copying each atom |G| times.
     """
     a = _atoms("cloud", cloud)
     return rmd(a, group.symmetrize(a))

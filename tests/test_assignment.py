@@ -1,0 +1,120 @@
+"""The certified sparse assignment against independent exact solvers.
+
+The network simplex of POT (``ot.emd2``, an LP solver on the transport polytope) and a
+brute force over permutations serve as references; the sparse solver is forced through
+several rounds of candidate growth with ``neighbours=1`` and far-apart clouds.
+"""
+
+from itertools import permutations
+
+import numpy as np
+import ot
+import pytest
+from scipy.spatial.distance import cdist
+
+import mfsym.measure.assignment as assignment
+from mfsym.measure.assignment import assignment_cost
+
+
+@pytest.fixture(autouse=True)
+def sparse_path_for_small_problems(monkeypatch):
+    """The sizes here are below the dense cut-off: force the sparse, certified path."""
+    monkeypatch.setattr(assignment, "DENSE_UP_TO", 0)
+
+
+def emd_w2(a, b):
+    cost = cdist(a, b, "sqeuclidean")
+    return ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost,
+                   numItermax=10_000_000)
+
+
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+@pytest.mark.parametrize("neighbours", [1, 4])
+def test_square_matches_network_simplex(shift, neighbours):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 4))
+    b = a[rng.permutation(300)] + 0.3 * rng.standard_normal((300, 4)) + shift
+    got = assignment_cost(a, b, neighbours=neighbours)
+    np.testing.assert_allclose(got, emd_w2(a, b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("copies", [2, 3])
+def test_multiple_matches_network_simplex(copies):
+    """N against r·N atoms: the symmetrised-cloud problem (and a 3-fold one)."""
+    rng = np.random.default_rng(2)
+    a = 0.5 * rng.standard_normal((200, 4))
+    b = np.concatenate([a[:, ::-1] * (k + 1) for k in range(copies)])
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2), emd_w2(a, b),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_small_case_equals_brute_force_over_permutations():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((7, 3)), rng.standard_normal((7, 3))
+    cost = cdist(a, b, "sqeuclidean")
+    best = min(cost[range(7), list(p)].mean() for p in permutations(range(7)))
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), best, rtol=1e-12)
+
+
+def test_exact_duplicates_cost_zero():
+    """An invariant cloud against its symmetrisation: every atom has a zero-cost twin."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((400, 2))
+    a = np.concatenate([a, a], axis=1)  # swap-invariant rows (x, y, x, y) ↦ itself
+    assert assignment_cost(a, np.concatenate([a, a[:, [2, 3, 0, 1]]])) == 0.0
+
+
+def test_candidate_growth_rounds_are_needed(monkeypatch):
+    """Far-apart clouds defeat the first candidate graph: the certificate must add edges."""
+    calls = []
+    real = assignment.match
+
+    def counting(data, indices, indptr, m, timeout):
+        calls.append(data.size)
+        return real(data, indices, indptr, m, timeout)
+
+    monkeypatch.setattr(assignment, "match", counting)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((250, 2))
+    b = np.concatenate([rng.standard_normal((125, 2)) - 4, rng.standard_normal((125, 2)) + 4])
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), emd_w2(a, b),
+                               rtol=1e-12, atol=1e-12)
+    assert len(calls) >= 2 and calls[-1] > calls[0]
+
+
+def test_falls_back_to_dense_when_rounds_run_out():
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((120, 2)), rng.standard_normal((120, 2)) + 5
+    got = assignment_cost(a, b, neighbours=1, max_rounds=0)
+    np.testing.assert_allclose(got, emd_w2(a, b), rtol=1e-12)
+
+
+def test_sizes_must_be_whole_multiples():
+    with pytest.raises(ValueError, match="whole multiple of a's 3 atoms, got 7"):
+        assignment_cost(np.zeros((3, 2)), np.zeros((7, 2)))
+
+
+def test_sparse_solver_that_does_not_return_falls_back_to_dense(monkeypatch):
+    """A killed (or failed) sparse matching is answered by the dense exact solver."""
+    monkeypatch.setattr(assignment, "match", lambda *args: None)
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((150, 3)), rng.standard_normal((300, 3))
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+
+
+def test_sparse_matching_process_is_killed_past_its_timeout():
+    from mfsym.measure.sparse_matching import match
+
+    # A 1 ms allowance cannot cover starting an interpreter: the child is killed.
+    eye = np.arange(4)
+    assert match(np.ones(4), eye, np.arange(5), 4, timeout=1e-3) is None
+    np.testing.assert_array_equal(match(np.ones(4), eye, np.arange(5), 4, timeout=60), eye)
+
+
+def test_tied_candidate_graph_is_solved_or_answered_densely():
+    """Rounded coordinates give many tied costs, where the sparse solver can stall."""
+    rng = np.random.default_rng(8)
+    a = np.round(rng.standard_normal((295, 2)), 1)
+    b = np.round(rng.standard_normal((295, 2)), 1)
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2), emd_w2(a, b),
+                               rtol=1e-12, atol=1e-12)
