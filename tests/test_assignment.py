@@ -18,8 +18,10 @@ from mfsym.measure.assignment import assignment_cost
 
 @pytest.fixture(autouse=True)
 def sparse_path_for_small_problems(monkeypatch):
-    """The sizes here are below the dense cut-off: force the sparse, certified path."""
+    """The sizes here are below the dense cut-off: force the sparse, certified path (for
+    any number of copies)."""
     monkeypatch.setattr(assignment, "DENSE_UP_TO", 0)
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 64)
 
 
 def emd_w2(a, b):
@@ -118,3 +120,18 @@ def test_tied_candidate_graph_is_solved_or_answered_densely():
     b = np.round(rng.standard_normal((295, 2)), 1)
     np.testing.assert_allclose(assignment_cost(a, b, neighbours=2), emd_w2(a, b),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_many_copies_go_to_the_network_simplex_without_the_sparse_solver(monkeypatch):
+    """r > SPARSE_MAX_COPIES (an SO(2) orbit of 8 points per atom): tied rows, dense solve."""
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+
+    def no_sparse(*args, **kwargs):
+        raise AssertionError("the sparse matcher was called for r = 8")
+
+    monkeypatch.setattr(assignment, "match", no_sparse)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((60, 3))
+    angles = 2 * np.pi * np.arange(8) / 8
+    b = np.concatenate([a * np.array([np.cos(t), np.sin(t), 1.0]) for t in angles])
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-12)

@@ -29,8 +29,10 @@ The solver never approximates.  Each round
    W₂² (tol = 1e-11; S ≥ 2^50 / (m · max C), so g ≈ 1e-10 at m = 10⁴ on costs of order 10).
    Otherwise every violating edge joins E and the next round starts.
 
-Small problems (``m ≤ DENSE_UP_TO``), a sparse solve that does not return, and
-``max_rounds`` rounds without a certificate are answered by the dense exact solver:
+Small problems (``m ≤ DENSE_UP_TO``), transport to more than ``SPARSE_MAX_COPIES``
+copies (r copies of every atom of μ make r identical rows of C; on such heavily tied graphs
+LAPJVsp can run for minutes, e.g. on the 32-point SO(2) orbits of the rotation stage), a
+sparse solve that does not return, and ``max_rounds`` rounds without a certificate are answered by the dense exact solver:
 LAPJV (``scipy.optimize.linear_sum_assignment``) for r = 1, the network simplex
 (``ot.emd2``) otherwise.
 """
@@ -54,6 +56,8 @@ CERTIFICATE_TOL = 1e-11
 MAX_ROUNDS = 12
 #: Problems with at most this many columns go straight to the dense solver (fast there).
 DENSE_UP_TO = 4000
+#: Largest r = m / n sent to the sparse solver (r tied copies per atom of μ).
+SPARSE_MAX_COPIES = 2
 #: Bound on |integer cost| · m handed to the sparse solver: sums stay exact in float64.
 INTEGER_RANGE = 2.0**50
 #: Rows of the full cost matrix checked at once (bounds memory: BLOCK × m floats).
@@ -145,7 +149,7 @@ def assignment_cost(a, b, neighbours: int = NEIGHBOURS, tol: float = CERTIFICATE
     if m % n:
         raise ValueError(f"b must hold a whole multiple of a's {n} atoms, got {m}")
     r = m // n
-    if m <= max(DENSE_UP_TO, 2 * neighbours * r):
+    if m <= max(DENSE_UP_TO, 2 * neighbours * r) or r > SPARSE_MAX_COPIES:
         return dense_assignment_cost(a, b)
     src, dst = _initial_edges(a, b, r, neighbours)
     for _ in range(max_rounds):
