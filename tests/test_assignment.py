@@ -135,3 +135,41 @@ def test_many_copies_go_to_the_network_simplex_without_the_sparse_solver(monkeyp
     angles = 2 * np.pi * np.arange(8) / 8
     b = np.concatenate([a * np.array([np.cos(t), np.sin(t), 1.0]) for t in angles])
     np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_cloud_on_eg_against_its_symmetrisation_needs_no_matching(monkeypatch):
+    """Near-tied costs (a cloud within 1e-7 of E^G and its swap images): the own-orbit
+    pairing already costs less than the tolerance, and it is returned without a matching."""
+    def no_sparse(*args, **kwargs):
+        raise AssertionError("the sparse matcher was called")
+
+    monkeypatch.setattr(assignment, "match", no_sparse)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((400, 2))
+    a = np.c_[x[:, 0], x[:, 1], x[:, 1], x[:, 0]] + 1e-7 * rng.standard_normal((400, 4))
+    b = np.concatenate([a, a[:, ::-1]])
+    got = assignment_cost(a, b)
+    want = emd_w2(a, b)
+    assert 0 <= want <= got <= want + 2 * assignment.CERTIFICATE_TOL
+    # a cloud off E^G is matched as before (the pairing is far from optimal there)
+    far = rng.standard_normal((400, 4))
+    monkeypatch.undo()
+    monkeypatch.setattr(assignment, "DENSE_UP_TO", 0)
+    np.testing.assert_allclose(assignment_cost(far, np.concatenate([far, far[:, ::-1]])),
+                               emd_w2(far, np.concatenate([far, far[:, ::-1]])), rtol=1e-12)
+
+
+def test_cloud_near_eg_goes_to_the_network_simplex(monkeypatch):
+    """Images nearer their own atoms than atoms to each other (a cloud 1e-3 off E^G):
+    near-duplicate columns, answered by the network simplex, not the sparse matcher."""
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+
+    def no_sparse(*args, **kwargs):
+        raise AssertionError("the sparse matcher was called")
+
+    monkeypatch.setattr(assignment, "match", no_sparse)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((400, 2))
+    a = np.c_[x[:, 0], x[:, 1], x[:, 1], x[:, 0]] + 1e-3 * rng.standard_normal((400, 4))
+    b = np.concatenate([a, a[:, ::-1]])
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-15)

@@ -29,11 +29,18 @@ The solver never approximates.  Each round
    W₂² (tol = 1e-11; S ≥ 2^50 / (m · max C), so g ≈ 1e-10 at m = 10⁴ on costs of order 10).
    Otherwise every violating edge joins E and the next round starts.
 
-Small problems (``m ≤ DENSE_UP_TO``), transport to more than ``SPARSE_MAX_COPIES``
-copies (r copies of every atom of μ make r identical rows of C; on such heavily tied graphs
-LAPJVsp can run for minutes, e.g. on the 32-point SO(2) orbits of the rotation stage), a
-sparse solve that does not return, and ``max_rounds`` rounds without a certificate are answered by the dense exact solver:
-LAPJV (``scipy.optimize.linear_sum_assignment``) for r = 1, the network simplex
+On the sparse path, when the pairing of copy t of atom i with atom ``i + t·n`` of ν (the
+order in which a symmetrised cloud lists the images g·a_i) already costs at most
+``2·tol``, that cost is returned: 0 ≤ W₂² ≤ it, so it is W₂² within the certified gap,
+with no matching (a cloud on E^G against its symmetrisation: near-tied costs that stall
+LAPJVsp); when that pairing costs less than the mean squared nearest-neighbour distance in
+μ (a cloud near E^G: its images nearly duplicate its atoms), the network simplex answers.
+
+Small problems (``m ≤ DENSE_UP_TO``), transport to more than ``SPARSE_MAX_COPIES`` copies
+(r copies of every atom of μ make r identical rows of C; on such heavily tied graphs LAPJVsp
+can run for minutes, e.g. on the 32-point SO(2) orbits of the rotation stage), a sparse
+solve that does not return, and ``max_rounds`` rounds without a certificate are answered by
+the dense exact solver: LAPJV (``scipy.optimize.linear_sum_assignment``) for r = 1, the network simplex
 (``ot.emd2``) otherwise.
 """
 
@@ -125,6 +132,12 @@ def _duals(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, match_col: np.ndar
     return -d_row, d_col
 
 
+def _mean_nn_sq(a: np.ndarray) -> float:
+    """Mean squared distance from each atom of ``a`` to its nearest other atom."""
+    d, _ = cKDTree(a).query(a, k=2)
+    return float(np.mean(d[:, 1] ** 2))
+
+
 def timeout(m: int) -> float:
     """Seconds allowed to the sparse matching of an m × m graph before the dense solver."""
     return 30.0 + m / 200.0
@@ -150,6 +163,16 @@ def assignment_cost(a, b, neighbours: int = NEIGHBOURS, tol: float = CERTIFICATE
         raise ValueError(f"b must hold a whole multiple of a's {n} atoms, got {m}")
     r = m // n
     if m <= max(DENSE_UP_TO, 2 * neighbours * r) or r > SPARSE_MAX_COPIES:
+        return dense_assignment_cost(a, b)
+    # The coupling a_i -> b_{i + t n} (t < r) costs U >= W2^2 >= 0: when U is within the
+    # certified tolerance, U is W2^2 to that tolerance (e.g. a cloud on E^G against its
+    # symmetrisation, whose near-tied costs would stall the sparse matcher).
+    own = float(((np.tile(a, (r, 1)) - b) ** 2).sum(axis=1).mean())
+    if own <= 2.0 * tol:
+        return own
+    if r > 1 and own < _mean_nn_sq(a):
+        # images closer to their own atom than atoms to each other: near-duplicate columns,
+        # near-tied costs; the network simplex is faster than a stalled sparse matcher
         return dense_assignment_cost(a, b)
     src, dst = _initial_edges(a, b, r, neighbours)
     for _ in range(max_rounds):
