@@ -11,6 +11,9 @@ GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures)
 # Rule params come from CFG (keys sorted), so reordering config keys reruns nothing.
 CFG = canonical(config)
 JOB = "{init}/N{N}/{block}"
+# Scheduling order on a busy machine: the grid's training is the longest chain of the run,
+# so its inputs and its jobs start before the shorter stages (heuristic, rotation, ...).
+PRIORITY = {"data": 30, "train": 20, "metrics": 10}
 
 
 wildcard_constraints:

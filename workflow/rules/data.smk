@@ -4,6 +4,7 @@
 
 
 rule teachers:
+    priority: PRIORITY["data"]
     output:
         f"{RESULTS}/data/teachers.nc",
     params:
@@ -18,6 +19,7 @@ rule teachers:
 
 
 rule eval_sample:
+    priority: PRIORITY["data"]
     output:
         f"{RESULTS}/data/eval_sample.nc",
     params:
@@ -30,6 +32,7 @@ rule eval_sample:
 
 
 rule initial_particles:
+    priority: PRIORITY["data"]
     output:
         f"{RESULTS}/data/initial/{JOB}.nc",
     params:

@@ -5,6 +5,7 @@ METRICS_RESOURCES = config["resources"]["metrics"]
 
 
 rule metrics:
+    priority: PRIORITY["metrics"]
     input:
         runs=rules.train.output[0],
         eval=rules.eval_sample.output[0],

@@ -17,6 +17,7 @@ ON_GPU = str(config["training"]["device"]).startswith("cuda")
 
 rule train:
     cache: True
+    priority: PRIORITY["train"]
     input:
         teachers=rules.teachers.output[0],
         initial=rules.initial_particles.output[0],
