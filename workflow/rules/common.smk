@@ -11,9 +11,10 @@ GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures)
 # Rule params come from CFG (keys sorted), so reordering config keys reruns nothing.
 CFG = canonical(config)
 JOB = "{init}/N{N}/{block}"
-# Scheduling order on a busy machine: the grid's training is the longest chain of the run,
-# so its inputs and its jobs start before the shorter stages (heuristic, rotation, ...).
-PRIORITY = {"data": 30, "train": 20, "metrics": 10}
+# Scheduling order on a busy machine: the grid's training and the heuristic's chain of
+# steps (each step waits for the one before) are the longest chains of the run, so their
+# jobs start before the shorter stages (rotation, Noether, deep, figures).
+PRIORITY = {"data": 30, "heuristic": 25, "train": 20, "metrics": 10}
 
 
 wildcard_constraints:

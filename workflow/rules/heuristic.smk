@@ -33,6 +33,7 @@ def heuristic_step_files(wildcards):
 
 
 checkpoint heuristic_step:
+    priority: PRIORITY["heuristic"]
     input:
         heuristic_previous_step,
     output:
