@@ -40,8 +40,8 @@ Small problems (``m ≤ DENSE_UP_TO``), transport to more than ``SPARSE_MAX_COPI
 (r copies of every atom of μ make r identical rows of C; on such heavily tied graphs LAPJVsp
 can run for minutes, e.g. on the 32-point SO(2) orbits of the rotation stage), a sparse
 solve that does not return, and ``max_rounds`` rounds without a certificate are answered by
-the dense exact solver: LAPJV (``scipy.optimize.linear_sum_assignment``) for r = 1, the network simplex
-(``ot.emd2``) otherwise.
+the dense exact solver: LAPJV (``scipy.optimize.linear_sum_assignment``) for r = 1, the
+network simplex (``ot.emd2``) otherwise.
 """
 
 from __future__ import annotations
