@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..records.atomic import atomic_path, verify_file
 from ..records.results import source_date
+from ..records.staging import STAGING_MARKER, staging_refusal
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ TEX_DEBIAN_PACKAGES = (
     "lmodern",
 )
 TEX_PROGRAMS = ("latexmk", "pdflatex")
-#: File the builder writes into its staging folder; only a folder holding it is ever wiped.
-STAGING_MARKER = ".mfsym-paper-staging"
 _INCLUDE_RE = re.compile(r"^[^%\n]*?\\includegraphics(?:\[[^\]]*\])?\{([^}]+)\}", re.M)
 
 
@@ -80,25 +79,6 @@ def figures_in_tex(tex_path) -> list[str]:
         if name not in names:
             names.append(name)
     return names
-
-
-def staging_refusal(build_dir) -> str | None:
-    """Why ``build_dir`` must not be wiped as a staging folder, or None when it may be.
-
-    Only a folder this builder created may be wiped: an empty or absent folder, or one with
-    the :data:`STAGING_MARKER` file inside. Anything else (the checkout, the sources, the
-    results) holds files the build did not put there.
-    """
-    path = Path(build_dir)
-    if path.is_symlink():
-        return "is a symbolic link"
-    if not path.exists():
-        return None
-    if not path.is_dir():
-        return "is a file, not a folder"
-    if (path / STAGING_MARKER).is_file() or not any(path.iterdir()):
-        return None
-    return f"holds files the paper build did not create (no {STAGING_MARKER} file inside)"
 
 
 def _fresh_staging(build_dir: Path) -> None:

@@ -33,7 +33,7 @@ from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
 from ..engine.training import TrainConfig
-from ..paper.build import staging_refusal
+from ..records.staging import staging_refusal
 
 TEACHER_SOURCES = ("auto", "paper", "random")
 

@@ -27,7 +27,6 @@ its benchmark file under ``benchmarks/`` hold it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..engine import checkpoint as ckpt
 from ..engine.training import RunSpec, StackResult, snapshot_times, train_stack
 from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
+from ..records.source_hash import source_sha256
 from .config import build_group, build_unit, train_config
 from .data import read_initial
 
@@ -55,26 +55,23 @@ CURVES = {
 BASELINE_STREAM = "baseline"
 
 
-#: package folders whose code never reaches a run file (they only read results)
-NOT_TRAINING = ("figures", "paper")
+#: The modules a training job starts from (``workflow/scripts/train.py`` imports them);
+#: what they import, directly or not, is the code the job runs.
+TRAINING_ENTRIES = ("pipeline.runs", "records.joblog")
 
 
 def training_source_sha256() -> str:
-    """SHA-256 of the library source a training job runs (every ``.py`` and ``.c`` file
-    of the package but :data:`NOT_TRAINING`), names included.
+    """SHA-256 of the library source a training job runs: the import closure of
+    :data:`TRAINING_ENTRIES` with the kernel sources (:func:`mfsym.records.source_hash.
+    import_closure`), names included.
 
     The train rule passes it as a parameter, so Snakemake's between-workflow output cache
     (which hashes the rule's script, parameters and inputs, not the library) never hands
-    out a run file trained by other code, and an edit of the engine reruns the training.
+    out a run file trained by other code, and an edit of the engine reruns the training,
+    while an edit of a module training never imports (the W2 solver, the figures, the
+    paper, the job-log reader) leaves the run files alone.
     """
-    package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".c") and p.is_file()
-                   and p.relative_to(package).parts[0] not in NOT_TRAINING)
-    for path in files:
-        h.update(path.relative_to(package).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
+    return source_sha256(Path(__file__).resolve().parents[1], TRAINING_ENTRIES)
 
 
 def stack_runs(
