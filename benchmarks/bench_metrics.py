@@ -18,6 +18,15 @@ pairs) on one core: Σ_jobs (runs·t_sym(N) + (pairs + 1)·teachers·seeds·t_as
 
     python benchmarks/bench_metrics.py              # N = 1000 and 5000, and the projection
     python benchmarks/bench_metrics.py --n 100 500  # other sizes
+
+Random clouds are not trained ones: trained clouds of the arbitrary teacher gather in a few
+tight clusters, and the clouds of two schemes around different points, which is where exact
+solvers are slowest. ``--runs`` times every W₂ problem of the metrics job of a trained run
+file (``results/runs/<init>/N<N>/<block>.nc``, its first ``--seeds`` seeds), printing the
+seconds per kind of problem and per teacher, the slowest problems, and the job's projected
+time for all its seeds:
+
+    python benchmarks/bench_metrics.py --runs results/runs/SI/N5000/b0.nc --seeds 1
 """
 
 from __future__ import annotations
@@ -65,12 +74,72 @@ def jobs_per_n(cfg: dict) -> int:
     return len(cfg["inits"]) * blocks
 
 
+def trained_problems(runs, pairs: list[str], seeds: int) -> list[tuple[str, str, tuple]]:
+    """The W₂ problems of a metrics job on the first ``seeds`` seeds of a run dataset, as
+    (kind, label, (a, b) or (cloud,)) with kind "to ν^G", "pair" or "baseline"."""
+    final = runs["final_particles"]
+    out = []
+    for teacher in runs["teacher"].values:
+        for seed in runs["seed"].values[:seeds]:
+            cloud = {str(s): final.sel(teacher=teacher, scheme=s, seed=seed).values
+                     for s in runs["scheme"].values}
+            out += [("to ν^G", f"{teacher} {s} seed {seed}", (c,)) for s, c in cloud.items()]
+            for pair in pairs:
+                p, q = pair.split("-", 1)
+                out.append(("pair", f"{teacher} {pair} seed {seed}", (cloud[p], cloud[q])))
+            if "baseline_final_particles" in runs:
+                twin = runs["baseline_final_particles"].sel(teacher=teacher, seed=seed).values
+                base = str(runs.attrs["baseline"])
+                out.append(("baseline", f"{teacher} {base} twin seed {seed}",
+                            (cloud[base], twin)))
+    return out
+
+
+def bench_trained(path: str, cfg: dict, seeds: int) -> None:
+    """Time every W₂ problem of the metrics job of the run file ``path``."""
+    import xarray as xr
+
+    from mfsym.pipeline.config import build_group
+
+    group = build_group(cfg["group"], cfg["unit"])
+    with xr.open_dataset(path) as runs:
+        runs = runs.load()
+    seeds = min(seeds, runs.sizes["seed"])
+    timed = []
+    for kind, label, clouds_ in trained_problems(runs, list(cfg["metrics"]["pairs"]), seeds):
+        t0 = time.perf_counter()
+        if kind == "to ν^G":
+            rmd_to_symmetrized(clouds_[0], group)
+        else:
+            rmd(*clouds_)
+        timed.append((kind, label, time.perf_counter() - t0))
+    print(f"{path}: N = {runs.sizes['particle']}, {seeds} of {runs.sizes['seed']} seeds, "
+          f"{len(timed)} problems")
+    for key in ("kind", "teacher"):
+        totals: dict[str, float] = {}
+        for kind, label, t in timed:
+            name = kind if key == "kind" else label.split()[0]
+            totals[name] = totals.get(name, 0.0) + t
+        print("  per " + key + ": " + ", ".join(f"{k} {v:.1f} s" for k, v in totals.items()))
+    for kind, label, t in sorted(timed, key=lambda x: -x[2])[:5]:
+        print(f"  slow: {kind:8s} {label:36s} {t:7.2f} s")
+    spent = sum(t for *_, t in timed)
+    print(f"  total {spent:.1f} s on one core; the job's {runs.sizes['seed']} seeds: "
+          f"{spent * runs.sizes['seed'] / seeds:.0f} s")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--config", default=str(PAPER_CONFIG))
+    ap.add_argument("--runs", help="a trained run file: time its metrics job's problems")
+    ap.add_argument("--seeds", type=int, default=1, help="with --runs: seeds to time")
     args = ap.parse_args(argv)
+    if args.runs:
+        with open(args.config, encoding="utf-8") as fh:
+            bench_trained(args.runs, yaml.safe_load(fh), args.seeds)
+        return
     group = make_unit("matrix", 2, 2, "sigmoid").group(c2_swap())
     with open(args.config, encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)

@@ -19,9 +19,10 @@ from mfsym.measure.assignment import assignment_cost
 @pytest.fixture(autouse=True)
 def sparse_path_for_small_problems(monkeypatch):
     """The sizes here are below the dense cut-off: force the sparse, certified path (for
-    any number of copies)."""
+    any number of copies, and for clouds far apart)."""
     monkeypatch.setattr(assignment, "DENSE_UP_TO", 0)
     monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 64)
+    monkeypatch.setattr(assignment, "FAR_APART", np.inf)
 
 
 @pytest.fixture
@@ -77,11 +78,12 @@ def test_exact_duplicates_cost_zero():
 
 def test_candidate_growth_rounds_are_needed(monkeypatch):
     """Far-apart clouds defeat the first candidate graph: the certificate must add edges."""
-    calls = []
+    calls, allowed = [], []
     real = assignment.match
 
     def counting(data, indices, indptr, m, timeout):
         calls.append(data.size)
+        allowed.append(timeout)
         return real(data, indices, indptr, m, timeout)
 
     monkeypatch.setattr(assignment, "match", counting)
@@ -91,6 +93,8 @@ def test_candidate_growth_rounds_are_needed(monkeypatch):
     np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), emd_w2(a, b),
                                rtol=1e-12, atol=1e-12)
     assert len(calls) >= 2 and calls[-1] > calls[0]
+    # the rounds share one time budget: each matching is allowed what the earlier ones left
+    assert allowed[0] <= assignment.timeout(250) and np.all(np.diff(allowed) < 0)
 
 
 def test_falls_back_to_dense_when_rounds_run_out():
@@ -163,3 +167,47 @@ def test_cloud_near_eg_goes_to_the_network_simplex(monkeypatch, no_sparse_matche
     a = np.c_[x[:, 0], x[:, 1], x[:, 1], x[:, 0]] + 1e-3 * rng.standard_normal((400, 4))
     b = np.concatenate([a, a[:, ::-1]])
     np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-15)
+
+
+def test_spent_time_budget_goes_to_the_dense_solver(monkeypatch, no_sparse_matcher):
+    monkeypatch.setattr(assignment, "timeout", lambda m: 0.0)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((150, 3)), rng.standard_normal((150, 3))
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_projection_lower_bound_is_a_lower_bound_and_exact_on_a_line(copies):
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((120, 3))
+    b = np.concatenate([rng.standard_normal((120, 3)) * (k + 1) + k for k in range(copies)])
+    assert assignment.projection_lower_bound(a, b) <= emd_w2(a, b) + 1e-12
+    # atoms on one line through the origin: W2 is the one-dimensional W2 along it
+    u = np.array([[1.0, 2.0, -2.0]]) / 3.0
+    la, lb = rng.standard_normal((120, 1)) * u, (rng.standard_normal((120 * copies, 1)) + 1) * u
+    np.testing.assert_allclose(assignment.projection_lower_bound(la, lb), emd_w2(la, lb),
+                               rtol=1e-9)
+
+
+def test_far_apart_clouds_go_to_the_network_simplex(monkeypatch, no_sparse_matcher):
+    """Clouds gathered around different points (as trained clouds of two schemes can be):
+    the coupling moves mass far beyond the atoms' spacing, no candidate rounds are tried."""
+    monkeypatch.setattr(assignment, "FAR_APART", 1.0)
+    rng = np.random.default_rng(11)
+    centres = np.array([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, -1]])
+    a = centres[rng.integers(0, 2, 400)] + 0.01 * rng.standard_normal((400, 4))
+    b = centres[rng.integers(1, 3, 400)] + 0.01 * rng.standard_normal((400, 4))
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+
+
+def test_network_simplex_is_rerun_past_its_iteration_cap(monkeypatch):
+    """Past its cap the simplex returns a feasible, not an optimal, coupling: never used."""
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((80, 2)), rng.standard_normal((160, 2))
+    monkeypatch.setattr(assignment, "SIMPLEX_ITERATIONS", 3)
+    monkeypatch.setattr(assignment, "SIMPLEX_RETRIES", 1)
+    with pytest.raises(RuntimeError, match="no optimal transport for a 80 x 160 cost"):
+        assignment.dense_assignment_cost(a, b)
+    monkeypatch.setattr(assignment, "SIMPLEX_RETRIES", 6)
+    np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), emd_w2(a, b),
+                               rtol=1e-12)
