@@ -99,3 +99,27 @@ def test_rotation_claims_are_the_summary_claims_of_the_setting():
     assert [c.key for c in rot] == [f"Rot{c.key}" for c in plain]
     assert [c.verdict for c in rot] == [c.verdict for c in plain]
     assert all(c.statement.startswith("[SO2-uv] ") for c in rot)
+
+
+def test_rotation_stage_trains_in_float64_because_float32_drives_fa_off_eg():
+    """The precision decision of the rotation stage: in float32, FA over C_K leaves E^G from
+    an SI start (rounding of the rotation matrices; measured RMD 6.7e-4 at N = 50), in the
+    configured float64 it stays there to rounding."""
+    from mfsym.engine.training import RunSpec, train_stack
+    from mfsym.pipeline.config import train_config
+    from mfsym.pipeline.rotation import training_section
+
+    cfg = repo_config()
+    rot = cfg["rotation"]
+    group, unit = build_group(rot["group"], rot["unit"]), build_unit(rot["group"], rot["unit"])
+    teachers = build_teachers(group, ["arbitrary", "WI"], rot["data"])
+    runs = [RunSpec(t, "FA", 0) for t in ("arbitrary", "WI")]
+    configured = train_config({**training_section(cfg["training"], rot), "device": "cpu",
+                               "n_eval": 64, "n_snapshots": 2})
+    assert configured.resolved_dtype(50) == "float64"
+    drift = {}
+    for name, tc in (("configured", configured),
+                     ("float32", TrainConfig(**{**configured.__dict__, "dtype": "float32"}))):
+        res = train_stack(group, unit, teachers, runs, 50, "SI", tc)
+        drift[name] = float(np.max(res.rmd_projected[:, -1]))
+    assert drift["float32"] > 1e-5 and drift["configured"] <= 1e-9, drift
