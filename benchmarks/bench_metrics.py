@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from mfsym.core.groups import c2_swap
+from mfsym.core.schemes import parse_pair
 from mfsym.core.units import make_unit
 from mfsym.measure.transport import rmd, rmd_to_symmetrized
 
@@ -85,7 +86,7 @@ def trained_problems(runs, pairs: list[str], seeds: int) -> list[tuple[str, str,
                      for s in runs["scheme"].values}
             out += [("to ν^G", f"{teacher} {s} seed {seed}", (c,)) for s, c in cloud.items()]
             for pair in pairs:
-                p, q = pair.split("-", 1)
+                p, q = parse_pair(pair)
                 out.append(("pair", f"{teacher} {pair} seed {seed}", (cloud[p], cloud[q])))
             if "baseline_final_particles" in runs:
                 twin = runs["baseline_final_particles"].sel(teacher=teacher, seed=seed).values
