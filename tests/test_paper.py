@@ -25,8 +25,11 @@ from mfsym.paper.numbers import (
     NOT_MEASURED,
     NOT_SUPPORTED,
     SUPPORTED,
+    Criteria,
     PaperInputError,
+    growth_rate,
     loglog_slope,
+    summary_claims,
     write_paper_numbers,
 )
 from mfsym.paper.tex import format_exact, format_number, macro_name, render_macros
@@ -369,6 +372,53 @@ def test_da_rows_follow_the_corrected_claim_two(tmp_path):
     off["rmd_projected"].loc[{"init": "SI", "N": 5, "scheme": "DA-orbit"}] = 1e-3
     claims, _ = run_numbers(tmp_path / "off", summary=off)
     assert claims["DAOrbitOnEG"].verdict == NOT_SUPPORTED
+
+
+def with_fa_departure(rate=1.5, n=5, teacher="WI", seed=1) -> xr.Dataset:
+    """The synthetic summary with curves: every run's RMD to the projection is 1e-16 at
+    every time, except one SI-start FA run whose RMD is 1e-16·e^{rate·t}, ending at 1e-3."""
+    ds = synthetic_summary()
+    time = np.linspace(0.0, 20.0, 16)
+    curve = np.full(ds.rmd_projected.shape + (time.size,), 1e-16)
+    i, k = INITS.index("SI"), N_GRID.index(n)
+    t, s, r = TEACHERS.index(teacher), SCHEMES.index("FA"), SEEDS.index(seed)
+    curve[i, k, t, s, r] = 1e-16 * np.exp(rate * time)
+    ds["rmd_projected_curve"] = variable(ds.rmd_projected.dims + ("time",), curve,
+                                         "RMD to the projection over time")
+    ds = ds.assign_coords(time=time)
+    ds["rmd_projected"].loc[{"init": "SI", "N": n, "teacher": teacher, "scheme": "FA",
+                             "seed": seed}] = 1e-3
+    return ds
+
+
+def test_a_failed_stay_row_shows_where_the_departure_comes_from():
+    """FA leaves E^G in one run at one N: the row names that N, the largest distance at the
+    other N (the synthetic 1e-7, times the largest seed factor) and the run's growth rate,
+    fitted above rounding level."""
+    other_n = pytest.approx(1e-7 * seed_factor(max(SEEDS)))
+    rows = {c.key: c for c in summary_claims(with_fa_departure(rate=1.5), Criteria())}
+    fa = rows["FAOnEG"]
+    assert fa.verdict == NOT_SUPPORTED
+    labels = [label for label, _ in fa.values]
+    values = [v for _, v in fa.values]
+    assert values[:3] == [pytest.approx(1e-3), 5.0, other_n]
+    assert "growth rate" in labels[3] and values[3] == pytest.approx(1.5, rel=1e-9)
+    slow = {c.key: c for c in summary_claims(with_fa_departure(rate=0.8, n=50), Criteria())}
+    assert [v for _, v in slow["FAOnEG"].values][1:] == [
+        50.0, other_n, pytest.approx(0.8, rel=1e-9)]
+    # rows that hold show only their largest distance; without curves there is no rate
+    assert len(rows["EAOnEG"].values) == 1
+    bare = with_fa_departure().drop_vars("rmd_projected_curve")
+    plain = {c.key: c for c in summary_claims(bare, Criteria())}["FAOnEG"]
+    assert len(plain.values) == 3
+
+
+def test_growth_rate_fits_only_above_rounding_level():
+    t = np.linspace(0.0, 10.0, 11)
+    d = np.where(t < 4, 1e-16, 1e-13 * np.exp(2.0 * (t - 4)))
+    assert growth_rate(t, d) == pytest.approx(2.0)
+    assert math.isnan(growth_rate(t, np.full(t.size, 1e-16)))
+    assert math.isnan(growth_rate(t[:1], [1e-3]))
 
 
 def test_precision_numbers_come_from_a_float32_and_a_float64_run(tmp_path):
