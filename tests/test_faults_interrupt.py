@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mfsym.records.atomic import ChecksumError, verify_file
 from pipeline_sandbox import (
     assert_same_data,
     clone,
@@ -96,9 +98,20 @@ def start_and_interrupt(wf: Path, target: str, sig: int, log: Path) -> tuple[int
         signal_group(proc, signal.SIGKILL)
         raise
     rc = signal_group(proc, sig)
-    # the signal may land while a newer checkpoint is staged (``.new``) before its rename
-    newest = [checkpoint_step(p) for p in (wf / CKPT, wf / STAGED) if p.exists()]
+    # the signal may land while a newer checkpoint is staged (``.new``) before its rename,
+    # or after a rename but before its sidecar: the loader trusts only verified files, so
+    # the step a rerun must reach is that of the newest one that verifies
+    newest = [checkpoint_step(p) for p in (wf / CKPT, wf / STAGED, wf / PREV) if verified(p)]
     return rc, max(newest)
+
+
+def verified(path: Path) -> bool:
+    """Whether a checkpoint file exists and matches its ``.sha256`` sidecar."""
+    try:
+        verify_file(path)
+    except (ChecksumError, FileNotFoundError):
+        return False
+    return True
 
 
 def resumed_steps(log_text: str) -> list[int]:
