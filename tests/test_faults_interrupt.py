@@ -109,7 +109,7 @@ def verified(path: Path) -> bool:
     """Whether a checkpoint file exists and matches its ``.sha256`` sidecar."""
     try:
         verify_file(path)
-    except (ChecksumError, FileNotFoundError):
+    except ChecksumError:  # also raised for a missing file or sidecar
         return False
     return True
 
