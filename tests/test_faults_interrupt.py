@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mfsym.records.atomic import ChecksumError, verify_file
 from pipeline_sandbox import (
     assert_same_data,
     clone,
@@ -31,6 +29,8 @@ from pipeline_sandbox import (
     truncate,
     wait_until,
 )
+
+from mfsym.records.atomic import ChecksumError, verify_file
 
 pytestmark = pytest.mark.slow
 
