@@ -14,7 +14,8 @@ from mfsym.engine.training import TrainConfig
 from mfsym.measure.equivariance import equivariance_error
 from mfsym.paper.numbers import Criteria, rotation_claims, summary_claims
 from mfsym.pipeline.config import ConfigError, build_group, build_teachers, build_unit
-from mfsym.pipeline.rotation import check_section, teacher_errors
+from mfsym.pipeline.rotation import check_section, metrics_job, teacher_errors, train_job
+from mfsym.records.results import read_dataset
 from mfsym.studies.quadrature import fa_quadrature_study
 
 UV = {"name": "uv", "activation": "sigmoid"}
@@ -40,6 +41,7 @@ def test_compact_group_keys_are_required_and_refused_where_they_do_not_apply():
     ({"quadrature": {"teacher": "WI"}, "teachers": ["arbitrary"]}, "rotation.quadrature.teacher"),
     ({"group": {"name": "C2", "dim": 2}}, "rotation.group.name"),
     ({"pairs": ["vanilla-XA"]}, r"rotation.pairs\[0\]"),
+    ({"baseline": "DA-orbit", "schemes": ["vanilla", "DA", "FA", "EA"]}, "rotation.baseline"),
 ])
 def test_bad_rotation_sections_name_the_key(change, key):
     sec = section()
@@ -89,6 +91,31 @@ def test_fa_quadrature_study_stays_on_eg_from_k_two_and_approaches_the_group_ave
     assert dist[0] > dist[1] > dist[2] > 0
     # an SI cloud is SO(2)-invariant, so every K ≥ 2 average already is the group average
     assert float(ds["model_distance"].sel(init="SI", K=[2, 4]).max()) < 1e-12
+
+
+def test_rotation_jobs_train_orbit_da_on_eg_and_a_baseline_twin(tmp_path):
+    """The rotation stage's orbit-averaged DA (loss averaged over C_K) keeps an SI start on
+    E^G for every teacher, the arbitrary one included (where vanilla leaves it), and its
+    baseline twin (a second vanilla run on a stream of its own) gives claim 1 its floor:
+    a positive RMD between two vanilla runs from one start."""
+    cfg = repo_config()
+    sec = {**section(), "seeds": [0, 1],
+           "training": {**section()["training"], "T": 2.0, "n_eval": 128, "n_snapshots": 3,
+                        "checkpoint_every": 0}}
+    assert sec["baseline"] == "vanilla" and "DA-orbit" in sec["schemes"]
+    runs_path, metrics_path = tmp_path / "runs.nc", tmp_path / "metrics.nc"
+    train_job(sec, cfg["training"], "SI", 20, runs_path, {**cfg, "rotation": sec})
+    metrics_job(sec, runs_path, metrics_path, {**cfg, "rotation": sec})
+    runs, metrics = read_dataset(runs_path), read_dataset(metrics_path)
+    final = runs["rmd_projected"].isel(time=-1)
+    assert float(final.sel(scheme="DA-orbit").max()) < 1e-12
+    assert float(final.sel(scheme="vanilla", teacher="arbitrary").min()) > 0.1
+    assert runs.attrs["baseline"] == "vanilla"
+    twin = runs["baseline_final_particles"].values
+    own = runs["final_particles"].sel(scheme="vanilla").values
+    assert twin.shape == own.shape and not np.allclose(twin, own)
+    floor = metrics["rmd_baseline"].values
+    assert floor.shape == (3, 2) and np.all(np.isfinite(floor)) and np.all(floor > 1e-3)
 
 
 def test_rotation_claims_are_the_summary_claims_of_the_setting():

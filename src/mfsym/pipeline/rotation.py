@@ -3,7 +3,10 @@
 The ``rotation`` section names a compact group (``group``: SO2 or O2 with its
 ``quadrature_points`` K and ``symmetrized_points`` K_sym), a unit, teachers (the WI one the
 ``data.teacher_orbit_points``-point orbit of the arbitrary cloud), schemes, initialisations,
-N values and seeds, and ``training`` overrides of the top-level ``training`` section.
+N values and seeds, ``training`` overrides of the top-level ``training`` section, and an
+optional ``baseline`` scheme (trained a second time per (teacher, seed) on a random stream
+of its own: the same-scheme floor that claim 1's between-scheme distances are compared
+with, as ``metrics.baseline`` does for the grid).
 Its jobs reuse the grid's library functions: one training job per (init, N) with every
 teacher × scheme × seed stacked (:func:`mfsym.pipeline.runs.train_block`), its metrics
 (:func:`mfsym.measure.metrics.run_metrics`: RMD to the symmetrised cloud uses the
@@ -62,6 +65,10 @@ def check_section(section: Mapping, training: Mapping) -> None:
     if quad["teacher"] not in section["teachers"]:
         raise ConfigError(f"rotation.quadrature.teacher = {quad['teacher']!r} is not in "
                           f"rotation.teachers; allowed: {', '.join(section['teachers'])}")
+    baseline = section.get("baseline")
+    if baseline is not None and baseline not in section["schemes"]:
+        raise ConfigError(f"rotation.baseline = {baseline!r} is not in rotation.schemes; "
+                          f"allowed: null, {', '.join(section['schemes'])}")
     for i, pair in enumerate(section["pairs"]):
         bad = [s for s in pair.split("-") if s not in section["schemes"]]
         if bad:
@@ -82,7 +89,7 @@ def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, 
         "eval": evaluation_dataset(group_cfg, tcfg),
     }
     setting = {"group": group_cfg, "unit": unit_cfg, "training": tcfg,
-               "schemes": section["schemes"]}
+               "schemes": section["schemes"], "baseline": section.get("baseline")}
     ds = train_block(setting, init, int(n_particles), inputs, checkpoint_path, threads)
     write_dataset(ds, output, config,
                   f"rotation setting ({group_cfg['name']}): runs, init={init}, N={n_particles}")
