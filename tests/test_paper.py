@@ -413,6 +413,47 @@ def test_a_failed_stay_row_shows_where_the_departure_comes_from():
     assert len(plain.values) == 3
 
 
+def with_saddle_escape(rate=1.0) -> xr.Dataset:
+    """The synthetic summary with curves in which SI-start vanilla with the WI teacher
+    leaves E^G like a saddle's unstable direction, d(N, t) = min(0.4, 0.01·N^{-1/2}·e^{rate·t})
+    on t = 0, 0.5, …, 20 (every seed alike), ending at 0.4 at every N; EA's final risk is
+    3e-4, vanilla's 1e-4 (with that teacher, every N and seed)."""
+    ds = synthetic_summary()
+    time = np.linspace(0.0, 20.0, 41)
+    curve = np.zeros(ds.rmd_projected.shape + (time.size,))
+    n = np.asarray(N_GRID, dtype=float)[:, None, None]
+    escape = np.minimum(0.4, 0.01 * n**-0.5 * np.exp(rate * time)[None, None, :])
+    i, t, s = INITS.index("SI"), TEACHERS.index("WI"), SCHEMES.index("vanilla")
+    curve[i, :, t, s] = np.broadcast_to(escape, (len(N_GRID), len(SEEDS), time.size))
+    ds["rmd_projected_curve"] = variable(ds.rmd_projected.dims + ("time",), curve,
+                                         "RMD to the projection over time")
+    ds = ds.assign_coords(time=time)
+    where = {"init": "SI", "teacher": "WI"}
+    ds["rmd_projected"].loc[{**where, "scheme": "vanilla"}] = 0.4
+    ds["population_risk"].loc[{**where, "scheme": "vanilla"}] = 1e-4
+    ds["population_risk"].loc[{**where, "scheme": "EA"}] = 3e-4
+    return ds
+
+
+def test_a_failed_shrink_row_shows_the_escape_from_a_saddle():
+    """Vanilla's distance to E^G ends at 0.4 at every N (not supported); the row shows the
+    risk ratio EA / vanilla (3), the first times the curve reaches escape_min = 0.05 at the
+    smallest and largest N (0.01·N^{-1/2}·e^t ≥ 0.05 first on the grid at t = 2.5 for N = 5,
+    5.0 for N = 500) and the slope in N at the last time before any escape (t = 2: −1/2)."""
+    rows = {c.key: c for c in summary_claims(with_saddle_escape(), Criteria())}
+    row = rows["VanillaShrinks"]
+    assert row.verdict == NOT_SUPPORTED
+    labels = [label for label, _ in row.values]
+    values = [v for _, v in row.values]
+    assert "EA" in labels[3] and values[3] == pytest.approx(3.0)
+    assert values[4:6] == [2.5, 5.0]
+    assert "2.00" in labels[6] and values[6] == pytest.approx(-0.5)
+    # a row that holds shows no escape evidence; neither does one without curves
+    assert len(rows["DAShrinks"].values) == 4  # three teachers at N_max, the slope
+    bare = with_saddle_escape().drop_vars("rmd_projected_curve")
+    assert len({c.key: c for c in summary_claims(bare, Criteria())}["VanillaShrinks"].values) == 3
+
+
 def test_growth_rate_fits_only_above_rounding_level():
     t = np.linspace(0.0, 10.0, 11)
     d = np.where(t < 4, 1e-16, 1e-13 * np.exp(2.0 * (t - 4)))
