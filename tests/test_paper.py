@@ -352,6 +352,23 @@ def test_claim_one_compares_the_schemes_with_the_same_scheme_floor(tmp_path):
     assert none["FreeAgree"].verdict == NOT_MEASURED
 
 
+def test_a_failed_floor_comparison_names_where_the_ratio_is_largest():
+    """One pair at one N (vanilla–FA, WI teacher, N = 50) 4.5× further apart than the rest:
+    ratio 0.9 / 0.3 = 3 there; the row names that pair, teacher and N, and the ratio at
+    N_max (the synthetic 0.2 / 0.3 elsewhere)."""
+    ds = synthetic_summary(floor=0.3)
+    at = {"init": "SI", "N": 50, "teacher": "WI", "pair": "vanilla-FA"}
+    ds["rmd_between"].loc[at] = ds["rmd_between"].loc[at] * 4.5
+    row = {c.key: c for c in summary_claims(ds, Criteria())}["FreeAgree"]
+    assert row.verdict == NOT_SUPPORTED
+    values = dict(row.values)
+    assert values["largest ratio to the floor"] == pytest.approx(3.0)
+    label = next(k for k in values if k.startswith("$N$ of the largest ratio"))
+    assert "vanilla-FA" in label and "WI teacher" in label and values[label] == 50
+    at_max = next(v for k, v in values.items() if k.startswith(r"ratio at $N_{\max}$"))
+    assert at_max == pytest.approx(2.0 / 3.0)
+
+
 def test_da_rows_follow_the_corrected_claim_two(tmp_path):
     """Random-g DA must shrink with N for every teacher, the arbitrary one included;
     orbit-averaged DA from the grid, when the grid trains it, must stay on E^G."""

@@ -255,15 +255,15 @@ def _symmetric_decay_claim(ds, crit, number, key, statement, criterion, slope_ma
     return _decay_claim(number, key, statement, criterion, m, slope_max, crit, at_max)
 
 
-def _floor_ratio(ds, init, teachers, pairs) -> float:
-    """Largest m(RMD between) / m(RMD baseline) over N, pairs and teachers (NaN without a
-    baseline in the summary)."""
+def _floor_ratio(ds, init, teachers, pairs) -> xr.DataArray | None:
+    """m(RMD between) / m(RMD baseline) (dims N, teacher, pair), or None without a
+    baseline in the summary or where a floor is not positive."""
     if "rmd_baseline" not in ds.data_vars:
-        return math.nan
+        return None
     between = seed_mean(ds.rmd_between.sel(init=init, teacher=teachers, pair=pairs))
     floor = seed_mean(ds.rmd_baseline.sel(init=init, teacher=teachers))
     ratio = between / floor.where(floor > 0)
-    return float(ratio.max()) if bool(np.isfinite(ratio).all()) else math.nan
+    return ratio if bool(np.isfinite(ratio).all()) else None
 
 
 def _agree_claim(ds, crit, init, key) -> Claim:
@@ -283,13 +283,21 @@ def _agree_claim(ds, crit, init, key) -> Claim:
     if claim.verdict == NOT_MEASURED:
         return claim
     teachers = _present(ds, "teacher", SYMMETRIC_TEACHERS)
-    ratio = _floor_ratio(ds, init, teachers, _present(ds, "pair", FREE_PAIRS))
+    ratios = _floor_ratio(ds, init, teachers, _present(ds, "pair", FREE_PAIRS))
+    if ratios is None:
+        values = (*claim.values, ("largest ratio to the floor", math.nan))
+        return Claim(1, key, statement, values, criterion, NOT_MEASURED)
+    worst = ratios.where(ratios == ratios.max(), drop=True)
+    ratio = float(ratios.max())
     values = (*claim.values, ("largest ratio to the floor", ratio))
     verdict = claim.verdict
-    if math.isnan(ratio):
-        verdict = NOT_MEASURED
-    elif ratio > crit.floor_ratio_max:
+    if ratio > crit.floor_ratio_max:
         verdict = NOT_SUPPORTED
+        pair, teacher = (escape_tex(str(worst[d].values[0])) for d in ("pair", "teacher"))
+        where = rf"{pair}, {teacher} teacher"
+        values += ((rf"$N$ of the largest ratio ({where})", int(worst.N.values[0])),
+                   (r"ratio at $N_{\max}$, largest over pairs and teachers",
+                    float(ratios.isel(N=-1).max())))
     return Claim(1, key, statement, values, criterion, verdict)
 
 
