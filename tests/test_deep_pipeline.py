@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from mfsym.figures.deep import deep_rmd_job
-from mfsym.paper.deep import deep_claims
-from mfsym.paper.numbers import SUPPORTED, Criteria
+from mfsym.paper.claims import SUPPORTED, Context, Criteria, deep_claims
 from mfsym.pipeline import targets
 from mfsym.pipeline.deep import check_section, deep_job
 from mfsym.records.results import read_dataset
@@ -151,8 +150,8 @@ def test_collapsed_pairs_do_not_decide_the_free_schemes_row():
     fitted slope (noise) is ignored; a pair that grows with the size is not."""
     import xarray as xr
 
-    from mfsym.paper.deep import claim_deep_schemes_agree
-    from mfsym.paper.numbers import NOT_SUPPORTED
+    from mfsym.paper.claims import NOT_SUPPORTED
+    from mfsym.paper.claims.deep import claim_deep_schemes_agree
 
     n = np.array([10, 20, 40])
     shrink = 0.5 / np.sqrt(n)
@@ -163,8 +162,9 @@ def test_collapsed_pairs_do_not_decide_the_free_schemes_row():
                          np.broadcast_to(data.T[None, :, None, :, None], (1, 3, 2, 3, 2)))},
         coords={"init": ["SI"], "N": n, "teacher": ["WI", "SI"], "pair": list(between),
                 "seed": [0, 1]})
-    claim = claim_deep_schemes_agree(ds, "mlp", Criteria())
+    claim = claim_deep_schemes_agree(ds, Criteria(), Context(stage="mlp"))
     assert claim.verdict == SUPPORTED and claim.values[-1][1] == pytest.approx(-0.5)
     grown = ds.copy(deep=True)
     grown["rmd_between"].loc[{"pair": "DA-FA"}] = 1e-3 * n[:, None, None]
-    assert claim_deep_schemes_agree(grown, "mlp", Criteria()).verdict == NOT_SUPPORTED
+    mlp = Context(stage="mlp")
+    assert claim_deep_schemes_agree(grown, Criteria(), mlp).verdict == NOT_SUPPORTED

@@ -20,7 +20,7 @@ import yaml
 from mfsym.engine.training import TrainConfig
 from mfsym.figures.heuristic import heuristic_job, plot_heuristic
 from mfsym.measure.transport import rmd_to_projected
-from mfsym.paper.numbers import heuristic_outcome
+from mfsym.paper.claims import heuristic_outcome
 from mfsym.pipeline.config import check_config, load_schema
 from mfsym.pipeline.heuristic import (
     build_problem,

@@ -19,19 +19,21 @@ import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mfsym.measure.escape import loglog_slope
 from mfsym.paper import build as paper_build
 from mfsym.paper.build import LatexMissing, build_pdf, figures_in_tex
-from mfsym.paper.numbers import (
+from mfsym.paper.claims import (
     NOT_MEASURED,
     NOT_SUPPORTED,
+    ROUNDING,
     SUPPORTED,
+    Context,
     Criteria,
     PaperInputError,
-    growth_rate,
-    loglog_slope,
     summary_claims,
-    write_paper_numbers,
 )
+from mfsym.paper.claims.stats import growth_rate
+from mfsym.paper.numbers import write_paper_numbers
 from mfsym.paper.tex import format_exact, format_number, macro_name, render_macros
 from mfsym.records.atomic import ChecksumError, atomic_path
 from mfsym.records.lineage import ConfigMismatchError
@@ -69,10 +71,11 @@ def power(c, s):
 
 
 def synthetic_summary(vanilla_slope=-0.5, n_grid=None, inits=None, floor=0.3,
-                      baseline=True) -> xr.Dataset:
+                      baseline=True, floor_slope=-0.25) -> xr.Dataset:
     """Contract dims; vanilla (and random-g DA, with every teacher) shrink like
     N^vanilla_slope towards E^G, FA/EA stay on E^G, vanilla with the arbitrary teacher stays
-    at 0.4; the schemes are 0.2·N^-1/2 apart, the same-scheme floor ``floor``·N^-1/2."""
+    at 0.4; the schemes are 0.2·N^-1/2 apart, the same-scheme floor
+    ``floor``·N^floor_slope, so their ratio is (0.2/floor)·N^(-1/2 - floor_slope)."""
     global N_GRID
     saved, N_GRID = N_GRID, n_grid or N_GRID
     try:
@@ -105,7 +108,7 @@ def synthetic_summary(vanilla_slope=-0.5, n_grid=None, inits=None, floor=0.3,
                 ),
                 **({"rmd_baseline": variable(
                     ("init", "N", "teacher", "seed"),
-                    np.broadcast_to(power(floor, -0.5)[None, :, None, :],
+                    np.broadcast_to(power(floor, floor_slope)[None, :, None, :],
                                     (len(INITS), len(N_GRID), len(TEACHERS), len(SEEDS))),
                     "same-scheme floor")} if baseline else {}),
             },
@@ -334,39 +337,58 @@ def test_claims_table_rows_and_verdicts(tmp_path):
     assert macros["mfClaimsSupported"] == format_number(10)
     # the summary has no DA-orbit runs: the row comes from the Noether study and says so
     assert "Noether" in claims["DAOrbitOnEG"].statement
-    # the ratio of the between-scheme distance (0.2) to the floor (0.3)
-    ratio = dict(claims["FreeAgree"].values)["largest ratio to the floor"]
-    assert ratio == pytest.approx(2.0 / 3.0)
+    # the ratio of the between-scheme distance (0.2·N^-1/2) to the floor (0.3·N^-1/4)
+    values = dict(claims["FreeAgree"].values)
+    assert value(claims["FreeAgree"], "ratio to the floor at") == pytest.approx(
+        2.0 / 3.0 * 500**-0.25)
+    assert values["largest slope of the ratio"] == pytest.approx(-0.25)
+
+
+def value(claim, prefix: str) -> float:
+    """The value of the first label of ``claim`` starting with ``prefix``."""
+    return next(v for label, v in claim.values if label.startswith(prefix))
 
 
 def test_claim_one_compares_the_schemes_with_the_same_scheme_floor(tmp_path):
-    """Schemes further apart than two runs of one scheme (floor 0.1 < 0.2) do not follow
-    one dynamics at this N, whatever their slope; without a floor it is not measured."""
-    above, _ = run_numbers(tmp_path / "above", summary=synthetic_summary(floor=0.1))
+    """The ratio to the floor must fall with N and be at most 1 at N_max; above 1 at the
+    smallest N is reported, not a failure (floor 0.1: ratio 2·N^-1/4, 1.34 at N = 5, 0.42
+    at N = 500); a ratio above 1 at N_max (floor 0.02: 2.1) or one that does not fall
+    (floor ∝ N^-1/2: a constant 2/3) fails; without a floor it is not measured."""
+    small_n, _ = run_numbers(tmp_path / "small", summary=synthetic_summary(floor=0.1))
+    assert small_n["FreeAgree"].verdict == SUPPORTED
+    assert value(small_n["FreeAgree"], "largest ratio over") == pytest.approx(2.0 * 5**-0.25)
+    assert value(small_n["FreeAgree"], "its $N$") == 5
+    above, _ = run_numbers(tmp_path / "above", summary=synthetic_summary(floor=0.02))
     assert above["FreeAgree"].verdict == NOT_SUPPORTED
-    assert dict(above["FreeAgree"].values)["largest ratio to the floor"] == pytest.approx(2.0)
-    loose, _ = run_numbers(tmp_path / "loose", summary=synthetic_summary(floor=0.1),
+    assert value(above["FreeAgree"], "ratio to the floor at") == pytest.approx(
+        10.0 * 500**-0.25)
+    loose, _ = run_numbers(tmp_path / "loose", summary=synthetic_summary(floor=0.02),
                            criteria={"floor_ratio_max": 2.5})
     assert loose["FreeAgree"].verdict == SUPPORTED
+    flat, _ = run_numbers(tmp_path / "flat", summary=synthetic_summary(floor_slope=-0.5))
+    assert value(flat["FreeAgree"], "largest slope of the ratio") == pytest.approx(0.0,
+                                                                                 abs=1e-12)
+    assert flat["FreeAgree"].verdict == NOT_SUPPORTED
     none, _ = run_numbers(tmp_path / "none", summary=synthetic_summary(baseline=False))
     assert none["FreeAgree"].verdict == NOT_MEASURED
 
 
-def test_a_failed_floor_comparison_names_where_the_ratio_is_largest():
-    """One pair at one N (vanilla–FA, WI teacher, N = 50) 4.5× further apart than the rest:
-    ratio 0.9 / 0.3 = 3 there; the row names that pair, teacher and N, and the ratio at
-    N_max (the synthetic 0.2 / 0.3 elsewhere)."""
+def test_claim_one_names_where_the_ratio_is_largest():
+    """One pair at N_max (vanilla–FA, WI teacher, N = 500) 10× further apart than the rest:
+    ratio (2/3)·500^-1/4·10 = 1.41 there, above 1 and rising: not supported; the row names
+    that pair, teacher and N."""
     ds = synthetic_summary(floor=0.3)
-    at = {"init": "SI", "N": 50, "teacher": "WI", "pair": "vanilla-FA"}
-    ds["rmd_between"].loc[at] = ds["rmd_between"].loc[at] * 4.5
+    at = {"init": "SI", "N": 500, "teacher": "WI", "pair": "vanilla-FA"}
+    ds["rmd_between"].loc[at] = ds["rmd_between"].loc[at] * 10
     row = {c.key: c for c in summary_claims(ds, Criteria())}["FreeAgree"]
     assert row.verdict == NOT_SUPPORTED
-    values = dict(row.values)
-    assert values["largest ratio to the floor"] == pytest.approx(3.0)
-    label = next(k for k in values if k.startswith("$N$ of the largest ratio"))
-    assert "vanilla-FA" in label and "WI teacher" in label and values[label] == 50
-    at_max = next(v for k, v in values.items() if k.startswith(r"ratio at $N_{\max}$"))
-    assert at_max == pytest.approx(2.0 / 3.0)
+    expected = 2.0 / 3.0 * 500**-0.25 * 10
+    assert value(row, "ratio to the floor at") == pytest.approx(expected)
+    label = next(k for k, _ in row.values if k.startswith("largest ratio over"))
+    assert "vanilla-FA" in label and "WI teacher" in label
+    assert dict(row.values)[label] == pytest.approx(expected)
+    assert value(row, "its $N$") == 500
+    assert value(row, "largest slope of the ratio") > 0
 
 
 def test_da_rows_follow_the_corrected_claim_two(tmp_path):
@@ -411,7 +433,8 @@ def with_fa_departure(rate=1.5, n=5, teacher="WI", seed=1) -> xr.Dataset:
 def test_a_failed_stay_row_shows_where_the_departure_comes_from():
     """FA leaves E^G in one run at one N: the row names that N, the largest distance at the
     other N (the synthetic 1e-7, times the largest seed factor) and the run's growth rate,
-    fitted above rounding level."""
+    fitted above rounding level; with no rerun the precision swap is not run and the row is
+    not supported."""
     other_n = pytest.approx(1e-7 * seed_factor(max(SEEDS)))
     rows = {c.key: c for c in summary_claims(with_fa_departure(rate=1.5), Criteria())}
     fa = rows["FAOnEG"]
@@ -420,14 +443,63 @@ def test_a_failed_stay_row_shows_where_the_departure_comes_from():
     values = [v for _, v in fa.values]
     assert values[:3] == [pytest.approx(1e-3), 5.0, other_n]
     assert "growth rate" in labels[3] and values[3] == pytest.approx(1.5, rel=1e-9)
+    assert "not run" in labels[4] and math.isnan(values[4])
     slow = {c.key: c for c in summary_claims(with_fa_departure(rate=0.8, n=50), Criteria())}
-    assert [v for _, v in slow["FAOnEG"].values][1:] == [
+    assert [v for _, v in slow["FAOnEG"].values][1:4] == [
         50.0, other_n, pytest.approx(0.8, rel=1e-9)]
     # rows that hold show only their largest distance; without curves there is no rate
     assert len(rows["EAOnEG"].values) == 1
     bare = with_fa_departure().drop_vars("rmd_projected_curve")
     plain = {c.key: c for c in summary_claims(bare, Criteria())}["FAOnEG"]
-    assert len(plain.values) == 3
+    assert len(plain.values) == 4
+
+
+def rounding_rerun(rate32=1.4, rate64=1.4, c32=None, c64=None, calls=None):
+    """A stand-in for the precision swap's rerun: d_p(t) = c_p·e^{rate_p·t} on t = 0..20
+    (101 snapshots), saturating at 0.3; by default c_p = ε_p (rounding amplified)."""
+    eps = {"float32": float(np.finfo(np.float32).eps),
+           "float64": float(np.finfo(np.float64).eps)}
+    c = {"float32": eps["float32"] if c32 is None else c32,
+         "float64": eps["float64"] if c64 is None else c64}
+    rate = {"float32": rate32, "float64": rate64}
+
+    def rerun(stage, cell, dtype):
+        if calls is not None:
+            calls.append((stage, dict(cell), dtype))
+        t = np.linspace(0.0, 20.0, 101)
+        return t, np.minimum(0.3, c[dtype] * np.exp(rate[dtype] * t))
+
+    return rerun
+
+
+def test_a_stay_row_above_the_tolerance_is_decided_by_the_precision_swap():
+    """The worst cell (FA, N = 5, WI teacher, seed 1) is rerun in both float types: equal
+    rates and departures in the ratio of the epsilons → rounding amplified, with both rates
+    and the ratios shown; rates 1.4 vs 1.0, or the same departure in both types (a drift
+    off E^G, not rounding) → not supported."""
+    calls = []
+    ds = with_fa_departure(rate=1.5)
+    ctx = Context(rerun=rounding_rerun(calls=calls))
+    fa = {c.key: c for c in summary_claims(ds, Criteria(), ctx)}["FAOnEG"]
+    assert fa.verdict == ROUNDING
+    assert {c[2] for c in calls} == {"float32", "float64"}
+    assert calls[0][:2] == ("grid", {"init": "SI", "scheme": "FA", "N": 5, "teacher": "WI",
+                                     "seed": 1})
+    assert value(fa, r"growth rate $\lambda$, float32") == pytest.approx(1.4)
+    assert value(fa, "float64") == pytest.approx(1.4)
+    eps_ratio = float(np.finfo(np.float32).eps / np.finfo(np.float64).eps)
+    assert value(fa, r"$\varepsilon$ ratio") == pytest.approx(eps_ratio)
+    assert value(fa, "departure ratio") == pytest.approx(eps_ratio, rel=1e-6)
+    fast = Context(rerun=rounding_rerun(rate32=1.4, rate64=1.0))
+    assert {c.key: c for c in summary_claims(ds, Criteria(), fast)}["FAOnEG"].verdict \
+        == NOT_SUPPORTED
+    drift = Context(rerun=rounding_rerun(c32=1e-9, c64=1e-9))
+    assert {c.key: c for c in summary_claims(ds, Criteria(), drift)}["FAOnEG"].verdict \
+        == NOT_SUPPORTED
+    # a row within the tolerance reruns nothing
+    calls.clear()
+    summary_claims(synthetic_summary(), Criteria(), Context(rerun=rounding_rerun(calls=calls)))
+    assert calls == []
 
 
 def with_saddle_escape(rate=1.0) -> xr.Dataset:
@@ -452,23 +524,48 @@ def with_saddle_escape(rate=1.0) -> xr.Dataset:
     return ds
 
 
-def test_a_failed_shrink_row_shows_the_escape_from_a_saddle():
-    """Vanilla's distance to E^G ends at 0.4 at every N (not supported); the row shows the
-    risk ratio EA / vanilla (3), the first times the curve reaches escape_min = 0.05 at the
-    smallest and largest N (0.01·N^{-1/2}·e^t ≥ 0.05 first on the grid at t = 2.5 for N = 5,
-    5.0 for N = 500) and the slope in N at the last time before any escape (t = 2: −1/2)."""
+def test_a_shrink_row_is_tested_at_each_time_before_the_first_escape():
+    """Vanilla's distance ends at 0.4 at every N (the final-time slope is 0), yet before the
+    first escape it shrinks like N^{-1/2} at every time and the escape is later for larger N
+    (0.01·N^{-1/2}·e^t ≥ 0.05 first on the grid at t = 2.5 for N = 5, 4.0 for N = 50, 5.0
+    for N = 500): supported, with the final slope, the escape times and the saddle's risk
+    ratio EA / vanilla (3) shown."""
     rows = {c.key: c for c in summary_claims(with_saddle_escape(), Criteria())}
     row = rows["VanillaShrinks"]
+    assert row.verdict == SUPPORTED
+    assert value(row, "largest slope at $T$") == pytest.approx(0.0, abs=1e-12)
+    assert value(row, "largest slope at $0<t") == pytest.approx(-0.5)
+    assert value(row, "WI teacher: $t_{") == 2.5
+    assert value(row, r"$t_{\mathrm{esc}}(N_{\max})$") == 5.0
+    assert value(row, r"$t_{\mathrm{esc}}$ non-decreasing") == 1
+    assert value(row, "WI teacher: $m(R)$ of EA") == pytest.approx(3.0)
+    # a row without an escape shows no escape evidence
+    assert not any("m(R)" in label for label, _ in rows["DAShrinks"].values)
+
+
+def test_a_shrink_row_fails_when_a_larger_n_escapes_earlier_or_does_not_shrink():
+    """N = 50 reaching 0.06 at t = 2 (before N = 5 escapes at 2.5) makes t_esc decrease
+    from N = 5 to 50 while the slope there is still −1/2 (0.033, 0.06, 0.0033); a curve
+    that is N-independent before the escape has slope 0 there; both are not supported.
+    Without curves the final-time test decides (0.4 at every N: slope 0)."""
+    ds = with_saddle_escape()
+    spike = ds.copy(deep=True)
+    spike["rmd_projected_curve"].loc[{"init": "SI", "teacher": "WI", "scheme": "vanilla",
+                                      "N": 50, "time": 2.0}] = 0.06
+    row = {c.key: c for c in summary_claims(spike, Criteria())}["VanillaShrinks"]
     assert row.verdict == NOT_SUPPORTED
-    labels = [label for label, _ in row.values]
-    values = [v for _, v in row.values]
-    assert "EA" in labels[3] and values[3] == pytest.approx(3.0)
-    assert values[4:6] == [2.5, 5.0]
-    assert "2.00" in labels[6] and values[6] == pytest.approx(-0.5)
-    # a row that holds shows no escape evidence; neither does one without curves
-    assert len(rows["DAShrinks"].values) == 4  # three teachers at N_max, the slope
-    bare = with_saddle_escape().drop_vars("rmd_projected_curve")
-    assert len({c.key: c for c in summary_claims(bare, Criteria())}["VanillaShrinks"].values) == 3
+    assert value(row, r"$t_{\mathrm{esc}}$ non-decreasing") == 0
+    assert value(row, "largest slope at $0<t") <= -0.25
+    flat = ds.copy(deep=True)
+    at = {"init": "SI", "teacher": "WI", "scheme": "vanilla"}
+    flat["rmd_projected_curve"].loc[at] = flat["rmd_projected_curve"].loc[at].sel(
+        N=5, drop=True)
+    row = {c.key: c for c in summary_claims(flat, Criteria())}["VanillaShrinks"]
+    assert row.verdict == NOT_SUPPORTED
+    assert value(row, "largest slope at $0<t") == pytest.approx(0.0, abs=1e-12)
+    bare = ds.drop_vars("rmd_projected_curve")
+    row = {c.key: c for c in summary_claims(bare, Criteria())}["VanillaShrinks"]
+    assert row.verdict == NOT_SUPPORTED and len(row.values) == 3
 
 
 def test_growth_rate_fits_only_above_rounding_level():

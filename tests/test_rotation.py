@@ -12,7 +12,7 @@ from test_paper import synthetic_summary
 
 from mfsym.engine.training import TrainConfig
 from mfsym.measure.equivariance import equivariance_error
-from mfsym.paper.numbers import Criteria, rotation_claims, summary_claims
+from mfsym.paper.claims import Criteria, rotation_claims, summary_claims
 from mfsym.pipeline.config import ConfigError, build_group, build_teachers, build_unit
 from mfsym.pipeline.rotation import check_section, metrics_job, teacher_errors, train_job
 from mfsym.records.results import read_dataset
