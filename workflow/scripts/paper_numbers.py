@@ -1,6 +1,7 @@
 """Write the manuscript's measured numbers (TeX macros), claims table and claims JSON."""
 
 from mfsym.paper.numbers import write_paper_numbers
+from mfsym.pipeline.precision_swap import make_rerun
 from mfsym.records.joblog import script_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
@@ -22,6 +23,10 @@ with script_log(smk) as log:
         precision_n=smk.params.precision_n,
         deep_paths={"mlp": smk.input.deep_mlp, "resnet": smk.input.deep_resnet},
         rotation_path=smk.input.rotation,
+        saddle_path=smk.input.get("saddle"),
+        rerun=make_rerun(smk.config),
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)
+        for label, value in c.values:
+            log.info("    %s: %s", label, value)

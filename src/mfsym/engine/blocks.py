@@ -94,14 +94,18 @@ class Streams:
     :meth:`next_chunk` returns them stacked over seeds, in buffers reused from chunk to
     chunk.  Seeds are drawn on parallel threads when that pays; each generator is used by
     one thread in a fixed order, so the numbers do not depend on the threading.
+    ``draw_dtype`` (default: the training dtype) is the float type the normal numbers are
+    drawn in before they are rounded to the training dtype; the group draws ``g`` are
+    drawn as before.
     """
 
     PARALLEL_MIN = 1 << 16  # numbers per seed and chunk above which seeds draw in parallel
 
     def __init__(self, torch_seeds, n_particles, config, group, device, dtype, x_train=None,
-                 elements=None):
+                 elements=None, draw_dtype=None):
         self.x_train = x_train
         self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
+        self.draw_dtype = draw_dtype or dtype
         self.dx, self.dz = group.dim_x, group.dim_z
         self.elements = elements or group_elements(group, device, dtype)
         self.gens = []
@@ -118,10 +122,20 @@ class Streams:
         if self.x_train is not None:
             xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
         else:
-            torch.randn(size, bsz, self.dx, generator=gen, out=xb[i, :size])
+            self._normal(gen, xb[i, :size])
             xb[i, :size].mul_(self.cfg.input_std)
         self.elements.draw(gen, gb[i, :size])
-        torch.randn(size, self.n, self.dz, generator=gen, out=xib[i, :size])
+        self._normal(gen, xib[i, :size])
+
+    def _normal(self, gen, out) -> None:
+        """Standard normal numbers into ``out``, drawn in ``draw_dtype`` and rounded to the
+        training dtype when they differ (then a float32 run sees the float64 run's samples
+        and noise, rounded)."""
+        if self.draw_dtype == out.dtype:
+            torch.randn(out.shape, generator=gen, out=out)
+        else:
+            out.copy_(torch.randn(out.shape, generator=gen, dtype=self.draw_dtype,
+                                  device=out.device))
 
     def next_chunk(self, size: int):
         """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``."""

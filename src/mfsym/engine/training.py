@@ -379,7 +379,7 @@ class _Engine:
 
     def __init__(
         self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval,
-        x_train=None, subspace=None,
+        x_train=None, subspace=None, draw_dtype=None,
     ):
         self.group, self.unit, self.cfg = group, unit, cfg
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
@@ -415,6 +415,7 @@ class _Engine:
         self.streams = Streams(
             [stream_seed(s, n_particles, tag) for s, tag in keys], n_particles, cfg, group,
             self.device, self.dtype, x_train=x_train, elements=self.elements,
+            draw_dtype=draw_dtype,
         )
         seed_index = {r: keys.index((r.seed, stream_tag(r, cfg.coupling))) for r in runs}
         self._init_teachers(seed_index)
@@ -647,6 +648,7 @@ def train_stack(
     checkpoint_path=None,
     threads: int | None = None,
     label: str = "",
+    draw_dtype: str | None = None,
 ) -> StackResult:
     """Train a stack of runs sharing N and the initialisation; see the module docstring.
 
@@ -666,6 +668,10 @@ def train_stack(
     ``n_particles`` is any integer ≥ 1 (Python or NumPy); ``config.T`` must give at least
     one step (``N·T ≥ 1``).  Wrong shapes, empty samples and non-finite values in the
     inputs raise ``ValueError`` naming the argument (an input problem, not a divergence).
+    ``draw_dtype`` ("float32" or "float64"; default: the training dtype): the float type
+    the samples and noise are drawn in before rounding to the training dtype — with
+    "float64" a float32 run sees a float64 run's randomness rounded, so the two differ by
+    arithmetic precision alone (the precision swap of the claims table).
     Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).
     """
     cfg = config or TrainConfig()
@@ -702,9 +708,15 @@ def train_stack(
     _check_depth(unit, n_particles, teachers, runs)
     if threads:
         torch.set_num_threads(int(threads))
+    draw = None
+    if draw_dtype is not None:
+        if draw_dtype not in ("float32", "float64"):
+            raise ValueError(f"draw_dtype = {draw_dtype!r}; allowed: None, 'float32', "
+                             "'float64'")
+        draw = getattr(torch, draw_dtype)
     eng = _Engine(
         group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
-        x_train=x_train, subspace=subspace,
+        x_train=x_train, subspace=subspace, draw_dtype=draw,
     )
     wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
     order = np.concatenate([b.idx for b in eng.blocks])
