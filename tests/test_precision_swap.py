@@ -31,7 +31,7 @@ def config(T=2.0) -> dict:
 
 def test_a_cell_trains_alone_as_in_its_stack():
     """Run (WI teacher, vanilla, seed 1) at N = 10 in a stack of 18 runs, float64, and
-    alone with 101 snapshots: the same final distance to E^G, to the last bit."""
+    alone with 401 snapshots: the same final distance to E^G, to the last bit."""
     cfg = config()
     group = build_group(cfg["group"], cfg["unit"])
     unit = build_unit(cfg["group"], cfg["unit"])
@@ -41,8 +41,8 @@ def test_a_cell_trains_alone_as_in_its_stack():
     stack = train_stack(group, unit, teachers, runs, 10, "SI",
                         train_config({**cfg["training"], "dtype": "float64"}))
     time, rmd = rerun_cell(cfg, "grid", CELL, "float64")
-    assert time.shape == rmd.shape == (101,)
-    # 101 uniform times rounded to the 20 steps of N·T: from 0 to T, never backwards
+    assert time.shape == rmd.shape == (401,)
+    # 401 uniform times rounded to the 20 steps of N·T: from 0 to T, never backwards
     assert time[0] == 0.0 and time[-1] == 2.0 and np.all(np.diff(time) >= 0)
     assert rmd[-1] == stack.rmd_projected[runs.index(RunSpec("WI", "vanilla", 1)), -1]
 

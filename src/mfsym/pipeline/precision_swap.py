@@ -31,8 +31,9 @@ LOG = logging.getLogger(__name__)
 
 #: Stages a cell can come from.
 STAGES = ("grid", "rotation", "mlp", "resnet")
-#: Snapshots of a rerun (uniform in time, 0 and T included).
-SNAPSHOTS = 101
+#: Snapshots of a rerun (uniform in time, 0 and T included): fine enough to resolve a
+#: departure that grows by e^7 per unit time (the mlp unit at its largest step).
+SNAPSHOTS = 401
 
 
 def _dense(cfg: TrainConfig, dtype: str, n_snapshots: int) -> TrainConfig:

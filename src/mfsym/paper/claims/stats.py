@@ -128,7 +128,10 @@ class RoundingTest:
     """The precision swap of a "stays on E^G" row (PAPER.md §1).
 
     rates: {dtype: λ}, each fitted (:func:`mfsym.measure.escape.exponential_rate`) on the
-    window where ``ROUNDING_FLOOR·ε_dtype ≤ d(t) ≤ hi``; windows: {dtype: (start, end)};
+    window where ``ROUNDING_FLOOR·ε_dtype ≤ d(t) ≤ hi`` — on the span of times common to
+    the two windows when they overlap by at least three snapshots each (a departure along
+    a moving trajectory need not grow at one rate at all times), else each on its own;
+    windows: {dtype: (start, end)} of the fits;
     at: the common time t* of the comparison (the middle of the overlap of the windows, or
     of the gap between them); departure_ratio: d_float32(t*) / d_float64(t*) from the two
     fitted lines; epsilon_ratio: ε_float32 / ε_float64; rate_difference: |λ₃₂ − λ₆₄| /
@@ -146,12 +149,17 @@ class RoundingTest:
     ok: bool
 
 
-def _fit_line(time, curve, lo, hi):
-    rate, start, end = exponential_rate(time, curve, lo, hi)
-    if math.isnan(rate):
-        return math.nan, math.nan, (math.nan, math.nan)
+def _fit_line(time, curve, lo, hi, span=None):
+    """(λ, intercept, window) of ``log d = intercept + λ t`` on the exponential phase of
+    ``curve`` between ``lo`` and ``hi``, restricted to the times in ``span`` when given."""
     t = np.asarray(time, dtype=np.float64)
     d = np.asarray(curve, dtype=np.float64)
+    if span is not None:
+        keep = (t >= span[0]) & (t <= span[1])
+        t, d = t[keep], d[keep]
+    rate, start, end = exponential_rate(t, d, lo, hi)
+    if math.isnan(rate):
+        return math.nan, math.nan, (math.nan, math.nan)
     inside = (t >= start) & (t <= end)
     intercept = float(np.mean(np.log(d[inside]) - rate * t[inside]))
     return rate, intercept, (start, end)
@@ -168,8 +176,14 @@ def rounding_test(curves: dict, hi: float, rate_tol: float, ratio_tol: float) ->
     if set(curves) != set(MACHINE_EPSILON):
         raise ValueError(f"the rounding test needs curves for {sorted(MACHINE_EPSILON)}, "
                          f"got {sorted(curves)}")
-    fits = {p: _fit_line(*curves[p], ROUNDING_FLOOR * MACHINE_EPSILON[p], hi)
-            for p in MACHINE_EPSILON}
+    lo = {p: ROUNDING_FLOOR * MACHINE_EPSILON[p] for p in MACHINE_EPSILON}
+    fits = {p: _fit_line(*curves[p], lo[p], hi) for p in MACHINE_EPSILON}
+    start = max(f[2][0] for f in fits.values())
+    end = min(f[2][1] for f in fits.values())
+    if end > start:  # both exponential over a common span: compare the rates there
+        common = {p: _fit_line(*curves[p], lo[p], hi, (start, end)) for p in MACHINE_EPSILON}
+        if not any(math.isnan(f[0]) for f in common.values()):
+            fits = common
     rates = {p: f[0] for p, f in fits.items()}
     windows = {p: f[2] for p, f in fits.items()}
     eps = MACHINE_EPSILON["float32"] / MACHINE_EPSILON["float64"]
