@@ -43,6 +43,7 @@ include: "workflow/rules/heuristic.smk"
 include: "workflow/rules/noether.smk"
 include: "workflow/rules/deep.smk"
 include: "workflow/rules/rotation.smk"
+include: "workflow/rules/saddle.smk"
 include: "workflow/rules/paper.smk"
 include: "workflow/rules/bundle.smk"
 

@@ -46,6 +46,12 @@ TINY = {
                        "training": {"T": 2.0, "n_eval": 64, "n_snapshots": 2,
                                     "dtype": "float64", "checkpoint_every": 0}},
     },
+    "saddle": {
+        "n_particles": [20, 30], "seeds": [0, 1],
+        "training": {"T": 2.0, "n_eval": 64, "n_snapshots": 5, "checkpoint_every": 0},
+        "analysis": {"bootstrap": 20},
+        "resources": {"threads": 1, "mem_mb": 500, "runtime": 10},
+    },
 }
 
 

@@ -33,6 +33,9 @@ DEFAULT_TARGETS = [
     "results/rotation/quadrature.nc",
     *(f"{FIGURES}/{name}.{ext}"
       for name in ("fig_rmd_so2_si_init", "fig_fa_quadrature") for ext in ("pdf", "png")),
+    "results/saddle.nc",
+    f"{FIGURES}/fig_saddle_escape.pdf",
+    f"{FIGURES}/fig_saddle_escape.png",
 ]
 
 
@@ -48,8 +51,11 @@ def test_targets_follow_the_configuration():
                     "out/figures/fig_particles_si.png", "out/figures/fig_loss_curves.pdf",
                     "out/figures/fig_loss_curves.png"]
     final = final_targets(cfg)
-    # heuristic.nc and its figure, 3 Noether figures, 2 deep figures, the rotation stage
-    assert final[: len(grid)] == grid and len(final) == len(grid) + 9 + 4 + 6
+    # heuristic.nc and its figure, 3 Noether figures, 2 deep figures, the rotation stage,
+    # the saddle study
+    assert final[: len(grid)] == grid and len(final) == len(grid) + 9 + 4 + 6 + 3
+    without = {k: v for k, v in cfg.items() if k != "saddle"}
+    assert final_targets(without) == final[:-3]
     assert all(path.startswith("out/") for path in final)
 
 

@@ -5,6 +5,7 @@
 * :mod:`.deep` — the same RMD layout for the deep settings (fig_mlp_rmd_*, fig_resnet_rmd_*);
 * :mod:`.curves` — training loss and population risk vs time (fig_loss_curves);
 * :mod:`.rotation` — FA over K-point subgroups of a compact group (fig_fa_quadrature);
+* :mod:`.saddle` — vanilla's escape from the saddle on E^G against N (fig_saddle_escape);
 * :mod:`.style` — the shared look and the atomic PDF/PNG writer.
 """
 

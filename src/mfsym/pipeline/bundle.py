@@ -3,7 +3,8 @@
 A bundle (``snakemake bundle`` → ``<results_dir>/bundle/mfsym-results.tar.gz``) holds
 
 * ``results/summary.nc``, ``results/heuristic.nc``, ``results/noether/*.nc``,
-  ``results/deep/*.nc``, ``results/rotation/{summary,quadrature}.nc``, the teacher
+  ``results/deep/*.nc``, ``results/rotation/{summary,quadrature}.nc``,
+  ``results/saddle.nc``, the teacher
   clouds and the one run file the particle figures draw, and every figure (PDF and PNG);
 * ``paper/output/`` (``numbers.tex``, ``claims.tex``, ``claims.json``);
 * ``config.yaml`` (the run's configuration) and ``requirements.lock``;
@@ -63,11 +64,11 @@ def bundle_path(config: Mapping) -> str:
 
 
 def figure_names(config: Mapping) -> list[str]:
-    """Every figure of the default run (grid, heuristic, Noether, deep, rotation)."""
+    """Every figure of the default run (grid, heuristic, Noether, deep, rotation, saddle)."""
     return [*targets.grid_figures(config), targets.HEURISTIC_FIGURE,
             *targets.NOETHER_FIGURES.values(),
             *(targets.deep_figures(config) if config.get("deep") else ()),
-            *targets.rotation_figures(config)]
+            *targets.rotation_figures(config), *targets.saddle_figures(config)]
 
 
 def bundle_files(config: Mapping) -> dict[str, str]:
@@ -83,6 +84,7 @@ def bundle_files(config: Mapping) -> dict[str, str]:
              *(f"deep/{stage}.nc" for stage in targets.DEEP_RULES if config.get("deep")),
              *((f"{targets.ROTATION_DIR}/summary.nc", f"{targets.ROTATION_DIR}/quadrature.nc")
                if config.get("rotation") else ()),
+             *((targets.SADDLE_DATASET,) if config.get("saddle") else ()),
              *(f"figures/{name}.{ext}" for name in figure_names(config)
                for ext in targets.FIGURE_FORMATS)]
     files = {f"results/{name}": f"{results}/{name}" for name in names}

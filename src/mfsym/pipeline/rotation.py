@@ -77,9 +77,11 @@ def check_section(section: Mapping, training: Mapping) -> None:
 
 
 def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, output,
-              config: Mapping, checkpoint_path=None, threads: int | None = None) -> None:
-    """Train every teacher × scheme × seed of one (init, N) and write the run dataset; the
-    checkpoint (if any) is deleted after success and resumed from after a failure."""
+              config: Mapping, checkpoint_path=None, threads: int | None = None,
+              title: str | None = None) -> None:
+    """Train every teacher × scheme × seed of one (init, N) and write the run dataset
+    (``title``: its title, by default the rotation stage's); the checkpoint (if any) is
+    deleted after success and resumed from after a failure."""
     group_cfg, unit_cfg = section["group"], section["unit"]
     tcfg = training_section(training, section)
     inputs = {
@@ -91,7 +93,7 @@ def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, 
     setting = {"group": group_cfg, "unit": unit_cfg, "training": tcfg,
                "schemes": section["schemes"], "baseline": section.get("baseline")}
     ds = train_block(setting, init, int(n_particles), inputs, checkpoint_path, threads)
-    write_dataset(ds, output, config,
+    write_dataset(ds, output, config, title or
                   f"rotation setting ({group_cfg['name']}): runs, init={init}, N={n_particles}")
     if checkpoint_path is not None:
         ckpt.remove_checkpoint(checkpoint_path)

@@ -25,6 +25,10 @@ DEEP_RULES = {"mlp": "deep_units", "resnet": "resnet"}
 #: The rotation stage (PAPER.md §11): FA_K against K.
 FA_QUADRATURE_FIGURE = "fig_fa_quadrature"
 ROTATION_DIR = "rotation"
+#: The saddle study (PAPER.md §12): its run files under saddle/, its dataset and figure.
+SADDLE_DIR = "saddle"
+SADDLE_DATASET = "saddle.nc"
+SADDLE_FIGURE = "fig_saddle_escape"
 
 
 def rmd_figure(init: str) -> str:
@@ -72,6 +76,20 @@ def rotation_targets(config: Mapping) -> list[str]:
     ]
 
 
+def saddle_figures(config: Mapping) -> list[str]:
+    """Names of the saddle study's figures (none without a ``saddle`` section)."""
+    return [SADDLE_FIGURE] if config.get("saddle") else []
+
+
+def saddle_targets(config: Mapping) -> list[str]:
+    """The saddle study's dataset and figure (``snakemake saddle``)."""
+    if not config.get("saddle"):
+        return []
+    results = config["results_dir"]
+    return [f"{results}/{SADDLE_DATASET}",
+            *(f for name in saddle_figures(config) for f in figure_files(results, name))]
+
+
 def figure_files(results_dir: str, name: str) -> list[str]:
     """The PDF and PNG of figure ``name`` under ``results_dir``/figures/."""
     return [f"{results_dir}/figures/{name}.{ext}" for ext in FIGURE_FORMATS]
@@ -96,7 +114,8 @@ def grid_targets(config: Mapping) -> list[str]:
 def final_targets(config: Mapping) -> list[str]:
     """Everything the default run builds: the grid targets, heuristic.nc and its figure,
     the figure of every Noether study (which pulls in the study's file), the deep stages'
-    figures (which pull in deep/<stage>.nc) and the rotation stage's targets."""
+    figures (which pull in deep/<stage>.nc), the rotation stage's and the saddle study's
+    targets."""
     results = config["results_dir"]
     return [
         *grid_targets(config),
@@ -105,4 +124,5 @@ def final_targets(config: Mapping) -> list[str]:
         *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
         *(f for name in deep_figures(config) for f in figure_files(results, name)),
         *rotation_targets(config),
+        *saddle_targets(config),
     ]

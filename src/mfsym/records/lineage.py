@@ -46,6 +46,11 @@ def deep_stage(stage: str) -> tuple[str, ...]:
     others = tuple(f"!deep.{s}" for s in DEEP_STAGES if s != stage)
     return ("training", "deep", "!deep.resources", *others)
 ROTATION = ("training", "rotation", "!rotation.resources")
+#: The saddle study (PAPER.md §12): ``saddle.nc`` depends on the whole section; a run file
+#: of one N not on the analysis keys nor on the list of N (adding an N or changing the
+#: escape level retrains nothing).
+SADDLE = ("training", "saddle", "!saddle.resources")
+SADDLE_RUNS = (*SADDLE, "!saddle.analysis", "!saddle.delta", "!saddle.n_particles")
 
 
 def heuristic_setting(name: str) -> tuple[str, ...]:
