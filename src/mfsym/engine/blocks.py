@@ -118,7 +118,6 @@ class Streams:
 
     def _draw(self, i: int, size: int) -> None:
         gen, (xb, gb, xib) = self.gens[i], self._buffers
-        bsz = gb.shape[2]
         if self.x_train is not None:
             xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
         else:
