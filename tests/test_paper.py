@@ -44,7 +44,7 @@ MS_TEX = ROOT / "paper" / "ms.tex"
 PAPER_FIGURES = [
     "fig_rmd_si_init", "fig_rmd_wi_init", "fig_particles_arbitrary", "fig_particles_wi",
     "fig_particles_si", "fig_loss_curves", "fig_heuristic", "fig_noether_drift",
-    "fig_finite_n_invariance", "fig_weight_decay_attraction",
+    "fig_finite_n_invariance", "fig_weight_decay_attraction", "fig_saddle_escape",
 ]
 INITS = ["SI", "WI"]
 TEACHERS = ["arbitrary", "WI", "SI"]
@@ -791,3 +791,90 @@ def test_snakemake_paper_builds_the_pdf_from_a_tiny_configuration(tmp_path):
     assert measured, macros["mfRmdProjSIArbitraryVanilla"]
     assert measured.group(1) in text
     assert not list((wf / "paper").glob("ms.pdf.*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------
+# the saddle study's law (PAPER.md §12)
+# ---------------------------------------------------------------------------------------
+def synthetic_saddle(rate=0.5, n_power=-0.5, risk=(2.0, 2.5), top=0.4) -> xr.Dataset:
+    """A saddle dataset from curves d_N(t) = min(top, 0.01·N^n_power·e^{rate·t}) at
+    N = 20, 50, 200, 500 (5 seeds, ±5 % apart) on 301 times in [0, 30], and the held
+    schemes' (FA, EA) risk ratios ``risk`` at every N.  With n_power = −1/2 the escape time
+    is t₀ + ln N/(2·rate): b·2λ = 1; with n_power = −2 it is t₀ + 2 ln N/rate: b·2λ = 4."""
+    from mfsym.studies.saddle import escape_analysis, risk_ratios
+
+    n = np.array([20, 50, 200, 500])
+    time = np.linspace(0.0, 30.0, 301)
+    scale = 1.0 + 0.05 * np.linspace(-1, 1, 5)
+    curves = np.minimum(top, 0.01 * n[:, None, None] ** n_power * scale[None, :, None]
+                        * np.exp(rate * time)[None, None, :])
+    ds = escape_analysis(time, n, curves, 0.05, 1e-4, 200, 0, 0.9)
+    vanilla = np.ones((n.size, 5))
+    held = np.stack([r * vanilla for r in risk])
+    return ds.merge(risk_ratios(n, vanilla, held, ["FA", "EA"], 200, 0, 0.9))
+
+
+def test_the_escape_law_row_reads_the_saddle_study():
+    """Curves that escape at t₀ + ln N/(2λ) give b·2λ = 1 (supported); a law with another
+    slope (b·2λ = 4), held schemes at a lower risk than vanilla (not a saddle) or no escape
+    within T are not supported; without the study the row is not measured."""
+    from mfsym.paper.claims import claim_escape_law
+
+    ctx = Context(stage="saddle")
+    row = claim_escape_law(synthetic_saddle(), Criteria(), ctx)
+    assert row.verdict == SUPPORTED
+    assert value(row, r"escaping $N$") == 4
+    assert value(row, r"$b\cdot 2\lambda$") == pytest.approx(1.0, abs=0.05)
+    assert value(row, "$b$") == pytest.approx(1.0, abs=0.05)  # 1/(2·0.5)
+    assert value(row, "smallest risk ratio") == pytest.approx(2.0)
+    steep = claim_escape_law(synthetic_saddle(n_power=-2.0), Criteria(), ctx)
+    assert steep.verdict == NOT_SUPPORTED
+    assert value(steep, r"$b\cdot 2\lambda$") == pytest.approx(4.0, rel=0.05)
+    assert claim_escape_law(synthetic_saddle(risk=(0.9, 2.0)), Criteria(),
+                            ctx).verdict == NOT_SUPPORTED
+    calm = claim_escape_law(synthetic_saddle(top=0.04), Criteria(), ctx)
+    assert calm.verdict == NOT_SUPPORTED and value(calm, r"escaping $N$") == 0
+    assert claim_escape_law(None, Criteria(), ctx).verdict == NOT_MEASURED
+
+
+def test_saddle_numbers_reach_the_manuscript_and_the_shrink_rows(tmp_path):
+    """With a saddle study the macros carry its numbers and the rotation rows that find an
+    escape cite b and b·2λ; the C2 grid without an escape says so."""
+    saddle = synthetic_saddle()
+    from mfsym.records.lineage import SADDLE  # noqa: F401  (the study's scope exists)
+
+    path = tmp_path / "saddle.nc"
+    write_dataset(saddle, path, None, "saddle", allow_nonfinite=tuple(saddle.data_vars))
+    s, h = write_inputs(tmp_path, summary=with_fa_departure())  # vanilla curves at 1e-16
+    out = tmp_path / "output"
+    claims = write_paper_numbers(s, out / "numbers.tex", out / "claims.tex",
+                                 out / "claims.json", heuristic_path=h,
+                                 noether_paths=noether_files(tmp_path), precision_n=10,
+                                 sections=SECTIONS, saddle_path=path)
+    macros = read_macros(out / "numbers.tex")
+    assert parse_number(macros["mfSaddleLawRatio"]) == pytest.approx(
+        float(saddle["law_ratio"]), rel=1e-2)
+    assert parse_number(macros["mfSaddleEscapedN"]) == 4
+    assert claims[-1].key == "SaddleLaw" and claims[-1].verdict == SUPPORTED
+    assert "no saddle" in macros["mfGridEscape"]
+    escape = with_saddle_escape()
+    row = {c.key: c for c in summary_claims(escape, Criteria(), Context(saddle=saddle))}[
+        "VanillaShrinks"]
+    assert value(row, r"$b\cdot 2\lambda$") == pytest.approx(float(saddle["law_ratio"]))
+
+
+def test_the_rounding_test_compares_the_rates_over_a_common_span():
+    """A departure whose rate falls from 3 to 1 at t = 6 along the trajectory: float32
+    (from ε₃₂) leaves the fit band early, float64 (from ε₆₄) late, so fitted each on its
+    own window the rates would differ by far more than 20 %; over the common span they
+    are the same rate, and the departure ratio is ε₃₂/ε₆₄."""
+    from mfsym.paper.claims.stats import MACHINE_EPSILON, rounding_test
+
+    t = np.linspace(0.0, 20.0, 401)
+    log_growth = np.where(t < 6, 3.0 * t, 18.0 + (t - 6))
+    curves = {p: (t, np.minimum(0.3, 1e2 * eps * np.exp(log_growth)))
+              for p, eps in MACHINE_EPSILON.items()}
+    test = rounding_test(curves, 0.05, 0.2, 10.0)
+    assert test.ok
+    assert test.rates["float32"] == pytest.approx(test.rates["float64"], rel=1e-6)
+    assert test.departure_ratio == pytest.approx(test.epsilon_ratio, rel=1e-6)

@@ -20,6 +20,7 @@ rule paper_numbers:
         deep_mlp=f"{RESULTS}/deep/mlp.nc",
         deep_resnet=f"{RESULTS}/deep/resnet.nc",
         rotation=rules.rotation_summary.output[0],
+        **({"saddle": f"{RESULTS}/{targets.SADDLE_DATASET}"} if config.get("saddle") else {}),
     output:
         macros=f"{PAPER_OUTPUT}/numbers.tex",
         table=f"{PAPER_OUTPUT}/claims.tex",

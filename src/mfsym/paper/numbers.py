@@ -27,6 +27,7 @@ from ..records import lineage
 from ..records.atomic import write_text
 from ..records.results import read_dataset
 from ..studies.precision import fa_rounding_drift
+from ..studies.saddle import escape_analysis
 from .claims import (
     Claim,
     Context,
@@ -40,11 +41,22 @@ from .claims import (
     law_numbers,
     render_claims_table,
 )
-from .claims.base import INITS, PAIRS, SCHEMES, TEACHERS, seed_mean
+from .claims.base import (
+    INITS,
+    PAIRS,
+    SCHEMES,
+    SI,
+    SYMMETRIC_TEACHERS,
+    TEACHERS,
+    present,
+    seed_mean,
+)
 from .claims.registry import Rerun
 from .tex import escape_tex, format_exact, format_list, format_number, macro_name, render_macros
 
 NOETHER_SCHEMES = tuple(SCHEME_VARIANTS)
+#: Lower edge of the escape-rate window on the grid's curves when no saddle study sets one.
+GRID_ESCAPE_FLOOR = 1e-3
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,17 +172,64 @@ def precision_macros(drift: Mapping[str, float], n_particles: int, digits: int
     return out
 
 
-def saddle_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
-    """The saddle study's numbers (:func:`mfsym.paper.claims.law_numbers`), e.g.
-    ``mfSaddleLawRatio``, ``mfSaddleLawRatioLow``, and the N list, seeds and δ."""
-    out = {macro_name("Saddle", *key.split("_")): format_number(v, digits)
-           for key, v in law_numbers(ds).items()}
+#: The saddle study's numbers (:func:`mfsym.paper.claims.law_numbers`) as macros.
+SADDLE_NUMBERS = (
+    "escaped_n", "reference_N", "rate",
+    *(f"{name}{end}" for name in ("escape_slope", "predicted_slope", "law_ratio",
+                                  "law_ratio_median", "collapse_spread")
+      for end in ("", "_low", "_high")),
+    "risk_ratio_min",
+)
+
+
+def saddle_macros(ds: xr.Dataset | None, digits: int) -> dict[str, str]:
+    """The saddle study's numbers, e.g. ``mfSaddleLawRatio``, ``mfSaddleLawRatioLow``, and
+    its N list, seeds, δ, T and snapshot count; ``n/a`` without the study."""
+    law = law_numbers(ds) if ds is not None else dict.fromkeys(SADDLE_NUMBERS, math.nan)
+    out = {macro_name("Saddle", *key.split("_")): format_number(law[key], digits)
+           for key in SADDLE_NUMBERS}
+    if ds is None:
+        na = format_number(math.nan, digits)
+        return {**out, **dict.fromkeys(("mfSaddleNList", "mfSaddleNumSeeds", "mfSaddleDelta",
+                                        "mfSaddleT", "mfSaddleSnapshots"), na)}
     out["mfSaddleNList"] = format_list([int(n) for n in ds.N.values], digits)
     out["mfSaddleNumSeeds"] = format_number(int(ds.sizes["seed"]), digits)
     out["mfSaddleDelta"] = format_exact(float(ds.attrs["delta"]))
     out["mfSaddleT"] = format_number(float(ds.time.values[-1]), digits)
     out["mfSaddleSnapshots"] = format_number(int(ds.sizes["time"]), digits)
     return out
+
+
+def grid_escape_macros(ds: xr.Dataset, crit: Criteria, floor: float, digits: int
+                       ) -> dict[str, str]:
+    """``mfGridEscape``: a sentence on the saddle analysis (:func:`mfsym.studies.saddle.
+    escape_analysis`, no bootstrap) of the grid's SI-start vanilla curves with the
+    symmetric teacher furthest from E^G at N_max; ``mfGridEscapedN``: how many N reach
+    ``escape_min`` within T (``n/a`` without curves)."""
+    teachers = present(ds, "teacher", SYMMETRIC_TEACHERS)
+    if ("rmd_projected_curve" not in ds or SI not in ds.init.values or not teachers
+            or "vanilla" not in ds.scheme.values):
+        return {"mfGridEscapedN": format_number(math.nan, digits),
+                "mfGridEscape": escape_tex("the grid has no SI-start vanilla curves.")}
+    final = seed_mean(ds.rmd_projected.sel(init=SI, teacher=teachers, scheme="vanilla"))
+    teacher = str(final.isel(N=-1).idxmax("teacher").item())
+    curves = ds.rmd_projected_curve.sel(init=SI, teacher=teacher, scheme="vanilla")
+    curves = curves.transpose("N", "seed", "time")
+    law = escape_analysis(curves.time.values, curves.N.values, curves.values,
+                          crit.escape_min, floor, 0, 0, 0.9)
+    escaped = int(law.attrs["escaped_n"])
+    m = curves.mean("seed")
+    if escaped == 0:
+        text = (rf"with the {escape_tex(teacher)} teacher no width reaches $\delta =$ "
+                + format_exact(crit.escape_min) + r" within $T$ (largest seed-mean "
+                r"distance " + format_number(float(m.max()), digits)
+                + r"): no saddle, the distance shrinks with $N$ at every time.")
+    else:
+        text = (rf"with the {escape_tex(teacher)} teacher {escaped} of "
+                rf"{curves.sizes['N']} widths reach $\delta =$ "
+                + format_exact(crit.escape_min) + r" within $T$; $b\cdot 2\lambda =$ "
+                + format_number(float(law["law_ratio"]), digits) + ".")
+    return {"mfGridEscapedN": format_number(escaped, digits), "mfGridEscape": text}
 
 
 def _check_unique(*parts: Mapping[str, str]) -> dict[str, str]:
@@ -311,7 +370,9 @@ def write_paper_numbers(
         noether_macros(noether["drift"], noether["invariance"], digits) if noether else {},
         precision,
         rotation_macros(rotation, digits) if rotation is not None else {},
-        saddle_macros(saddle, digits) if saddle is not None else {},
+        saddle_macros(saddle, digits),
+        grid_escape_macros(summary, crit, float(saddle.attrs["floor"]) if saddle is not None
+                           else GRID_ESCAPE_FLOOR, digits),
         claim_macros(claims, digits),
     )
     header = f"Measured numbers generated from {Path(summary_path).name}; do not edit."

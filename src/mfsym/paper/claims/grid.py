@@ -218,10 +218,9 @@ def saddle_citation(saddle: xr.Dataset | None) -> tuple[tuple[str, float], ...]:
     finds an escape: b, 1/(2λ) at the reference N and b·2λ."""
     if saddle is None:
         return ()
-    lam = float(saddle["growth_rate"].sel(N=int(saddle.attrs["reference_N"])))
     return ((r"saddle study: slope $b$ of $t_{\mathrm{esc}}$ against $\ln N$",
              float(saddle["escape_slope"])),
-            (r"$1/(2\lambda)$", 1.0 / (2.0 * lam) if lam > 0 else math.nan),
+            (r"$1/(2\lambda)$", float(saddle["predicted_slope"])),
             (r"$b\cdot 2\lambda$", float(saddle["law_ratio"])))
 
 

@@ -31,15 +31,16 @@ def _interval(ds: xr.Dataset, name: str) -> tuple[float, float]:
 
 
 def law_numbers(ds: xr.Dataset) -> dict[str, float]:
-    """The law's numbers from a saddle dataset: escaping N, b, λ_ref, 1/(2λ_ref), b·2λ_ref,
-    b·2λ_median, collapse spread, the smallest risk ratio, with intervals (``*_low``,
-    ``*_high``)."""
+    """The law's numbers from a saddle dataset (:func:`mfsym.studies.saddle.
+    escape_analysis`): escaping N, the reference N and its λ, b, 1/(2λ_ref), b·2λ_ref,
+    b·2λ_median, the collapse spread, each with its interval (``*_low``, ``*_high``), and
+    the smallest risk ratio of a held scheme to vanilla."""
     out = {"escaped_n": int(ds.attrs.get("escaped_n", 0))}
-    ref = ds.attrs.get("reference_N")
-    lam = float(ds["growth_rate"].sel(N=int(ref))) if out["escaped_n"] and ref else math.nan
-    out.update(reference_N=float(ref) if ref else math.nan, rate=lam,
-               half_inverse_rate=1.0 / (2.0 * lam) if lam > 0 else math.nan)
-    for name in ("escape_slope", "law_ratio", "law_ratio_median", "collapse_spread"):
+    ref = int(ds.attrs.get("reference_N", 0))
+    out.update(reference_N=float(ref) if ref else math.nan,
+               rate=float(ds["growth_rate"].sel(N=ref)) if ref else math.nan)
+    for name in ("escape_slope", "predicted_slope", "law_ratio", "law_ratio_median",
+                 "collapse_spread"):
         out[name] = float(ds[name])
         out[f"{name}_low"], out[f"{name}_high"] = _interval(ds, name)
     ratio = ds["risk_ratio"]
@@ -66,7 +67,7 @@ def claim_escape_law(ds: xr.Dataset | None, crit: Criteria, ctx: Context) -> Cla
         (r"escaping $N$", n["escaped_n"]),
         (r"$b$", n["escape_slope"]),
         (r"$b$, interval", n["escape_slope_low"]), ("to", n["escape_slope_high"]),
-        (r"$1/(2\lambda)$ at $N =$ " + format_exact(n["reference_N"]), n["half_inverse_rate"]),
+        (r"$1/(2\lambda)$ at $N =$ " + format_exact(n["reference_N"]), n["predicted_slope"]),
         (r"$b\cdot 2\lambda$", n["law_ratio"]),
         (r"interval", n["law_ratio_low"]), ("to", n["law_ratio_high"]),
         (r"$b\cdot 2\lambda$ with the median $\lambda$", n["law_ratio_median"]),
