@@ -81,10 +81,11 @@ def time_resolved_shrink(time, n, curves: np.ndarray, slope_max: float, level: f
     """Decide "d_N(t) shrinks with N at each fixed time t" on ``curves`` (N, time), seed
     means at the snapshot ``time`` (ascending, the last one T) for the ascending ``n``.
 
-    The tested times are the snapshots with 0 < t ≤ t_esc(N_min); at each the slope of
-    ``log d`` against ``log N`` must be ``≤ slope_max`` (a time at which every N is at most
-    ``tol`` passes: the distance is at rounding level), and t_esc must be non-decreasing
-    in N.  Without an escape the tested times run up to T.
+    The tested times are the snapshots with 0 < t ≤ t_esc(N_min) at which every N has
+    left its start (a small N whose first step comes after t is still at distance 0 there);
+    at each the slope of ``log d`` against ``log N`` must be ``≤ slope_max`` (a time at
+    which every N is at most ``tol`` passes: the distance is at rounding level), and t_esc
+    must be non-decreasing in N.  Without an escape the tested times run up to T.
     """
     time = np.asarray(time, dtype=np.float64)
     curves = np.asarray(curves, dtype=np.float64)
@@ -94,7 +95,12 @@ def time_resolved_shrink(time, n, curves: np.ndarray, slope_max: float, level: f
     slopes = {}
     for k in tested:
         col = curves[:, k]
-        slopes[k] = -math.inf if np.all(col <= tol) else loglog_slope(n, col)
+        if np.all(col <= tol):
+            slopes[k] = -math.inf  # every N still at rounding level: nothing to shrink
+        elif np.all(col > 0):
+            slopes[k] = loglog_slope(n, col)
+        # else: some N is still exactly at its SI start (its first step comes later, the
+        # snapshot's step N·t rounds to 0): no distance to compare at this time
     finite = {k: s for k, s in slopes.items() if not math.isnan(s)}
     if not slopes or len(finite) < len(slopes):
         worst, at, ok = math.nan, math.nan, None
