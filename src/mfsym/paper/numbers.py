@@ -219,16 +219,23 @@ def grid_escape_macros(ds: xr.Dataset, crit: Criteria, floor: float, digits: int
                           crit.escape_min, floor, 0, 0, 0.9)
     escaped = int(law.attrs["escaped_n"])
     m = curves.mean("seed")
+    delta = r"$\delta =$ " + format_exact(crit.escape_min)
     if escaped == 0:
-        text = (rf"with the {escape_tex(teacher)} teacher no width reaches $\delta =$ "
-                + format_exact(crit.escape_min) + r" within $T$ (largest seed-mean "
-                r"distance " + format_number(float(m.max()), digits)
+        text = (rf"with the {escape_tex(teacher)} teacher no width reaches {delta} within "
+                r"$T$ (largest seed-mean distance " + format_number(float(m.max()), digits)
                 + r"): no saddle, the distance shrinks with $N$ at every time.")
     else:
-        text = (rf"with the {escape_tex(teacher)} teacher {escaped} of "
-                rf"{curves.sizes['N']} widths reach $\delta =$ "
-                + format_exact(crit.escape_min) + r" within $T$; $b\cdot 2\lambda =$ "
-                + format_number(float(law["law_ratio"]), digits) + ".")
+        t_esc = law["escape_time"].dropna("N")
+        text = (rf"with the {escape_tex(teacher)} teacher $N =$ "
+                + format_list([int(n) for n in t_esc.N.values], digits) + rf" reach {delta} "
+                r"(at $t =$ " + format_list([float(t) for t in t_esc.values], digits)
+                + rf"), {curves.sizes['N'] - escaped} of {curves.sizes['N']} widths never")
+        if "EA" in ds.scheme.values:
+            risk = seed_mean(ds.population_risk.sel(init=SI, teacher=teacher)).isel(N=-1)
+            text += (r"; EA's final risk over vanilla's at $N_{\max}$ is "
+                     + format_number(float(risk.sel(scheme="EA") / risk.sel(scheme="vanilla")),
+                                     digits) + " (a saddle needs it above 1)")
+        text += r"; $b\cdot 2\lambda =$ " + format_number(float(law["law_ratio"]), digits) + "."
     return {"mfGridEscapedN": format_number(escaped, digits), "mfGridEscape": text}
 
 

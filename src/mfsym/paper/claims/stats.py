@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...measure.escape import exponential_rate, first_crossing, loglog_slope
+from ...measure.escape import exponential_rate, first_crossing, linear_slope, loglog_slope
 
 __all__ = [
     "MACHINE_EPSILON", "ROUNDING_FLOOR", "ROUNDING_LEVEL", "RoundingTest", "TimeResolved",
@@ -63,7 +63,9 @@ class TimeResolved:
     worst_slope: the largest log-log slope in N over the tested times 0 < t ≤ horizon (NaN
     when none is defined); worst_time: where it is; final_slope: the slope at T (the
     criterion before the revision); escaped: whether some N reaches the level within T;
-    monotone: t_esc non-decreasing in N; ok: the verdict (None: not measurable).
+    escape_trend: the least-squares slope of t_esc against ln N; monotone: t_esc
+    non-decreasing from each N to the next (shown, not decisive); ok: the verdict (None:
+    not measurable).
     """
 
     t_esc: np.ndarray
@@ -72,6 +74,7 @@ class TimeResolved:
     worst_time: float
     final_slope: float
     escaped: bool
+    escape_trend: float
     monotone: bool
     ok: bool | None
 
@@ -85,7 +88,12 @@ def time_resolved_shrink(time, n, curves: np.ndarray, slope_max: float, level: f
     left its start (a small N whose first step comes after t is still at distance 0 there);
     at each the slope of ``log d`` against ``log N`` must be ``≤ slope_max`` (a time at
     which every N is at most ``tol`` passes: the distance is at rounding level), and t_esc
-    must be non-decreasing in N.  Without an escape the tested times run up to T.
+    must not decrease with N: its least-squares slope against ln N (the trend, as every
+    "in N" statement of the table is a fitted slope) is ``≥ 0``.  The pairwise order is
+    reported beside it: at the smallest N a width's first step comes at t = 1/N, and
+    where its fluctuation level already exceeds ``level`` it crosses at about its first
+    step, earlier the larger N — an order set by the time step, not by an escape.
+    Without an escape the tested times run up to T.
     """
     time = np.asarray(time, dtype=np.float64)
     curves = np.asarray(curves, dtype=np.float64)
@@ -109,13 +117,14 @@ def time_resolved_shrink(time, n, curves: np.ndarray, slope_max: float, level: f
         worst, at = finite[k], float(time[k])
         ok = worst <= slope_max
     monotone = bool(np.all(np.diff(t_esc) >= 0))
+    trend = linear_slope(np.log(np.asarray(n, dtype=np.float64)), t_esc)
     escaped = bool(np.any(np.asarray(curves) >= level))
     if ok is not None:
-        ok = ok and monotone
+        ok = ok and not math.isnan(trend) and trend >= 0
     if worst == -math.inf:
         worst = math.nan
     return TimeResolved(t_esc, horizon, worst, at, loglog_slope(n, curves[:, -1]), escaped,
-                        monotone, ok)
+                        trend, monotone, ok)
 
 
 def growth_rate(time, curve) -> float:
