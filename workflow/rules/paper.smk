@@ -1,6 +1,16 @@
 # The manuscript: result datasets -> TeX macros and claims table -> paper/ms.pdf (latexmk).
 # Not part of `rule all` (the rest of the pipeline needs no LaTeX): `snakemake paper`.
+from pathlib import Path
+
+import mfsym
 from mfsym.paper.build import figures_in_tex
+from mfsym.records.source_hash import source_sha256
+
+# The library code the numbers job runs (the claims, the macros, the precision swap's
+# reruns): a parameter, so that an edit of it reruns the job and nothing else.
+PAPER_NUMBERS_SOURCE = source_sha256(
+    Path(mfsym.__file__).parent, ("paper.numbers", "pipeline.precision_swap")
+)
 
 PAPER_TEX = "paper/ms.tex"
 PAPER_OUTPUT = "paper/output"
@@ -30,6 +40,7 @@ rule paper_numbers:
         criteria=config["paper"]["criteria"],
         digits=config["paper"]["digits"],
         precision_n=config["paper"]["precision_n"],
+        source=PAPER_NUMBERS_SOURCE,
     log:
         f"{RESULTS}/logs/paper_numbers.log",
     script:
