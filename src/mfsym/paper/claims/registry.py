@@ -9,7 +9,7 @@ decorated function in one family module.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import xarray as xr
 
@@ -38,7 +38,6 @@ class Context:
     invariance: xr.Dataset | None = None
     rerun: Rerun | None = None
     saddle: xr.Dataset | None = None
-    options: Mapping = field(default_factory=dict)
 
 
 _ROWS: dict[str, list[Callable]] = {family: [] for family in FAMILIES}
