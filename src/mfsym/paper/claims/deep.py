@@ -72,18 +72,28 @@ def _si_symmetric(ds: xr.Dataset, var: str, dim: str, labels) -> xr.DataArray | 
 @row("deep")
 def claim_deep_vanilla_shrinks(ds: xr.Dataset, crit: Criteria, ctx: Context) -> Claim:
     stage = _stage(ctx)
-    size, sym = SIZES[stage]
+    sym = SIZES[stage][1]
     statement = (rf"{STAGE_TEXT[stage]}: with an SI start, vanilla's distance to $E^G$ "
                  rf"shrinks as {sym} grows (symmetric teachers).")
     criterion = (rf"largest slope of $m(\mathrm{{RMD}}(\nu,P_E\#\nu))$ against {sym} $\le$ "
                  + format_exact(crit.decay_slope_max))
     key = macro_name("Deep", stage, "VanillaShrinks", prefix="")
-    da = _si_symmetric(ds, "rmd_projected", "scheme", ("vanilla",))
+    return _size_decay(ds, crit, stage, 2, key, statement, criterion,
+                       ("rmd_projected", "scheme", ("vanilla",)), "no SI vanilla runs")
+
+
+def _size_decay(ds, crit, stage, number, key, statement, criterion, where, why,
+                curves=lambda m: m) -> Claim:
+    """A row decided by the largest slope in the stage's size of the seed means of
+    ``where`` = (variable, dim, labels) over the symmetric teachers, SI start; ``curves``
+    picks the curves that count; "not measured" (``why``) without such runs."""
+    da = _si_symmetric(ds, *where)
     if da is None:
-        return not_measured(2, key, statement, criterion, "no SI vanilla runs")
+        return not_measured(number, key, statement, criterion, why)
     m = _as_n(da, stage)
-    at_max = ((rf"largest RMD at {sym}$_{{\max}}$", float(m.isel(N=-1).max())),)
-    return decay_claim(2, key, statement, criterion, m, crit.decay_slope_max, crit, at_max)
+    at_max = ((rf"largest RMD at {SIZES[stage][1]}$_{{\max}}$", float(m.isel(N=-1).max())),)
+    return decay_claim(number, key, statement, criterion, curves(m), crit.decay_slope_max,
+                       crit, at_max)
 
 
 @row("deep")
@@ -138,13 +148,9 @@ def claim_deep_schemes_agree(ds: xr.Dataset, crit: Criteria, ctx: Context) -> Cl
     criterion = (r"largest slope of $m(\mathrm{RMD})$ between vanilla--DA, vanilla--FA, DA--FA "
                  rf"against {sym} $\le$ {format_exact(crit.decay_slope_max)}")
     key = macro_name("Deep", stage, "FreeAgree", prefix="")
-    da = _si_symmetric(ds, "rmd_between", "pair", FREE_PAIRS)
-    if da is None:
-        return not_measured(1, key, statement, criterion, "no SI runs of the free pairs")
-    m = _as_n(da, stage)
-    at_max = ((rf"largest RMD at {sym}$_{{\max}}$", float(m.isel(N=-1).max())),)
-    return decay_claim(1, key, statement, criterion, not_collapsed(m, crit.exact_tol),
-                       crit.decay_slope_max, crit, at_max)
+    return _size_decay(ds, crit, stage, 1, key, statement, criterion,
+                       ("rmd_between", "pair", FREE_PAIRS), "no SI runs of the free pairs",
+                       lambda m: not_collapsed(m, crit.exact_tol))
 
 
 def deep_claims(ds: xr.Dataset, stage: str, crit: Criteria, ctx: Context | None = None
