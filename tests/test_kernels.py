@@ -566,6 +566,79 @@ def test_a_cache_path_that_is_a_file_is_reported_and_left_alone(tmp_path):
     assert cache.read_text() == "not a folder\n"
 
 
+PLANTED = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(getenv("MFSYM_TEST_MARKER"), "w");
+    if (f) { fputs("ran\n", f); fclose(f); }
+}
+"""
+
+
+def plant(tmp_path, so, rec):
+    """Replace the cached library ``so`` by one whose ELF constructor writes the file
+    $MFSYM_TEST_MARKER, with a record that vouches for it (hash and variant)."""
+    src = tmp_path / "planted.c"
+    src.write_text(PLANTED)
+    subprocess.run([native.find_compiler(), "-shared", "-fPIC", str(src), "-o", str(so)],
+                   check=True, capture_output=True)
+    data = json.loads(rec.read_text())
+    data["sha256"] = hashlib.sha256(so.read_bytes()).hexdigest()
+    rec.write_text(json.dumps(data))
+
+
+def _open_folder(cache, so, rec):
+    cache.chmod(0o1777)  # like /tmp: anyone could have put the library there
+
+
+def _open_library(cache, so, rec):
+    so.chmod(0o666)
+
+
+def _foreign_owner(cache, so, rec):
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    os.chown(so, 65534, 65534)
+    os.chown(rec, 65534, 65534)
+
+
+@pytest.mark.parametrize(("opening", "cause"), [
+    (_open_folder, "is not safe to load libraries from: it is writable by others"),
+    (_open_library, "it is writable by others (mode 666)"),
+    (_foreign_owner, "it is owned by uid 65534"),
+])
+def test_a_planted_library_in_a_cache_others_can_write_never_runs(
+    golden, tmp_path, opening, cause
+):
+    """A library whose record vouches for it still runs code when loaded (its constructor
+    runs before any variant check): a folder or file that someone else owns or can write
+    is never loaded from; the kernel is built in the private cache instead."""
+    cache, private, marker = tmp_path / "shared", tmp_path / "home-cache", tmp_path / "ran"
+    shutil.copytree(golden / "A", cache)
+    [(so, rec)] = cache_files(cache)
+    plant(tmp_path, so, rec)
+    opening(cache, so, rec)
+    out, err = short_training(cache, extra_env={
+        "MFSYM_TEST_MARKER": str(marker), "XDG_CACHE_HOME": str(private)})
+    assert not marker.exists(), "the planted library was loaded"
+    assert out["backend"] == "native"
+    assert "WARNING" in err and cause in err, err
+    # the plant is left alone; a fresh library was built (and, for a foreign folder,
+    # cached privately)
+    assert record_vouches_for(so, rec)
+    if opening is _open_folder:
+        assert len(cache_files(private / "mfsym" / "kernels")) == 1
+
+
+def test_the_private_cache_folder_is_created_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("MFSYM_KERNEL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = native._cache_folder()
+    assert folder == tmp_path / "xdg" / "mfsym" / "kernels"
+    assert folder.stat().st_mode & 0o077 == 0 and native.trust_problem(folder) is None
+
+
 def fake_compiler(tmp_path, body):
     """A shell script standing in for the C compiler; --version passes to the real one."""
     real = native.find_compiler()

@@ -26,8 +26,11 @@ the result is the same bit for bit whatever the number of threads and whatever o
 runs share the call.
 
 Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`) with a JSON
-record of its SHA-256 and variant; it is loaded only when both match and its exported
-``mfsym_variant`` agrees once loaded, else rebuilt (:func:`obtain_library`).  The C calls
+record of its SHA-256 and variant; it is loaded only when the folder, the library and the
+record are this user's alone (:func:`trust_problem`: no link, owned by the user or root,
+writable by no one else), both match and its exported ``mfsym_variant`` agrees once
+loaded, else rebuilt (:func:`obtain_library`).  A cache folder that fails the trust check
+is not used at all (warning; the private default folder instead).  The C calls
 go through :class:`NativeLibrary`, which checks every tensor before passing its pointer.
 """
 
@@ -40,6 +43,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -117,12 +121,33 @@ def find_compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def _cache_dir() -> Path:
-    env = os.environ.get("MFSYM_KERNEL_CACHE")
-    if env:
-        return Path(env)
+def _private_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "mfsym" / "kernels"
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("MFSYM_KERNEL_CACHE")
+    return Path(env) if env else _private_cache_dir()
+
+
+def trust_problem(path: Path) -> str | None:
+    """Why a cache folder or file may hold what someone else put there (None: it cannot).
+
+    Loading a library runs its code (ELF constructors run before any check), so, as ssh
+    treats its keys, only a path that is no symbolic link, is owned by this user (or root)
+    and is writable by no one else (no group or other write bit) is trusted."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"it cannot be examined ({exc})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
 
 
 _CPU_FIELDS = (
@@ -200,7 +225,13 @@ def _record_path(path: Path) -> Path:
 
 
 def _cache_problem(path: Path, want: dict) -> str | None:
-    """Why the cached library ``path`` must not be loaded (None: its record vouches for it)."""
+    """Why the cached library ``path`` must not be loaded (None: it and its record are this
+    user's alone, and the record vouches for it)."""
+    for file in (path, _record_path(path)):
+        if file.exists() or file.is_symlink():
+            problem = trust_problem(file)
+            if problem is not None:
+                return f"{file.name}: {problem}"
     try:
         record = json.loads(_record_path(path).read_text())
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -295,8 +326,27 @@ def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.C
 
 
 def _cache_folder() -> Path | None:
-    """The cache folder, created when missing; None, with a warning, when it cannot be."""
+    """The cache folder, created (private) when missing; None, with a warning, when it
+    cannot be. A folder others could have written to (:func:`trust_problem`) is not used:
+    the private default ``~/.cache/mfsym/kernels`` is, when that one is safe."""
     folder = _cache_dir()
+    for candidate in dict.fromkeys([folder, _private_cache_dir()]):
+        made = _make_folder(candidate)
+        if made is None:
+            return None
+        problem = trust_problem(made)
+        if problem is None:
+            return made
+        log.warning(
+            "native kernel cache %s is not safe to load libraries from: %s (a library "
+            "planted there would run as you); %s", made, problem,
+            "using the private cache instead" if candidate != _private_cache_dir()
+            else "kernels are built uncached",
+        )
+    return None
+
+
+def _make_folder(folder: Path) -> Path | None:
     if folder.exists() and not folder.is_dir():
         log.warning(
             "native kernel cache %s is not a folder; kernels are built uncached (point "
@@ -304,7 +354,8 @@ def _cache_folder() -> Path | None:
         )
         return None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         log.warning(
             "native kernel cache %s cannot be created (%s); kernels are built uncached",
