@@ -3,14 +3,19 @@ tampered, truncated or incomplete bundle naming the member."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mfsym.pipeline import bundle
 from mfsym.records.atomic import verify_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = {"results_dir": "results", "training": {"alpha": 50.0}}
 
@@ -48,9 +53,11 @@ def test_bundle_holds_files_config_provenance_and_manifest(files, tmp_path, monk
     verify_file(archive)  # written with its checksum sidecar
     got = bundle.read_bundle(archive)
     assert set(got) == {*files, bundle.CONFIG, bundle.PROVENANCE}
+    content = members(archive)
     for name, path in files.items():
-        assert got[name] == path.read_bytes()
-    prov = json.loads(got[bundle.PROVENANCE])
+        assert got[name] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert content[name] == path.read_bytes()
+    prov = json.loads(content[bundle.PROVENANCE])
     assert prov["config_sha256"] and prov["lock_sha256"] and prov["package_versions"]
     assert prov["history"].startswith("2023-11-14")
     manifest = members(archive)[bundle.MANIFEST].decode().splitlines()
@@ -110,11 +117,17 @@ def test_unpack_writes_every_member_with_its_sidecar(files, tmp_path):
 
 
 def test_rebuild_allows_only_figure_and_paper_rules(files, tmp_path):
-    config = {**CONFIG, "inits": ["SI"], "teachers": ["WI"]}
-    into = bundle.unpack_bundle(bundle.write_bundle(files, config, tmp_path / "b.tar.gz"),
-                                tmp_path / "out")
-    argv = bundle.rebuild_argv(into)
+    config = {**yaml.safe_load((ROOT / "config.yaml").read_text()), "inits": ["SI"],
+              "teachers": ["WI"]}
+    into = tmp_path / "out"
+    checked = bundle.rebuild(bundle.write_bundle(files, config, tmp_path / "b.tar.gz"), into,
+                             root=ROOT)
+    argv = bundle.rebuild_argv(into, checked)
     allowed = argv[argv.index("--allowed-rules") + 1: argv.index("--forcerun")]
     assert "train" not in allowed and "metrics" not in allowed and "summary" not in allowed
     assert set(allowed) == {*bundle.figure_names(config), "paper_numbers", "paper"}
-    assert f"results_dir={into / 'results'}" in argv and argv[-1] == bundle.PAPER_PDF
+    assert argv[-1] == bundle.PAPER_PDF
+    # Snakemake reads the checked copy, with results_dir pointing into the unpacked folder
+    given = argv[argv.index("--configfile") + 1]
+    assert given == str(into / bundle.CHECKED_CONFIG) and "--config" not in argv
+    assert yaml.safe_load(Path(given).read_text())["results_dir"] == str(into / "results")
