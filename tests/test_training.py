@@ -5,6 +5,7 @@ Sizes are small (N ≤ 40, at most a few hundred steps); exactness checks run in
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -16,6 +17,7 @@ from conftest import make_setting
 from mfsym.core.groups import c2_swap, symmetric_group
 from mfsym.core.schemes import SCHEMES
 from mfsym.core.teachers import paper_teachers, random_teacher
+from mfsym.engine import checkpoint as ckpt
 from mfsym.engine.blocks import Block
 from mfsym.engine.training import (
     RunSpec,
@@ -456,6 +458,93 @@ def test_a_checkpoint_of_another_computation_is_not_resumed(monkeypatch, tmp_pat
         train(setting, teachers, RESUME_RUNS, 12, "SI", other, checkpoint_path=ck)
     assert "different computation" in caplog.text
     assert "resumed at step" not in caplog.text
+
+
+def forge(ck, change):
+    """Rewrite the checkpoint ``ck`` through ``change(arrays)`` with valid digests, sidecar
+    and metadata (as a crafted or buggy file would be), and drop its ``.prev``."""
+    with np.load(ck) as data:
+        meta = json.loads(str(data["__meta__"]))
+    arrays = ckpt.read_checkpoint(ck)
+    change(arrays)
+    ckpt.remove_checkpoint(ck)
+    ckpt.save_checkpoint(ck, arrays, meta)
+    ckpt.remove_checkpoint(ck.with_name(ck.name.removesuffix(".npz") + ".prev.npz"))
+
+
+def _drop_theta(a):
+    del a["b0_theta"]
+
+
+def _reshape_theta(a):
+    a["b0_theta"] = a["b0_theta"][..., :-1].copy()
+
+
+def _retype_risk(a):
+    a["b0_risk"] = a["b0_risk"].astype(np.float32)
+
+
+def _counters(values):
+    def change(a):
+        a["counters"] = np.array(values, dtype=np.int64)
+    return change
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (_drop_theta, "its arrays are"), (_reshape_theta, "'b0_theta' is float32[2, 12, 3], not float32[2, 12, 4]"),
+    (_retype_risk, "'b0_risk' is float32"),
+    (_counters([-16, 0, 0]), "impossible for a run of 120 steps"),
+    (_counters([240, 6, 120]), "impossible"), (_counters([64, 1, 0]), "impossible"),
+], ids=["missing-key", "wrong-shape", "wrong-dtype", "negative-step", "past-the-end",
+        "snapshots-behind"])
+def test_a_checkpoint_that_cannot_be_this_run_starts_afresh_with_a_warning(
+    monkeypatch, tmp_path, caplog, uninterrupted, change, named
+):
+    """Valid digests only say the file is the one written: keys, shapes, dtypes and step
+    counters are checked against the run, and a misfit means a fresh start, never a
+    crash or a resumed run that differs from the uninterrupted one."""
+    ck = interrupted_checkpoint(monkeypatch, tmp_path, at_step=70)
+    forge(ck, change)
+    res = resume(ck, caplog)
+    assert "skipping checkpoint" in caplog.text and named in caplog.text, caplog.text
+    assert "resumed at step" not in caplog.text
+    assert_same(res, uninterrupted)
+
+
+def test_a_forged_checkpoint_with_consistent_counters_is_still_resumed(
+    monkeypatch, tmp_path, caplog, uninterrupted
+):
+    """The check is not a blanket refusal: the same arrays rewritten unchanged resume."""
+    ck = interrupted_checkpoint(monkeypatch, tmp_path, at_step=70)
+    forge(ck, lambda a: None)
+    res = resume(ck, caplog)
+    assert "resumed at step 64 of 120" in caplog.text
+    assert_same(res, uninterrupted)
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_refused_and_left_alone(tmp_path):
+    setting, teachers = c2_paper()
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep\n")
+    with pytest.raises(ValueError, match="checkpoint_path = .* is a folder"):
+        train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(), checkpoint_path=folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+    assert (folder / "mine.txt").read_text() == "keep\n"
+
+
+def test_train_stack_names_a_config_of_the_wrong_type():
+    setting, teachers = c2_paper()
+    with pytest.raises(TypeError, match="config must be a TrainConfig .* not dict"):
+        train(setting, teachers, RESUME_RUNS, 12, "SI", {"T": 0.5})
+
+
+def test_an_initial_cloud_for_a_seed_no_run_uses_is_refused():
+    setting, teachers = c2_paper()
+    cloud = np.zeros((12, setting.group.dim_z))
+    with pytest.raises(ValueError, match=r"seeds \[5\] that no run uses .* \[0\]"):
+        train(setting, teachers, [RunSpec("WI", "vanilla", 0)], 12, "SI", resume_cfg(),
+              init_particles={5: cloud})
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,8 @@ def _prev_path(path: Path) -> Path:
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Atomically write ``arrays`` and ``meta`` to ``path``; keep the old file as ``.prev``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a folder; give a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     for k, v in arrays.items():
@@ -90,7 +93,10 @@ def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.nda
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc!r})") from exc
     if "__meta__" not in contents or "__sha256__" not in contents:
         raise CheckpointError(f"checkpoint {path} lacks its metadata or checksum")
-    meta = json.loads(str(contents.pop("__meta__")))
+    try:
+        meta = json.loads(str(contents.pop("__meta__")))
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from exc
     stored = str(contents.pop("__sha256__"))
     if _digest(contents) != stored:
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 check (corrupted)")
@@ -99,11 +105,18 @@ def read_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.nda
     return contents
 
 
-def load_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.ndarray] | None:
+def load_checkpoint(
+    path, expected_meta: dict | None = None,
+    state_problem: Callable[[dict[str, np.ndarray]], str | None] | None = None,
+) -> dict[str, np.ndarray] | None:
     """The newest valid checkpoint at ``path``, else ``None``.
 
     Candidates, newest first: the staging file ``.new`` (complete, but a kill came before
     it was renamed into place; it exists only in that window), ``path``, then ``.prev``.
+    Valid means verified by :func:`read_checkpoint` and, with ``state_problem``, fit for
+    what resumes from it: a checksum only says the file is the one written, not that what
+    was written (keys, shapes, counters) belongs to this run. ``state_problem(arrays)``
+    returns why not, or None; a candidate it rejects is skipped with a warning.
     """
     path = Path(path)
     for candidate in (_staging_path(path), path, _prev_path(path)):
@@ -113,6 +126,10 @@ def load_checkpoint(path, expected_meta: dict | None = None) -> dict[str, np.nda
             arrays = read_checkpoint(candidate, expected_meta)
         except CheckpointError as exc:
             log.warning("skipping checkpoint: %s", exc)
+            continue
+        problem = state_problem(arrays) if state_problem is not None else None
+        if problem is not None:
+            log.warning("skipping checkpoint %s: %s", candidate, problem)
             continue
         log.info("resuming from checkpoint %s", candidate)
         return arrays

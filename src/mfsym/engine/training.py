@@ -70,6 +70,7 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -544,13 +545,41 @@ class _Engine:
             arrays.update(b.state(f"b{bi}_"))
         ckpt.save_checkpoint(path, arrays, meta)
 
+    def state_problem(self, state: Mapping[str, np.ndarray]) -> str | None:
+        """Why the arrays of a checkpoint cannot be this engine's state (None: they can).
+
+        A checkpoint is written only inside the loop, at a step 0 < s < N·T, after the
+        snapshots at steps < s were recorded: so its counters must be
+        ``(s, #{snapshots < s}, last snapshot step < s, or 0)``, and its keys, shapes and
+        dtypes those of this engine's own state (:meth:`_save`)."""
+        want = {"counters": np.zeros(3, dtype=np.int64), "streams": self.streams.get_state()}
+        for bi, b in enumerate(self.blocks):
+            want.update(b.state(f"b{bi}_"))
+        if set(state) != set(want):
+            return (f"its arrays are {sorted(state)}, not {sorted(want)}")
+        for key, ref in want.items():
+            got = state[key]
+            if got.shape != ref.shape or got.dtype != ref.dtype:
+                return (f"array {key!r} is {got.dtype}{list(got.shape)}, not "
+                        f"{ref.dtype}{list(ref.shape)}")
+        step, k_next, prev_snap = (int(v) for v in state["counters"])
+        total = self.cfg.total_steps(self.n)
+        k_want = int(np.searchsorted(self.snap_steps, step, side="left"))
+        prev_want = int(self.snap_steps[k_want - 1]) if k_want else 0
+        if not 0 < step < total or (k_next, prev_snap) != (k_want, prev_want):
+            return (f"its counters (step {step}, next snapshot {k_next}, last snapshot at "
+                    f"{prev_snap}) are impossible for a run of {total} steps (a checkpoint "
+                    f"at step s has 0 < s < {total} and the snapshots before s behind it)")
+        return None
+
     def run(self, checkpoint_path=None, label=""):
         """Train to ``N·T`` steps (resuming from a valid checkpoint); returns the wall time."""
         cfg, n = self.cfg, self.n
         total = cfg.total_steps(n)
         meta = self.fingerprint() if checkpoint_path is not None else None
         step, k_next, prev_snap = 0, 0, 0
-        state = ckpt.load_checkpoint(checkpoint_path, meta) if checkpoint_path else None
+        state = (ckpt.load_checkpoint(checkpoint_path, meta, self.state_problem)
+                 if checkpoint_path else None)
         if state is not None:
             step, k_next, prev_snap = (int(v) for v in state["counters"])
             self.streams.set_state(state["streams"])
@@ -674,6 +703,9 @@ def train_stack(
     arithmetic precision alone (the precision swap of the claims table).
     Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).
     """
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(T=0.5)), not "
+                        f"{type(config).__name__} {config!r:.80}")
     cfg = config or TrainConfig()
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
@@ -684,6 +716,9 @@ def train_stack(
     if group.dim_z != unit.dim_z:
         raise ValueError(f"group acts on D={group.dim_z} but the unit has D={unit.dim_z}")
     for r in runs:
+        if not isinstance(r, RunSpec):
+            raise TypeError(f"runs must hold RunSpec(teacher, scheme, seed), not "
+                            f"{type(r).__name__} {r!r:.80}")
         check_scheme(r.scheme)
         if r.teacher not in teachers:
             raise ValueError(f"unknown teacher {r.teacher!r}; available: {sorted(teachers)}")
@@ -692,6 +727,14 @@ def train_stack(
     for name in sorted({r.teacher for r in runs}):
         _check_input(f"teacher {name!r} particles", teachers[name].particles,
                      ("K", group.dim_z))
+    if init_particles is not None:
+        unknown = sorted(set(init_particles) - {r.seed for r in runs}, key=repr)
+        if unknown:
+            raise ValueError(
+                f"init_particles has clouds for seeds {unknown} that no run uses (the "
+                f"runs' seeds: {sorted({r.seed for r in runs})}); a cloud is keyed by its "
+                "run's seed"
+            )
     for seed, cloud in (init_particles or {}).items():
         _check_input(f"init_particles[{seed}]", cloud, (n_particles, group.dim_z))
     if x_eval is not None:
@@ -706,6 +749,9 @@ def train_stack(
                 "subspace must be an orthogonal projector (symmetric, idempotent)"
             )
     _check_depth(unit, n_particles, teachers, runs)
+    if checkpoint_path is not None and Path(checkpoint_path).is_dir():
+        raise ValueError(f"checkpoint_path = {str(checkpoint_path)!r} is a folder; give the "
+                         "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
     if threads:
         torch.set_num_threads(int(threads))
     draw = None
