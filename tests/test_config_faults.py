@@ -183,13 +183,26 @@ def test_build_dir_refused_in_a_fake_repo(config, fake_repo, value):
     assert "allowed: a staging folder of its own" in problems[0]
 
 
-@pytest.mark.parametrize("value", [".", "..", "/", "src", "paper/output", "docs", "tests/out"])
+@pytest.mark.parametrize("value", [".", "..", "/", "src", "paper/output", "docs", "tests/out",
+                                   "~/../src/zz", "~", "~/results"])
 def test_results_dir_refused_in_a_fake_repo(config, fake_repo, value):
     config["results_dir"] = value
     config["paper"]["build_dir"] = "staging"
     problems = path_problems(config, SCHEMA, fake_repo)
     assert problems and problems[0].startswith(f"results_dir = {value!r} ")
     assert "allowed: a folder of its own" in problems[0]
+
+
+@pytest.mark.parametrize("key", ["results_dir", "paper.build_dir"])
+def test_a_folder_starting_with_a_tilde_is_refused_not_expanded(config, fake_repo, key):
+    """Snakemake takes '~/../src/zz' literally (a folder named '~' in the working folder):
+    results landed inside the checkout's src/ while the check had expanded '~'."""
+    config["results_dir"], config["paper"]["build_dir"] = "results", "staging"
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = "~/../src/zz"
+    problems = path_problems(config, SCHEMA, fake_repo)
+    assert len(problems) == 1 and problems[0].startswith(f"{key} = '~/../src/zz' starts with")
+    assert "does not expand" in problems[0]
 
 
 def test_dedicated_folders_pass_in_a_fake_repo(config, fake_repo, tmp_path):

@@ -491,7 +491,8 @@ def _counters(values):
 
 
 @pytest.mark.parametrize(("change", "named"), [
-    (_drop_theta, "its arrays are"), (_reshape_theta, "'b0_theta' is float32[2, 12, 3], not float32[2, 12, 4]"),
+    (_drop_theta, "its arrays are"),
+    (_reshape_theta, "'b0_theta' is float32[2, 12, 3], not float32[2, 12, 4]"),
     (_retype_risk, "'b0_risk' is float32"),
     (_counters([-16, 0, 0]), "impossible for a run of 120 steps"),
     (_counters([240, 6, 120]), "impossible"), (_counters([64, 1, 0]), "impossible"),

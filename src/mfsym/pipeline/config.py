@@ -15,7 +15,6 @@ validated sections into library objects; none of them reads a file except the sc
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -487,8 +486,18 @@ _BUILD_ALLOWED = (
 
 
 def _folder(value, workdir: Path) -> Path:
-    path = Path(os.path.expanduser(str(value)))
+    """The folder Snakemake writes to for ``value``: the string as it is (no ``~``
+    expansion, as in Snakemake), relative to ``workdir``."""
+    path = Path(str(value))
     return (path if path.is_absolute() else workdir / path).resolve()
+
+
+def _tilde_problem(value) -> str | None:
+    if str(value).startswith("~"):
+        return ("starts with '~', which Snakemake does not expand (it would write into a "
+                "folder literally named '~' under the working directory); give the full "
+                "path")
+    return None
 
 
 def _holds_tracked_files(folder: Path, root: Path) -> bool:
@@ -530,13 +539,13 @@ def path_problems(config: Mapping, schema: Mapping, root, workdir=None) -> list[
     problems = []
     results_value = config["results_dir"]
     results = _folder(results_value, workdir)
-    why = _folder_problem(results, root)
+    why = _tilde_problem(results_value) or _folder_problem(results, root)
     if why:
         problems.append(f"results_dir = {results_value!r} {why}; allowed: {_RESULTS_ALLOWED}")
     default = schema["properties"]["paper"]["properties"]["build_dir"]["default"]
     build_value = config.get("paper", {}).get("build_dir", default)
     build = _folder(build_value, workdir)
-    why = _folder_problem(build, root, inside_ok=("paper",))
+    why = _tilde_problem(build_value) or _folder_problem(build, root, inside_ok=("paper",))
     if why is None and (build.is_relative_to(results) or results.is_relative_to(build)):
         why = f"is results_dir ({results_value!r}), lies inside it or holds it"
     if why is None:
