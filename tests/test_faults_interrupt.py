@@ -137,6 +137,8 @@ def test_sigterm_to_snakemake_then_rerun_incomplete_gives_the_uninterrupted_resu
     log = (wf / TRAIN_LOG).read_text()
     resumed = resumed_steps(log)
     assert resumed and resumed[-1] >= step, log[-3000:]
+    # Snakemake deleted the log before the rerun: the stopped attempt is still above
+    assert log.count("start train") == 2 and "stopped by signal SIGTERM" in log, log[-3000:]
     assert "Finished" in res.stdout + res.stderr
     assert not (wf / CKPT).exists() and not (wf / PREV).exists()
     assert_same_data(wf / RUN, reference / RUN)
@@ -173,6 +175,7 @@ def test_killed_job_skips_damaged_checkpoints_and_ends_identical(
     log = (wf / TRAIN_LOG).read_text()
     skipped = re.findall(r"skipping checkpoint: (.*)", log)
     resumed = resumed_steps(log)
+    assert log.count("start train") == 2 and "has no done or failed line" in log, log[-3000:]
     if damage == "newest truncated":
         assert len(skipped) == 1 and "unreadable" in skipped[0], log[-3000:]
         assert resumed == [previous], log[-3000:]

@@ -2,13 +2,16 @@
 
 import logging
 import re
+import signal
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 
 import pytest
 
 from mfsym import __version__
-from mfsym.records.joblog import job_log, script_log
+from mfsym.records.joblog import attempts_path, job_log, script_log
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
 
@@ -77,3 +80,53 @@ def test_script_log_describes_the_rule_with_its_wildcards(tmp_path):
     text = (tmp_path / "train" / "SI" / "N10" / "b0.log").read_text()
     assert "start train init=SI N=10 block=b0 (mfsym" in text
     assert "inputs: teachers.nc, initial.nc" in text and "outputs: runs.nc" in text
+
+
+CHILD = """
+import sys, time
+from mfsym.records.joblog import job_log
+with job_log(sys.argv[1], "train init=SI N=10 block=b0"):
+    print("started", flush=True)
+    time.sleep(60)
+"""
+
+
+def killed_child(path, sig):
+    """A job that logs to ``path`` and is stopped by ``sig`` while it runs; its exit code."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(sig)
+    return proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_rerun_keeps_the_killed_attempt_after_snakemake_deleted_the_log(tmp_path, sig):
+    """Snakemake deletes a job's log before it reruns the job: the killed attempt, and
+    the signal that stopped it, must still be in the log the rerun leaves."""
+    path = tmp_path / "logs" / "train" / "b0.log"
+    assert killed_child(path, sig) == -sig  # the job still ends by its signal
+    first = path.read_text()
+    if sig == signal.SIGTERM:
+        assert "stopped by signal SIGTERM" in first
+    path.unlink()  # what Snakemake does before the rerun
+    with job_log(path, "train init=SI N=10 block=b0"):
+        pass
+    text = path.read_text()
+    assert text.startswith(first) and text.count("start train") == 2
+    unclosed = "has no done or failed line" in text
+    assert unclosed == (sig == signal.SIGKILL), text
+    assert re.search(r"INFO \S+: done train .* s$", text.splitlines()[-1])
+    assert not attempts_path(path).exists()  # a finished job leaves only its log
+
+
+def test_a_failed_attempt_is_kept_through_the_deletion_too(tmp_path):
+    path = tmp_path / "job.log"
+    with pytest.raises(ValueError), job_log(path, "summary"):
+        boom()
+    path.unlink()
+    with job_log(path, "summary"):
+        pass
+    text = path.read_text()
+    assert text.index("no such teacher") < text.index("done summary")
+    assert "has no done or failed line" not in text
