@@ -484,6 +484,11 @@ def _retype_risk(a):
     a["b0_risk"] = a["b0_risk"].astype(np.float32)
 
 
+def _plant_nan(a):
+    a["b0_dist"] = a["b0_dist"].copy()
+    a["b0_dist"][0, 0] = np.nan
+
+
 def _counters(values):
     def change(a):
         a["counters"] = np.array(values, dtype=np.int64)
@@ -493,10 +498,10 @@ def _counters(values):
 @pytest.mark.parametrize(("change", "named"), [
     (_drop_theta, "its arrays are"),
     (_reshape_theta, "'b0_theta' is float32[2, 12, 3], not float32[2, 12, 4]"),
-    (_retype_risk, "'b0_risk' is float32"),
+    (_retype_risk, "'b0_risk' is float32"), (_plant_nan, "'b0_dist' holds non-finite"),
     (_counters([-16, 0, 0]), "impossible for a run of 120 steps"),
     (_counters([240, 6, 120]), "impossible"), (_counters([64, 1, 0]), "impossible"),
-], ids=["missing-key", "wrong-shape", "wrong-dtype", "negative-step", "past-the-end",
+], ids=["missing-key", "wrong-shape", "wrong-dtype", "non-finite", "negative-step", "past-the-end",
         "snapshots-behind"])
 def test_a_checkpoint_that_cannot_be_this_run_starts_afresh_with_a_warning(
     monkeypatch, tmp_path, caplog, uninterrupted, change, named

@@ -550,8 +550,10 @@ class _Engine:
 
         A checkpoint is written only inside the loop, at a step 0 < s < N·T, after the
         snapshots at steps < s were recorded: so its counters must be
-        ``(s, #{snapshots < s}, last snapshot step < s, or 0)``, and its keys, shapes and
-        dtypes those of this engine's own state (:meth:`_save`)."""
+        ``(s, #{snapshots < s}, last snapshot step < s, or 0)``, its keys, shapes and
+        dtypes those of this engine's own state (:meth:`_save`), and its numbers finite
+        (a state is checked for divergence before it is saved). Finite values cannot be
+        told from genuine ones: the checksums vouch for those."""
         want = {"counters": np.zeros(3, dtype=np.int64), "streams": self.streams.get_state()}
         for bi, b in enumerate(self.blocks):
             want.update(b.state(f"b{bi}_"))
@@ -562,6 +564,8 @@ class _Engine:
             if got.shape != ref.shape or got.dtype != ref.dtype:
                 return (f"array {key!r} is {got.dtype}{list(got.shape)}, not "
                         f"{ref.dtype}{list(ref.shape)}")
+            if np.issubdtype(got.dtype, np.inexact) and not np.isfinite(got).all():
+                return f"array {key!r} holds non-finite values (a state is saved only finite)"
         step, k_next, prev_snap = (int(v) for v in state["counters"])
         total = self.cfg.total_steps(self.n)
         k_want = int(np.searchsorted(self.snap_steps, step, side="left"))
@@ -752,8 +756,8 @@ def train_stack(
     if checkpoint_path is not None and Path(checkpoint_path).is_dir():
         raise ValueError(f"checkpoint_path = {str(checkpoint_path)!r} is a folder; give the "
                          "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
-    if threads:
-        torch.set_num_threads(int(threads))
+    if threads is not None:
+        torch.set_num_threads(_count(threads, "threads"))
     draw = None
     if draw_dtype is not None:
         if draw_dtype not in ("float32", "float64"):

@@ -43,6 +43,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,10 +139,19 @@ def write_bundle(files: Mapping[str, str | Path], config: Mapping, dest) -> Path
     return Path(dest)
 
 
+#: a member name: POSIX portable file name characters, in parts separated by '/'
+_PORTABLE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+MAX_NAME_CHARS = 255
+
+
 def _safe_name(archive, name: str) -> str:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or not path.parts:
         raise BundleError(f"{archive}: member {name!r} points outside the bundle")
+    if not _PORTABLE.fullmatch(name) or len(name) > MAX_NAME_CHARS or "." in path.parts:
+        raise BundleError(f"{archive}: member name {name[:80]!r} is not allowed; allowed: "
+                          f"at most {MAX_NAME_CHARS} characters from A-Z a-z 0-9 . _ - in "
+                          "parts separated by single '/'")
     return path.as_posix()
 
 
