@@ -357,7 +357,8 @@ def mutated_state(draw, genuine):
             shape = draw(st.lists(st.integers(0, 5), max_size=3))
             arrays[key] = np.zeros(shape, dtype=arrays[key].dtype)
         elif action == "retype" and key:
-            arrays[key] = arrays[key].astype(draw(DTYPES))
+            with np.errstate(invalid="ignore"):  # NaN to an integer type is the point
+                arrays[key] = arrays[key].astype(draw(DTYPES))
         elif action == "counters":
             arrays["counters"] = np.array(
                 draw(st.lists(st.integers(-2**40, 2**40), min_size=0, max_size=4)),
