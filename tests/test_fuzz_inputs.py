@@ -40,9 +40,17 @@ from hypothesis import strategies as st
 from mfsym.core.groups import c2_swap
 from mfsym.core.schemes import INITS
 from mfsym.core.teachers import paper_teachers
+from mfsym.core.units import make_unit
 from mfsym.engine import checkpoint as ckpt
 from mfsym.engine.blocks import Block
-from mfsym.engine.training import RunSpec, TrainConfig, TrainingDiverged, train_stack
+from mfsym.engine.training import (
+    RunSpec,
+    TrainConfig,
+    TrainingDiverged,
+    initial_particles,
+    train_stack,
+)
+from mfsym.measure.transport import rmd, rmd_to_projected, w2_squared
 from mfsym.pipeline import bundle
 from mfsym.pipeline.config import ConfigError, check_all, load_schema
 from mfsym.pipeline.targets import final_targets
@@ -424,8 +432,18 @@ ARRAYS = st.builds(
     lambda shape, fill: np.full(shape, fill),
     st.lists(st.integers(0, 7), min_size=0, max_size=3),
     st.sampled_from([0.0, 1.0, math.nan, math.inf, -1e300]))
+#: a horizon this long is no fault, only a long run: the fuzz keeps T below it
+LONG = 50
+
+
+def not_long(value) -> bool:
+    return not (isinstance(value, int | float) and not isinstance(value, bool)
+                and value > LONG)
+
+
 TRAIN_KEYS = st.fixed_dictionaries({}, optional={
-    "T": st.one_of(st.floats(-1, 3), ANY), "alpha": st.one_of(st.floats(-10, 100), ANY),
+    "T": st.one_of(st.floats(-1, 3), ANY.filter(not_long)),
+    "alpha": st.one_of(st.floats(-10, 100), ANY),
     "batch_size": st.one_of(st.integers(-2, 40), ANY), "dtype": ANY, "backend": ANY,
     "n_snapshots": st.one_of(st.integers(-1, 5), ANY), "beta": ANY, "tau": ANY,
     "da_mode": ANY, "rng_chunk": st.one_of(st.integers(-1, 9), ANY),
@@ -458,7 +476,7 @@ def test_fuzz_train_stack_arguments(small, data, bad):
     stack whose numbers are finite, or a TypeError/ValueError raised by the library's own
     checks."""
     s, teachers, _ = small
-    args = {name: data.draw(pair[name in bad], label=name) for name, pair in ARGUMENTS.items()}
+    args = draw_arguments(data, ARGUMENTS, bad)
     n, init, runs, train = args["n"], args["init"], args["runs"], args["train"]
     init_particles, x_eval, threads = args["init_particles"], args["x_eval"], args["threads"]
     config_kind = args["config_kind"]
@@ -472,6 +490,10 @@ def test_fuzz_train_stack_arguments(small, data, bad):
         except TrainingDiverged as exc:  # reported as the engine promises (tau up to 1e12)
             event("diverged, reported")
             assert_named_refusal(exc, (TrainingDiverged,))
+        except MemoryError as exc:  # e.g. batch_size 10^12: named, with the sizes to lower
+            event("too large for memory, reported")
+            assert_named_refusal(exc, (MemoryError,))
+            assert "batch_size=" in str(exc)
         except (TypeError, ValueError) as exc:
             event(f"refused: {type(exc).__name__}: {str(exc)[:40]}")
             assert_named_refusal(exc, (TypeError, ValueError))
@@ -480,3 +502,86 @@ def test_fuzz_train_stack_arguments(small, data, bad):
             assert np.isfinite(res.final_particles).all()
         finally:
             torch.set_num_threads(before)
+
+
+VALID_CLOUDS = st.builds(
+    lambda n, d, seed, scale: scale * np.random.default_rng(seed).standard_normal((n, d)),
+    st.integers(1, 9), st.just(4), st.integers(0, 9), st.sampled_from([0.0, 1e-300, 1.0,
+                                                                       1e150]))
+PROJECTORS = st.builds(lambda k: np.diag([1.0] * k + [0.0] * (4 - k)), st.integers(0, 4))
+
+
+def draw_arguments(data, table, bad):
+    """One value per argument of ``table`` (name: (valid, probably not)), the names in
+    ``bad`` drawn from their second strategy."""
+    return {name: data.draw(pair[name in bad], label=name) for name, pair in table.items()}
+
+
+TRANSPORT = {"a": (VALID_CLOUDS, st.one_of(ARRAYS, ANY)),
+             "b": (VALID_CLOUDS, st.one_of(ARRAYS, ANY, VALID_CLOUDS.map(lambda c: c[:, :2]))),
+             "projector": (PROJECTORS, st.one_of(ARRAYS, ANY, VALID_CLOUDS))}
+
+
+@examples(300)
+@given(data=st.data(), bad=st.lists(st.sampled_from(sorted(TRANSPORT)), max_size=2,
+                                    unique=True))
+def test_fuzz_transport_arguments(data, bad):
+    """W₂², RMD and the closed form to a projection: a number in its range, or a named
+    refusal (non-finite atoms, mismatched spaces, a matrix that is no projector)."""
+    args = draw_arguments(data, TRANSPORT, bad)
+    a, b, projector = args["a"], args["b"], args["projector"]
+    with bounded():
+        for name, call, top in (("w2_squared", lambda: w2_squared(a, b), math.inf),
+                                ("rmd", lambda: rmd(a, b), 1.0),
+                                ("rmd_to_projected", lambda: rmd_to_projected(a, projector),
+                                 1.0)):
+            try:
+                value = call()
+            except (TypeError, ValueError) as exc:
+                event(f"{name} refused")
+                assert_named_refusal(exc, (TypeError, ValueError))
+            else:
+                event(f"{name} computed")
+                assert 0.0 <= value <= top * (1 + 1e-12), (name, value)
+
+
+UNIT_ARGUMENTS = {
+    "unit": (st.sampled_from(["matrix", "uv", "mlp"]), ANY),
+    "dx": (st.just(2), st.one_of(st.integers(-1, 4), ANY)),
+    "dy": (st.just(2), st.one_of(st.integers(-1, 4), ANY)),
+    "activation": (st.sampled_from(["sigmoid", "tanh", "relu", "leaky_relu", "linear"]), ANY),
+    "leaky": (st.floats(0.01, 0.5), st.one_of(st.floats(), ANY)),
+    "hidden": (st.sampled_from([None, 2]), st.one_of(st.integers(-1, 4), ANY)),
+    "n": (st.integers(1, 6), st.one_of(st.integers(-2, 0), ANY)),
+    "seed": (st.integers(0, 3), ANY),
+    "init": (st.sampled_from(INITS), ANY),
+}
+
+
+@examples(200)
+@given(data=st.data(), bad=st.lists(st.sampled_from(sorted(UNIT_ARGUMENTS)), max_size=2,
+                                    unique=True))
+def test_fuzz_units_and_initial_clouds(data, bad):
+    """Building a unit, then its C₂ group on X = Y = R² and an initial cloud: an object
+    that works, or a named refusal."""
+    args = draw_arguments(data, UNIT_ARGUMENTS, bad)
+    with bounded():
+        try:
+            made = make_unit(args["unit"], args["dx"], args["dy"], args["activation"],
+                             args["leaky"], args["hidden"])
+        except (TypeError, ValueError) as exc:
+            event("make_unit refused")
+            assert_named_refusal(exc, (TypeError, ValueError))
+            return
+        event("unit made")
+        if (made.dx, made.dy) != (2, 2):
+            return
+        try:
+            group = made.group(c2_swap())
+            cloud = initial_particles(group, args["n"], args["seed"], args["init"])
+        except (TypeError, ValueError) as exc:
+            event("group or initial_particles refused")
+            assert_named_refusal(exc, (TypeError, ValueError))
+        else:
+            event("cloud drawn")
+            assert cloud.shape == (args["n"], group.dim_z) and np.isfinite(cloud).all()

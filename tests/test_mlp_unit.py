@@ -118,7 +118,7 @@ def test_bad_mlp_settings_are_named():
     with pytest.raises(ValueError, match=r"unknown mlp representation 'conv'; allowed: "
                        r"\['input', 'regular', 'trivial'\]"):
         make_unit("mlp", 2, 2, representation="conv")
-    with pytest.raises(ValueError, match="hidden width must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="hidden width must be a positive integer ≤ 4096, got 0"):
         make_unit("mlp", 2, 2, hidden=0)
     with pytest.raises(ValueError, match="hidden width 3 must be a multiple of 2"):
         make_unit("mlp", 2, 2, hidden=3).group(c2_swap())

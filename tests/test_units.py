@@ -174,9 +174,10 @@ def test_unknown_unit_and_activation_are_named():
         make_unit("matrix", activation="gelu")
 
 
-@pytest.mark.parametrize("key,value", [("dx", 0), ("dy", -2), ("dx", 1.5)])
+@pytest.mark.parametrize("key,value", [("dx", 0), ("dy", -2), ("dx", 1.5), ("dx", 4097),
+                                       ("dy", float("inf")), ("dx", "2")])
 def test_bad_dimensions_are_named(key, value):
-    with pytest.raises(ValueError, match=f"{key} must be a positive integer, got {value}"):
+    with pytest.raises(ValueError, match=f"{key} must be a positive integer ≤ 4096, got {value!r}"):
         make_unit("uv", **{key: value})
 
 

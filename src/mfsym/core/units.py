@@ -37,6 +37,8 @@ pull-back on the particles, ``vjp_x(c)_s = (1/N) Σ_n (∂σ*(x_s, θ_n)/∂x_s)
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -398,6 +400,19 @@ class MLPUnit(Unit):
         return out, lambda cot: vjp(cot)[0]
 
 
+#: the widest input, output or hidden layer a unit takes: the group's action on Z is a
+#: dense (D, D) matrix per element, so a unit much wider would not fit in memory
+MAX_WIDTH = 4096
+
+
+def _is_count(value) -> bool:
+    """Whether ``value`` is a whole number in 1 … MAX_WIDTH (an integer, or an integral
+    finite float)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and int(value) == value and 1 <= value <= MAX_WIDTH
+
+
 def make_unit(
     name: str, dx: int = 2, dy: int = 2, activation: str = "sigmoid", leaky_slope: float = 0.1,
     hidden: int | None = None, representation: str = "input",
@@ -407,8 +422,8 @@ def make_unit(
     ``hidden`` (default dx) and ``representation`` apply to the ``mlp`` unit only.
     """
     for key, val in (("dx", dx), ("dy", dy)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"{key} must be a positive integer, got {val!r}")
+        if not _is_count(val):
+            raise ValueError(f"{key} must be a positive integer ≤ {MAX_WIDTH}, got {val!r}")
     act = make_activation(activation, leaky_slope)
     if name == "matrix":
         return MatrixUnit("matrix", int(dx), int(dy), act)
@@ -416,8 +431,9 @@ def make_unit(
         return UVUnit("uv", int(dx), int(dy), act)
     if name == "mlp":
         hidden = int(dx) if hidden is None else hidden
-        if isinstance(hidden, bool) or int(hidden) != hidden or hidden < 1:
-            raise ValueError(f"mlp hidden width must be a positive integer, got {hidden!r}")
+        if not _is_count(hidden):
+            raise ValueError(f"mlp hidden width must be a positive integer ≤ {MAX_WIDTH}, "
+                             f"got {hidden!r}")
         if representation not in HIDDEN_REPRESENTATIONS:
             raise ValueError(f"unknown mlp representation {representation!r}; allowed: "
                              f"{list(HIDDEN_REPRESENTATIONS)}")

@@ -314,7 +314,19 @@ class StackResult:
 # ---------------------------------------------------------------------------------------
 # deterministic inputs of a run
 # ---------------------------------------------------------------------------------------
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (Python's, torch's CPU or CUDA allocator)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text \
+        or "out of memory" in text.lower()
+
+
 def _seed_sequence(*key: int) -> np.random.SeedSequence:
+    """The NumPy seed sequence of ``key``: whole numbers ≥ 0 (a seed, N, a tag)."""
+    for k in key:
+        if isinstance(k, bool | np.bool_) or not isinstance(k, numbers.Integral) or k < 0:
+            raise ValueError(f"seed must be an integer ≥ 0 (a Python or NumPy integer), got "
+                             f"{k!r} of type {type(k).__name__}")
     return np.random.SeedSequence([int(k) for k in key])
 
 
@@ -732,6 +744,9 @@ def train_stack(
         _check_input(f"teacher {name!r} particles", teachers[name].particles,
                      ("K", group.dim_z))
     if init_particles is not None:
+        if not isinstance(init_particles, Mapping):
+            raise TypeError(f"init_particles must map seed → (N, D) cloud, not "
+                            f"{type(init_particles).__name__} {init_particles!r:.80}")
         unknown = sorted(set(init_particles) - {r.seed for r in runs}, key=repr)
         if unknown:
             raise ValueError(
@@ -764,11 +779,21 @@ def train_stack(
             raise ValueError(f"draw_dtype = {draw_dtype!r}; allowed: None, 'float32', "
                              "'float64'")
         draw = getattr(torch, draw_dtype)
-    eng = _Engine(
-        group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
-        x_train=x_train, subspace=subspace, draw_dtype=draw,
-    )
-    wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
+    try:
+        eng = _Engine(
+            group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
+            x_train=x_train, subspace=subspace, draw_dtype=draw,
+        )
+        wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise MemoryError(
+            f"training needs more memory than this machine gives it ({len(runs)} runs, "
+            f"N={n_particles}, batch_size={cfg.batch_size}, n_eval={cfg.n_eval}, "
+            f"rng_chunk={cfg.rng_chunk}, n_snapshots={cfg.n_snapshots}): {exc}; lower one "
+            "of them or split the stack"
+        ) from None
     order = np.concatenate([b.idx for b in eng.blocks])
     inv = np.argsort(order)
 
