@@ -25,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="mfsym", description=__doc__.split("\n\n")[0])
+    top = _Parser(prog="mfsym", description="One experiment of the mean-field symmetry study, "
+                  "and what a result file records.")
     sub = top.add_subparsers(dest="command", metavar="{train,info}", parser_class=_Parser)
     for name, module in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
