@@ -132,3 +132,11 @@ def test_heuristic_recovers_the_fixed_space(name):
     vals, vecs = np.linalg.eigh(proj)
     cosines = np.linalg.svd(basis.T @ vecs[:, vals > 0.5], compute_uv=False)
     assert np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))) < MAX_ANGLE_DEG
+
+
+def test_guide_is_linked_and_has_a_chapter_per_example():
+    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "own-study.md").read_text()
+    assert "(docs/own-study.md)" in readme
+    for name in HAND:
+        assert f"`config/examples/{name}.yaml`" in guide
