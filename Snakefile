@@ -45,6 +45,7 @@ include: "workflow/rules/deep.smk"
 include: "workflow/rules/rotation.smk"
 include: "workflow/rules/saddle.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/bundle.smk"
 
 

@@ -9,7 +9,6 @@ group, so a test can interrupt it like a user or a batch system would).
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import signal
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 import yaml
+
+from mfsym.pipeline.config import overlay
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config.yaml", "config", "profiles", "paper",
@@ -55,15 +56,8 @@ TINY = {
 }
 
 
-def merged(base: Mapping, over: Mapping) -> dict:
-    """``base`` with ``over`` merged in recursively (mappings merge, other values replace)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+#: ``base`` with ``over`` merged in recursively (mappings merge, other values replace).
+merged = overlay
 
 
 def repo_config(name: str = "config.yaml") -> dict:

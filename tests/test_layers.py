@@ -14,8 +14,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mfsym"
 
-#: Layer folders, lowest first (ARCHITECTURE.md; pipeline wires every other layer).
-LAYERS = ("records", "core", "engine", "measure", "studies", "figures", "paper", "pipeline")
+#: Layer folders, lowest first (ARCHITECTURE.md; pipeline wires every other layer, and the
+#: command line is a thin layer over it).
+LAYERS = ("records", "core", "engine", "measure", "studies", "figures", "paper", "pipeline",
+          "cli")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 #: Libraries the science never depends on.
 FORBIDDEN = ("snakemake",)

@@ -189,7 +189,8 @@ def test_leaky_slope_must_be_positive(slope):
 
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "leaky_relu"])
 def test_matrix_unit_refuses_non_permutation_y_action(act):
-    with pytest.raises(ValueError, match="only for permutation actions on Y; group 'R3'"):
+    with pytest.raises(ValueError,
+                       match=r"equivariant only when G acts on Y by .*element \d+ of group .R3."):
         make_unit("matrix", 2, 2, act).group(rotation_group(3))
 
 

@@ -10,7 +10,8 @@ The library is layered; each folder imports only the folders listed before it:
    (mlp ensemble, mean-ODE ResNet), built on the engine;
 6. ``figures``  — one module per figure family; reads datasets, never trains;
 7. ``paper``    — the manuscript's numbers, claims table and PDF build;
-8. ``pipeline`` — configuration sections → the jobs of the Snakemake workflow.
+8. ``pipeline`` — configuration sections → the jobs of the Snakemake workflow;
+9. ``cli``      — the ``mfsym`` command line (``mfsym train``, ``mfsym info``).
 
 The names below are the public API: the engine, groups, units, teachers and transport.
 They load on first use, so importing one layer does not import the others.
@@ -24,7 +25,7 @@ _PUBLIC = {
     "engine.training": ("train_stack", "TrainConfig", "RunSpec", "StackResult",
                         "TrainingDiverged", "initial_particles", "evaluation_inputs"),
     "core.groups": ("FiniteGroup", "GroupXY", "group_xy", "c2_swap", "cyclic_group",
-                    "symmetric_group", "permutation_group"),
+                    "symmetric_group", "permutation_group", "generate", "permutation_matrix"),
     "engine.models": ("ResNet", "repeat_layers"),
     "core.units": ("Unit", "make_unit", "ACTIVATIONS", "UNITS", "ALL_UNITS"),
     "core.teachers": ("Teacher", "paper_teachers", "random_teacher", "TEACHER_KINDS"),

@@ -133,6 +133,8 @@ class CompactGroup:
     xy: RotationXY
     z_action: Callable[[np.ndarray, np.ndarray], np.ndarray]
     _p_e: np.ndarray = field(init=False, repr=False)
+    #: The ``z_key`` of the unit whose action ``z_action`` is (see ``FiniteGroup.check_unit``).
+    built_for: tuple | None = None
 
     def __post_init__(self):
         gens = self.z_stack(self.xy.generators())
@@ -201,7 +203,8 @@ class CompactGroup:
         if isinstance(sym, bool) or int(sym) != sym or sym < 1:
             raise GroupError(f"the symmetrised cloud of {self.name!r} needs an integer "
                              f"number of orbit points K_sym ≥ 1, got {sym_points!r}")
-        return QuadratureGroup(gxy.name, gxy.x, gxy.y, z, compact=self, sym_points=int(sym))
+        return QuadratureGroup(gxy.name, gxy.x, gxy.y, z, built_for=self.built_for,
+                               compact=self, sym_points=int(sym))
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,4 +250,4 @@ def compact_group(unit, xy: RotationXY) -> CompactGroup:
         raise ValueError(f"group {xy.name!r} acts on R^{xy.dim}, but the {unit.name} unit maps "
                          f"R^{unit.dx} → R^{unit.dy}")
     unit._check_compatible(xy.generators(), xy.name)
-    return CompactGroup(xy, unit.z_action)
+    return CompactGroup(xy, unit.z_action, built_for=unit.z_key)

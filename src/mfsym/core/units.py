@@ -16,7 +16,8 @@ Two units:
 ``matrix`` (the paper's): ``Z = R^{dy×dx}`` flattened row-major, ``σ*(x, z) = act(z x)``
 element-wise; group action ``M_g z = g_y z g_xᵀ``, i.e. ``M_g = g_y ⊗ g_x`` on vec(z).
 Joint equivariance ``σ*(g x, M_g z) = g σ*(x, z)`` needs ``act(g_y v) = g_y act(v)``,
-which holds for permutation matrices g_y (or a linear act).
+which holds for permutation matrices g_y, for signed permutation matrices (a permutation
+times a diagonal of ±1) when act is odd (tanh, linear), and for every g_y when act is linear.
 
 ``uv``: ``z = (u, v) ∈ R^dx × R^dy``, ``σ*(x, z) = v · act(uᵀx / dx)``; action
 ``M_g(u, v) = (g_x u, g_y v)``, equivariant for every orthogonal representation.  With a
@@ -71,6 +72,7 @@ class Activation:
     fn: Callable[[torch.Tensor], torch.Tensor]
     grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     homogeneous: bool  # positively 1-homogeneous: act(c h) = c act(h) for c > 0
+    odd: bool = False  # act(−h) = −act(h)
 
 
 def make_activation(name: str, leaky_slope: float = 0.1) -> Activation:
@@ -78,7 +80,7 @@ def make_activation(name: str, leaky_slope: float = 0.1) -> Activation:
     if name == "sigmoid":
         return Activation(name, torch.sigmoid, lambda h, a: a * (1.0 - a), False)
     if name == "tanh":
-        return Activation(name, torch.tanh, lambda h, a: 1.0 - a * a, False)
+        return Activation(name, torch.tanh, lambda h, a: 1.0 - a * a, False, odd=True)
     if name == "relu":
         return Activation(name, torch.relu, lambda h, a: (h > 0).to(h.dtype), True)
     if name == "leaky_relu":
@@ -92,7 +94,7 @@ def make_activation(name: str, leaky_slope: float = 0.1) -> Activation:
             True,
         )
     if name == "linear":
-        return Activation(name, lambda h: h, lambda h, a: torch.ones_like(h), True)
+        return Activation(name, lambda h: h, lambda h, a: torch.ones_like(h), True, odd=True)
     raise ValueError(f"unknown activation {name!r}; allowed: {list(ACTIVATIONS)}")
 
 
@@ -130,23 +132,39 @@ class Unit:
     def z_action(self, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    @property
+    def z_key(self) -> tuple:
+        """What determines this unit's action on Z: (name, dx, dy) and, for the mlp unit,
+        its hidden width and representation.  A :class:`FiniteGroup` records the key of the
+        unit it was built for and refuses any other (:meth:`FiniteGroup.check_unit`)."""
+        return (self.name, self.dx, self.dy)
+
     def group(self, gxy: GroupXY) -> FiniteGroup:
-        """The full group (actions on X, Y and this unit's Z) for a group on X and Y."""
+        """The full group (actions on X, Y and this unit's Z) for a group on X and Y.
+
+        The compatibility of the unit with the action on Y is checked on the generators
+        when ``gxy`` records them (an error then names the generator), else on every
+        element."""
         gx, gy = np.asarray(gxy.x), np.asarray(gxy.y)
         if gx.shape[1:] != (self.dx, self.dx) or gy.shape[1:] != (self.dy, self.dy):
             raise ValueError(
                 f"group {gxy.name!r} acts on R^{gx.shape[1]} → R^{gy.shape[1]}, but the "
                 f"{self.name} unit maps R^{self.dx} → R^{self.dy}"
             )
+        gens = tuple(getattr(gxy, "generators", ()))
+        if gens:
+            self._check_compatible(gy[list(gens)], gxy.name, "generator")
         self._check_compatible(gy, gxy.name)
-        return FiniteGroup(gxy.name, gx, gy, self.z_actions(gxy))
+        return FiniteGroup(gxy.name, gx, gy, self.z_actions(gxy), generators=gens,
+                           built_for=self.z_key)
 
     def z_actions(self, gxy: GroupXY) -> np.ndarray:
         """M_g for every element of ``gxy``, shape (|G|, D, D)."""
         return np.stack([self.z_action(a, b) for a, b in zip(gxy.x, gxy.y, strict=True)])
 
-    def _check_compatible(self, gy: np.ndarray, name: str) -> None:
-        """Hook for units whose equivariance needs more than orthogonality."""
+    def _check_compatible(self, gy: np.ndarray, name: str, what: str = "element") -> None:
+        """Hook for units whose equivariance needs more than orthogonality; an error names
+        the first failing ``what`` ("element" or "generator") by its index in ``gy``."""
 
     def per_particle(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """σ*(x_s, θ_n), shape (..., S, N, dy)."""
@@ -179,6 +197,11 @@ def _is_permutation(mats: np.ndarray) -> np.ndarray:
     return binary & np.all(np.isclose(mats.sum(axis=1), 1), axis=1)
 
 
+def _is_signed_permutation(mats: np.ndarray) -> np.ndarray:
+    """Per matrix of a stack (k, d, d): True iff |M| (entry-wise) is a permutation matrix."""
+    return _is_permutation(np.abs(mats))
+
+
 @dataclass(frozen=True)
 class MatrixUnit(Unit):
     """σ*(x, z) = act(z x), z ∈ R^{dy×dx} (flattened row-major, D = dy·dx)."""
@@ -191,14 +214,20 @@ class MatrixUnit(Unit):
         # vec_row(g_y z g_xᵀ) = (g_y ⊗ g_x) vec_row(z)
         return np.kron(gy, gx)
 
-    def _check_compatible(self, gy, name):
-        if self.activation.name == "linear":
+    def _check_compatible(self, gy, name, what="element"):
+        act = self.activation
+        if act.name == "linear":
             return
-        if not np.all(_is_permutation(gy)):
+        ok = _is_signed_permutation(gy) if act.odd else _is_permutation(gy)
+        if not np.all(ok):
+            k = int(np.argmin(ok))
+            allowed = ("signed permutation matrices (odd activation)" if act.odd
+                       else "permutation matrices")
             raise ValueError(
-                f"the matrix unit with element-wise {self.activation.name!r} is equivariant "
-                f"only for permutation actions on Y; group {name!r} has a non-permutation "
-                f"element (use the 'uv' unit or the 'linear' activation)"
+                f"the matrix unit with element-wise {act.name!r} is equivariant only when G "
+                f"acts on Y by {allowed}; {what} {k} of group {name!r} acts on Y by "
+                f"{np.round(gy[k], 6).tolist()}, which is not one (use the 'uv' unit, an odd "
+                f"activation such as 'tanh' for sign changes, or the 'linear' activation)"
             )
 
     def _pre(self, theta, x):
@@ -330,6 +359,10 @@ class MLPUnit(Unit):
     @property
     def dim_z(self) -> int:
         return self.hidden * (self.dx + self.dy)
+
+    @property
+    def z_key(self) -> tuple:
+        return (self.name, self.dx, self.dy, f"hidden {self.hidden}", self.representation)
 
     def split(self, theta):
         """(W₁, W₂) views: shapes (..., N, h, dx) and (..., N, dy, h)."""

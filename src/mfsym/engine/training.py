@@ -68,7 +68,7 @@ import numbers
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -392,9 +392,10 @@ class _Engine:
 
     def __init__(
         self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval,
-        x_train=None, subspace=None, draw_dtype=None,
+        x_train=None, subspace=None, draw_dtype=None, progress=None,
     ):
         self.group, self.unit, self.cfg = group, unit, cfg
+        self.progress = progress
         self.teachers, self.runs, self.n, self.init = teachers, runs, n_particles, init
         self.device = resolve_device(cfg.device)
         self.dtype_name = cfg.resolved_dtype(n_particles)
@@ -545,6 +546,14 @@ class _Engine:
             "No result was written; lower alpha or use dtype float64."
         )
 
+    def _latest(self, k: int) -> dict[str, float]:
+        """The first run's training loss and distance to E^G at snapshot ``k`` (empty
+        before the first snapshot)."""
+        if k < 0:
+            return {}
+        b = self.blocks[0]
+        return {"loss": float(b.train_loss[0, k]), "dist": float(b.dist[0, k])}
+
     def _record(self, k, step, prev_snap):
         for b in self.blocks:
             b.record(k, step, prev_snap)
@@ -667,6 +676,8 @@ class _Engine:
                     1e9 / max(rate * updates, 1e-9), (total - step) / max(rate, 1e-9),
                 )
                 last_log = now
+            if self.progress is not None:
+                self.progress(step, total, self._latest(k_next - 1))
             if ck_every and step % ck_every == 0 and step < total:
                 self._save(checkpoint_path, meta, step, k_next, prev_snap)
         self._check(step, prev_snap)
@@ -694,6 +705,7 @@ def train_stack(
     threads: int | None = None,
     label: str = "",
     draw_dtype: str | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
 ) -> StackResult:
     """Train a stack of runs sharing N and the initialisation; see the module docstring.
 
@@ -717,6 +729,9 @@ def train_stack(
     the samples and noise are drawn in before rounding to the training dtype — with
     "float64" a float32 run sees a float64 run's randomness rounded, so the two differ by
     arithmetic precision alone (the precision swap of the claims table).
+    ``progress(step, total, latest)``, when given, is called after every chunk of
+    ``rng_chunk`` steps; ``latest`` holds the first run's ``loss`` and ``dist`` (RMS
+    distance to E^G) at the latest snapshot (empty before the first).
     Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).
     """
     if config is not None and not isinstance(config, TrainConfig):
@@ -731,6 +746,7 @@ def train_stack(
         raise ValueError("empty stack: at least one RunSpec is needed")
     if group.dim_z != unit.dim_z:
         raise ValueError(f"group acts on D={group.dim_z} but the unit has D={unit.dim_z}")
+    group.check_unit(getattr(unit, "unit", unit))  # a ResNet's layers are its unit
     for r in runs:
         if not isinstance(r, RunSpec):
             raise TypeError(f"runs must hold RunSpec(teacher, scheme, seed), not "
@@ -782,7 +798,7 @@ def train_stack(
     try:
         eng = _Engine(
             group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
-            x_train=x_train, subspace=subspace, draw_dtype=draw,
+            x_train=x_train, subspace=subspace, draw_dtype=draw, progress=progress,
         )
         wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
     except (MemoryError, RuntimeError) as exc:

@@ -37,6 +37,7 @@ from .claims import (
     check_summary,
     claim_macros,
     claims_json,
+    claims_markdown,
     heuristic_outcome,
     law_numbers,
     render_claims_table,
@@ -325,6 +326,7 @@ def write_paper_numbers(
     rotation_path=None,
     saddle_path=None,
     rerun: Rerun | None = None,
+    markdown_path=None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -341,7 +343,8 @@ def write_paper_numbers(
     rotation stage's ``rotation/summary.nc``; saddle_path: ``saddle.nc`` of the saddle
     study (each None: no such rows).  rerun: reruns one cell in a given float type for the
     rounding test of the "stays on E^G" rows (None: those rows that need it are "not
-    supported", with the swap "not run").
+    supported", with the swap "not run").  markdown_path: where the table also goes as
+    Markdown (None: not written).
     """
     crit = Criteria.from_dict(criteria or {})
     summary = _summary(summary_path, "summary of the grid", config, lineage.SUMMARY)
@@ -386,4 +389,6 @@ def write_paper_numbers(
     write_text(macros_path, render_macros(macros, header))
     write_text(table_path, render_claims_table(claims, digits))
     write_text(json_path, claims_json(claims))
+    if markdown_path is not None:
+        write_text(markdown_path, claims_markdown(claims, digits))
     return claims

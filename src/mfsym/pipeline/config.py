@@ -14,6 +14,7 @@ validated sections into library objects; none of them reads a file except the sc
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import subprocess
@@ -27,7 +28,15 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from ..core.compact import ROTATION_GROUPS, QuadratureGroup, RotationXY, compact_group
-from ..core.groups import FiniteGroup, group_xy
+from ..core.groups import (
+    MAX_ORDER,
+    FiniteGroup,
+    GroupError,
+    GroupXY,
+    generate,
+    group_xy,
+    permutation_matrix,
+)
 from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
@@ -60,6 +69,19 @@ def read_config_file(path) -> dict:
         raise ConfigError(f"configuration file {str(path)!r} must hold keys at its top level, "
                           f"not {type(config).__name__}")
     return config
+
+
+def overlay(base: Mapping, over: Mapping) -> dict:
+    """``base`` with every key of ``over`` replaced, mappings merged key by key (lists are
+    replaced whole): how ``snakemake --configfile study.yaml`` lays a study's file over
+    ``config.yaml``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def load_schema(path) -> dict:
@@ -145,10 +167,14 @@ def build_unit(group_cfg: Mapping, unit_cfg: Mapping) -> Unit:
 
 #: Keys of a group section that only a compact group takes (and requires).
 COMPACT_KEYS = ("quadrature_points", "symmetrized_points")
+#: Keys of a group section that only the generated group takes (generators: required).
+GENERATED_KEYS = ("generators", "label")
+GENERATED = "generated"
 
 
-def _compact_keys(group_cfg: Mapping) -> None:
-    """A compact group needs :data:`COMPACT_KEYS`; a finite group refuses them."""
+def _section_keys(group_cfg: Mapping) -> None:
+    """A compact group needs :data:`COMPACT_KEYS`, a generated group ``generators``; every
+    other group refuses them, and a compact group refuses ``max_order``."""
     name = group_cfg["name"]
     compact = name in ROTATION_GROUPS
     for key in COMPACT_KEYS:
@@ -158,6 +184,64 @@ def _compact_keys(group_cfg: Mapping) -> None:
         if not compact and key in group_cfg:
             raise ConfigError(f"group.{key} = {group_cfg[key]!r} applies only to the compact "
                               f"groups {list(ROTATION_GROUPS)}, not to {name!r}")
+    if name == GENERATED and "generators" not in group_cfg:
+        raise ConfigError("group.generators is missing; the group 'generated' needs it (a "
+                          "list of generators, each {x: ..., y: ...}: a permutation or an "
+                          "orthogonal matrix)")
+    for key in GENERATED_KEYS:
+        if name != GENERATED and key in group_cfg:
+            raise ConfigError(f"group.{key} = {group_cfg[key]!r} applies only to the group "
+                              f"'generated', not to {name!r}")
+    if compact and "max_order" in group_cfg:
+        raise ConfigError(f"group.max_order = {group_cfg['max_order']!r} applies only to "
+                          f"finite groups, not to the compact group {name!r}")
+
+
+def action_matrix(value, dim: int, where: str) -> np.ndarray:
+    """A generator's action from the configuration: a permutation of 0..dim-1 (a list of
+    integers, see :func:`~mfsym.core.groups.permutation_matrix`) or a dim × dim matrix
+    (a list of rows).  ``where`` names the key in errors."""
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        if len(value) != dim:
+            raise ConfigError(f"{where} = {value!r} is a permutation of {len(value)} "
+                              f"coordinates; allowed: a permutation of 0..{dim - 1}")
+        try:
+            return permutation_matrix(value)
+        except GroupError:
+            raise ConfigError(f"{where} = {value!r} is not a permutation; allowed: each of "
+                              f"0..{dim - 1} exactly once") from None
+    mat = np.asarray(value, dtype=np.float64)
+    if mat.shape != (dim, dim):
+        raise ConfigError(f"{where} has shape {mat.shape}; allowed: a {dim} x {dim} matrix "
+                          f"(dim = {dim}) or a permutation of 0..{dim - 1}")
+    return mat
+
+
+def generated_xy(group_cfg: Mapping) -> GroupXY:
+    """The closure of ``group.generators`` on X = Y = R^dim, at most ``group.max_order``
+    elements (:func:`~mfsym.core.groups.generate`)."""
+    dim = int(group_cfg["dim"])
+    gens_x, gens_y = [], []
+    for k, gen in enumerate(group_cfg["generators"]):
+        gens_x.append(action_matrix(gen["x"], dim, f"group.generators[{k}].x"))
+        gens_y.append(action_matrix(gen.get("y", gen["x"]), dim, f"group.generators[{k}].y"))
+    try:
+        return generate(group_cfg.get("label", GENERATED), gens_x, gens_y, dim=dim,
+                        max_order=int(group_cfg.get("max_order", MAX_ORDER)))
+    except GroupError as err:
+        raise ConfigError(f"group.generators: {err}") from None
+
+
+def finite_xy(group_cfg: Mapping) -> GroupXY:
+    """The finite group of a group section on X and Y: a preset (C2, cyclic, symmetric)
+    or the closure of the generators; both bounded by ``group.max_order``."""
+    if group_cfg["name"] == GENERATED:
+        return generated_xy(group_cfg)
+    try:
+        return group_xy(group_cfg["name"], int(group_cfg["dim"]),
+                        int(group_cfg.get("max_order", MAX_ORDER)))
+    except GroupError as err:
+        raise ConfigError(f"group: {err}") from None
 
 
 def build_group(group_cfg: Mapping, unit_cfg: Mapping) -> FiniteGroup:
@@ -165,14 +249,20 @@ def build_group(group_cfg: Mapping, unit_cfg: Mapping) -> FiniteGroup:
 
     For a compact group (SO2, O2) it is the :class:`QuadratureGroup` of
     ``group.quadrature_points`` points, whose ν^G is the ``group.symmetrized_points`` orbit.
+    A finite group's order is bounded by ``group.max_order`` before its elements are
+    enumerated; a unit that cannot be equivariant under the action is refused.
     """
-    _compact_keys(group_cfg)
+    _section_keys(group_cfg)
     unit = build_unit(group_cfg, unit_cfg)
     if group_cfg["name"] in ROTATION_GROUPS:
         compact = compact_group(unit, RotationXY(group_cfg["name"], int(group_cfg["dim"])))
         return compact.quadrature(group_cfg["quadrature_points"],
                                   group_cfg["symmetrized_points"])
-    return unit.group(group_xy(group_cfg["name"], int(group_cfg["dim"])))
+    gxy = finite_xy(group_cfg)
+    try:
+        return unit.group(gxy)
+    except ValueError as err:
+        raise ConfigError(f"group/unit: {err}") from None
 
 
 def _orbit_teacher(group: QuadratureGroup, base, data_cfg: Mapping) -> Teacher:

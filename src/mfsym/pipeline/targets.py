@@ -29,6 +29,15 @@ ROTATION_DIR = "rotation"
 SADDLE_DIR = "saddle"
 SADDLE_DATASET = "saddle.nc"
 SADDLE_FIGURE = "fig_saddle_escape"
+#: The stages ``rule all`` may build (the configuration's ``stages``; absent: every stage
+#: but ``claims``, whose table the manuscript build writes anyway).
+STAGES = ("grid", "heuristic", "noether", "deep", "rotation", "saddle", "claims")
+DEFAULT_STAGES = STAGES[:-1]
+#: The claims table of a study without the manuscript: grid and heuristic rows.
+CLAIMS_DIR = "claims"
+#: Output name of the claims rule → file under claims/.
+CLAIMS_FILES = {"claims": "claims.json", "table": "claims.tex", "markdown": "claims.md",
+                "macros": "numbers.tex"}
 
 
 def rmd_figure(init: str) -> str:
@@ -111,18 +120,30 @@ def grid_targets(config: Mapping) -> list[str]:
     return [f"{results}/summary.nc", *figures]
 
 
+def stages(config: Mapping) -> tuple[str, ...]:
+    """The stages ``rule all`` builds: ``config["stages"]`` or :data:`DEFAULT_STAGES`."""
+    return tuple(config.get("stages") or DEFAULT_STAGES)
+
+
+def claims_targets(config: Mapping) -> list[str]:
+    """The study's claims table (``snakemake claims``): ``claims/`` under results_dir."""
+    return [f"{config['results_dir']}/{CLAIMS_DIR}/{name}" for name in CLAIMS_FILES.values()]
+
+
 def final_targets(config: Mapping) -> list[str]:
-    """Everything the default run builds: the grid targets, heuristic.nc and its figure,
-    the figure of every Noether study (which pulls in the study's file), the deep stages'
-    figures (which pull in deep/<stage>.nc), the rotation stage's and the saddle study's
-    targets."""
+    """Everything the default run builds, stage by stage (:func:`stages`): the grid
+    targets, heuristic.nc and its figure, the figure of every Noether study (which pulls
+    in the study's file), the deep stages' figures (which pull in deep/<stage>.nc), the
+    rotation stage's and the saddle study's targets, and the study's claims table."""
     results = config["results_dir"]
-    return [
-        *grid_targets(config),
-        f"{results}/heuristic.nc",
-        *figure_files(results, HEURISTIC_FIGURE),
-        *(f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)),
-        *(f for name in deep_figures(config) for f in figure_files(results, name)),
-        *rotation_targets(config),
-        *saddle_targets(config),
-    ]
+    chosen = stages(config)
+    parts = {
+        "grid": grid_targets(config),
+        "heuristic": [f"{results}/heuristic.nc", *figure_files(results, HEURISTIC_FIGURE)],
+        "noether": [f for name in NOETHER_FIGURES.values() for f in figure_files(results, name)],
+        "deep": [f for name in deep_figures(config) for f in figure_files(results, name)],
+        "rotation": rotation_targets(config),
+        "saddle": saddle_targets(config),
+        "claims": claims_targets(config),
+    }
+    return [path for stage in STAGES if stage in chosen for path in parts[stage]]

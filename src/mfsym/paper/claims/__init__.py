@@ -34,13 +34,19 @@ from .heuristic import claim_heuristic, heuristic_outcome
 from .registry import Context, row, rows
 from .rotation import rotation_claims
 from .saddle import claim_escape_law, law_numbers
-from .table import claim_macros, claims_json, render_claims_table, verdict_counts
+from .table import (
+    claim_macros,
+    claims_json,
+    claims_markdown,
+    render_claims_table,
+    verdict_counts,
+)
 
 __all__ = [
     "NOT_MEASURED", "NOT_SUPPORTED", "ROUNDING", "SUPPORTED", "VERDICTS", "Claim", "Context",
     "Criteria", "PaperInputError", "all_claims", "check_summary", "claim_escape_law",
-    "claim_heuristic", "claim_macros", "claims_json", "deep_claims", "heuristic_outcome",
-    "law_numbers", "render_claims_table", "rotation_claims", "row", "rows",
+    "claim_heuristic", "claim_macros", "claims_json", "claims_markdown", "deep_claims",
+    "heuristic_outcome", "law_numbers", "render_claims_table", "rotation_claims", "row", "rows",
     "summary_claims", "verdict_counts",
 ]
 

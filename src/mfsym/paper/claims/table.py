@@ -69,3 +69,16 @@ def claims_json(claims: Sequence[Claim]) -> str:
         return d
 
     return json.dumps([clean(c) for c in claims], indent=2) + "\n"
+
+
+def claims_markdown(claims: Sequence[Claim], digits: int = 3) -> str:
+    """The claims as a Markdown table: claim, statement, verdict, evidence (label = value,
+    ``digits`` significant digits); statements and labels keep their TeX text."""
+    lines = ["| claim | statement | verdict | evidence |", "| --- | --- | --- | --- |"]
+    for c in claims:
+        evidence = "; ".join(
+            f"{label} = {'n/a' if math.isnan(v) else f'{v:.{digits}g}'}" for label, v in c.values)
+        cells = [str(c.claim), c.statement, c.verdict, evidence]
+        lines.append("| " + " | ".join(x.replace("|", "\\|").replace("\n", " ")
+                                        for x in cells) + " |")
+    return "\n".join(lines) + "\n"
