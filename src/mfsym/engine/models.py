@@ -40,22 +40,8 @@ import torch
 from ..core.units import Unit
 
 
-@dataclass(frozen=True)
-class ResNet:
-    """The mean-ODE ResNet of depth ``depth`` built of ``unit`` (see the module docstring)."""
-
-    unit: Unit
-    depth: int
-    name: str = "resnet"
-
-    def __post_init__(self):
-        if isinstance(self.depth, bool) or int(self.depth) != self.depth or self.depth < 1:
-            raise ValueError(f"ResNet depth must be an integer ≥ 1, got {self.depth!r}")
-        if self.unit.dx != self.unit.dy:
-            raise ValueError(
-                f"a ResNet needs a unit mapping R^d → R^d, got {self.unit.name} unit "
-                f"R^{self.unit.dx} → R^{self.unit.dy}"
-            )
+class _BuiltOnUnit:
+    """A model built of ``self.unit``: its sizes and activation are the unit's."""
 
     @property
     def dx(self) -> int:
@@ -72,6 +58,24 @@ class ResNet:
     @property
     def activation(self):
         return self.unit.activation
+
+
+@dataclass(frozen=True)
+class ResNet(_BuiltOnUnit):
+    """The mean-ODE ResNet of depth ``depth`` built of ``unit`` (see the module docstring)."""
+
+    unit: Unit
+    depth: int
+    name: str = "resnet"
+
+    def __post_init__(self):
+        if isinstance(self.depth, bool) or int(self.depth) != self.depth or self.depth < 1:
+            raise ValueError(f"ResNet depth must be an integer ≥ 1, got {self.depth!r}")
+        if self.unit.dx != self.unit.dy:
+            raise ValueError(
+                f"a ResNet needs a unit mapping R^d → R^d, got {self.unit.name} unit "
+                f"R^{self.unit.dx} → R^{self.unit.dy}"
+            )
 
     def per_layer(self, n_particles: int) -> int:
         """M = N / L; raises ``ValueError`` naming N and L when L does not divide N."""
@@ -115,7 +119,7 @@ class ResNet:
 
 
 @dataclass(frozen=True)
-class OutputScaled:
+class OutputScaled(_BuiltOnUnit):
     """The ensemble of ``unit`` with its output multiplied by ``scale`` (module docstring)."""
 
     unit: Unit
@@ -126,22 +130,6 @@ class OutputScaled:
         if not (isinstance(self.scale, int | float) and np.isfinite(self.scale)
                 and self.scale > 0):
             raise ValueError(f"output scale must be a finite number > 0, got {self.scale!r}")
-
-    @property
-    def dx(self) -> int:
-        return self.unit.dx
-
-    @property
-    def dy(self) -> int:
-        return self.unit.dy
-
-    @property
-    def dim_z(self) -> int:
-        return self.unit.dim_z
-
-    @property
-    def activation(self):
-        return self.unit.activation
 
     def per_particle(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The unit's σ*(x_s, θ_n), unscaled (teacher clouds are averaged with it)."""

@@ -34,6 +34,7 @@ from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
 from ..engine.training import TrainConfig
 from ..records.staging import staging_refusal
+from ..studies.noether import NoetherConfig
 
 TEACHER_SOURCES = ("auto", "paper", "random")
 
@@ -310,8 +311,20 @@ def check_semantics(config: Mapping) -> None:
     problems += _check_pairs(config)
     problems += _check_particle_figure(config)
     problems += _check_horizon(config)
+    problems += _check_noether(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _check_noether(config: Mapping) -> list[str]:
+    """The Noether studies' cross-key rules (e.g. ``momentum.shown_points`` among
+    ``orbit_points``), checked by the library's own settings before any job runs."""
+    section = {k: v for k, v in (config.get("noether") or {}).items() if k != "resources"}
+    try:
+        NoetherConfig.from_dict(section)
+    except ValueError as err:
+        return [str(err)]
+    return []
 
 
 def _check_horizon(config: Mapping) -> list[str]:

@@ -137,7 +137,8 @@ def _config(common: CommonSetting, alpha: float, T: float) -> TrainConfig:
 
 def _movement(common: CommonSetting, t: TangentSetting, threads) -> dict:
     """Kernel movement and final loss per N, for both scalings, from one initial draw."""
-    out = {k: np.zeros((len(SCALINGS), len(t.n_particles))) for k in ("move", "particles", "loss", "loss0")}
+    keys = ("move", "particles", "loss", "loss0")
+    out = {k: np.zeros((len(SCALINGS), len(t.n_particles))) for k in keys}
     run = [RunSpec(TEACHER, SCHEME, common.seed)]
     for j, n in enumerate(t.n_particles):
         problem = _problem(replace(common, n_particles=n), "uv", t.activation, "WI")
