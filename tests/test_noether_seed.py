@@ -26,6 +26,8 @@ from mfsym.measure.balance import (
 )
 from mfsym.measure.momentum import angular_momentum, loss_gradient, uv_generator
 from mfsym.measure.tangent import energy_rate, tangent_kernel
+from mfsym.paper.seed_numbers import seed_macros
+from mfsym.paper.tex import format_number
 from mfsym.records.results import write_dataset
 from mfsym.studies import balance as bal
 from mfsym.studies.momentum import orbit_inputs
@@ -343,3 +345,15 @@ def test_seed_figures_are_written(name, fixture, request, tmp_path):
                        outputs)
     assert outputs["pdf"].read_bytes()[:5] == b"%PDF-"
     assert outputs["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_manuscript_numbers_are_the_study_values(balance_ds, momentum_ds, tangent_ds):
+    macros = seed_macros({"balance": balance_ds, "momentum": momentum_ds,
+                          "tangent": tangent_ds}, 3)
+    assert macros["mfBalanceSlopeTanh"] == format_number(
+        float(balance_ds.step_change_slope.sel(activation="tanh")), 3)
+    assert macros["mfMomentumRaw"] == format_number(float(momentum_ds.j_rel_max.sel(K=1)), 3)
+    assert macros["mfTangentKernelLargeNtk"] == format_number(
+        float(tangent_ds.kernel_movement.sel(scaling="ntk").isel(N=-1)), 3)
+    with pytest.raises(ValueError, match="unknown Noether seed studies"):
+        seed_macros({"drift": balance_ds}, 3)

@@ -25,6 +25,7 @@ with script_log(smk) as log:
         rotation_path=smk.input.rotation,
         saddle_path=smk.input.get("saddle"),
         rerun=make_rerun(smk.config),
+        seed_paths={k: smk.input[f"noether_{k}"] for k in ("balance", "momentum", "tangent")},
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)
