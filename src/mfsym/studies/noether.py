@@ -28,6 +28,7 @@ set X), ``full_batch_symmetrized`` (gradient descent on X ∪ gX ∪ …).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,6 +71,8 @@ from .noether_base import (  # noqa: F401  (re-exported: the studies' building b
     train_schemes,
 )
 from .tangent import TangentSetting, tangent_study
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,8 @@ def _seed_study(study, block: str):
 
     def run(config: Mapping | NoetherConfig, threads: int | None = None) -> xr.Dataset:
         cfg = config if isinstance(config, NoetherConfig) else NoetherConfig.from_dict(config)
+        log.info("Noether study %s: every training and identity in float64, so that exact "
+                 "identities are compared to rounding", block)
         ds = study(cfg.common, getattr(cfg, block), threads=threads)
         bad = [name for name, v in ds.data_vars.items()
                if v.dtype.kind == "f" and not np.isfinite(v.values).all()]
