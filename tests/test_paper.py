@@ -177,6 +177,7 @@ def synthetic_seed() -> dict[str, xr.Dataset]:
         coords={"activation": acts, "eta": eta}, attrs={"resnet_depth": 3})
     momentum = xr.Dataset(
         {"j_rel_max": variable(("K",), [1e-2, 1e-9, 1e-16], "J"),
+         "j_rel_raw_max": variable((), 1e-2, "J"),
          "j_rel_population_max": variable((), 1e-17, "J")},
         coords={"K": [1, 8, 64]}, attrs={"population_points": 256})
     tangent = xr.Dataset(

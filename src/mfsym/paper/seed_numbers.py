@@ -58,7 +58,7 @@ def momentum_macros(ds: xr.Dataset, digits: int) -> dict[str, str]:
     f = lambda v: format_number(v, digits)  # noqa: E731
     ks = ds.K.values
     return {
-        "mfMomentumRaw": f(_at(ds.j_rel_max, "K", 1)),
+        "mfMomentumRaw": f(float(ds.j_rel_raw_max)),
         "mfMomentumLargestK": f(int(ks.max())),
         "mfMomentumAtLargestK": f(float(ds.j_rel_max.values[int(np.argmax(ks))])),
         "mfMomentumPopulation": f(float(ds.j_rel_population_max)),

@@ -117,8 +117,8 @@ def momentum_study(common: CommonSetting, m: MomentumSetting,
 
     Variables: ``j_max`` / ``j_rel_max`` (K) = ``max_t |J(t)|`` and ``max_t |J|/scale`` on the
     C_K-augmented set; ``j`` / ``j_rel`` / ``loss`` (case, time) for the cases raw (K = 1),
-    augmented (K = shown_points) and population; ``j_population_max`` /
-    ``j_rel_population_max``.
+    augmented (K = shown_points) and population; ``j_raw_max`` / ``j_rel_raw_max`` and
+    ``j_population_max`` / ``j_rel_population_max``.
     """
     setting = _setting(common, m)
     compact = setting[1]
@@ -131,7 +131,7 @@ def momentum_study(common: CommonSetting, m: MomentumSetting,
     cases = {"raw": 1, "augmented": m.shown_points, "population": m.population_points}
     if 1 not in curves:
         curves[1] = _trajectory(common, m, setting, x, threads)
-    pop = curves[m.population_points]
+    raw, pop = curves[1], curves[m.population_points]
     times = pop[3]
     stack = {name: np.stack([curves[k][idx] for k in cases.values()])
              for name, idx in (("j", 0), ("j_rel", 1), ("loss", 2))}
@@ -144,6 +144,9 @@ def momentum_study(common: CommonSetting, m: MomentumSetting,
         "j": variable(dims, stack["j"], "J = sum_i <A theta_i, grad_i L> along the path"),
         "j_rel": variable(dims, stack["j_rel"], "J / sum_i |A theta_i| |grad_i L|"),
         "loss": variable(dims, stack["loss"], "the case's own training loss"),
+        "j_raw_max": variable((), np.abs(raw[0]).max(), "max over time of |J|, raw set"),
+        "j_rel_raw_max": variable((), np.abs(raw[1]).max(),
+                                  "max over time of relative |J|, raw set"),
         "j_population_max": variable((), np.abs(pop[0]).max(),
                                      "max over time of |J|, orbit-averaged loss"),
         "j_rel_population_max": variable((), np.abs(pop[1]).max(),

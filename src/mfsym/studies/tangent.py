@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..core.units import ACTIVATIONS
 from ..engine.models import OutputScaled
 from ..engine.training import RunSpec, TrainConfig, initial_particles, train_stack
 from ..measure.noether import loglog_slope
@@ -76,9 +77,8 @@ class TangentSetting:
 
     def __post_init__(self):
         w = "tangent."
-        _check(self.activation in ("sigmoid", "tanh", "relu", "leaky_relu", "linear"), w,
-               "activation", self.activation,
-               "allowed: ['sigmoid', 'tanh', 'relu', 'leaky_relu', 'linear']")
+        _check(self.activation in ACTIVATIONS, w, "activation", self.activation,
+               f"allowed: {list(ACTIVATIONS)}")
         object.__setattr__(self, "etas", _numbers(self.etas, _positive, w, "etas", "> 0"))
         _check(len(self.etas) >= 2, w, "etas", list(self.etas), "at least two step sizes")
         ns = tuple(self.n_particles)
