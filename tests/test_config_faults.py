@@ -136,6 +136,12 @@ BAD = [
     ("noether.drift.unit", "matrix", "noether.drift.unit", "uv"),
     ("noether.invariance.n_snapshots", 1, "noether.invariance.n_snapshots", "≥ 2"),
     ("noether.attraction.mode", "batch", "noether.attraction.mode", "online, full_batch"),
+    ("noether.balance.etas", [0.01], "noether.balance.etas", "at least 2 value"),
+    ("noether.balance.resnet_depth", 1, "noether.balance.resnet_depth", "≥ 2"),
+    ("noether.momentum.activation", "relu", "noether.momentum.activation", "sigmoid, tanh"),
+    ("noether.momentum.shown_points", 5, "noether.momentum.shown_points", "one of orbit_points"),
+    ("noether.tangent.n_particles", [16, 33], "noether.tangent.n_particles", "even numbers"),
+    ("noether.tangent.paired_start", "yes", "noether.tangent.paired_start", "expected boolean"),
 ]
 
 
