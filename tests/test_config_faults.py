@@ -26,6 +26,7 @@ from mfsym.pipeline.config import (
     path_problems,
     read_config_file,
 )
+from mfsym.pipeline.study_checks import STUDY_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
@@ -38,7 +39,7 @@ def config() -> dict:
 
 def refusal(config: dict, root=ROOT) -> str:
     with pytest.raises(ConfigError) as err:
-        check_all(config, SCHEMA, root)
+        check_all(config, SCHEMA, root, checks=STUDY_CHECKS)
     return str(err.value)
 
 
