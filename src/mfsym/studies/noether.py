@@ -1,4 +1,4 @@
-"""The Noether studies (PAPER.md §9): grids of short trainings and their result datasets.
+"""The Noether studies (PAPER.md §9, §9b): grids of short trainings and their datasets.
 
 Every training goes through :func:`mfsym.engine.training.train_stack` in float64.  The studies
 are parametrised by the step size η and the flow time s rather than by (α, T): with N
@@ -19,6 +19,12 @@ Three studies, each returning an :class:`xarray.Dataset` ready for
   pairing error from an orbit-paired start, per scheme and training mode.
 * :func:`attraction_study` — distance to E^G and loss after training from a generic (WI)
   start, against the weight decay λ.
+
+The rest of the second seed (§9b), one module each, registered here under the same entry
+point (:func:`run_study`) and the same ``noether:`` section: ``balance``
+(:mod:`mfsym.studies.balance`, balanced layers of the mlp unit and the linear ResNet),
+``momentum`` (:mod:`mfsym.studies.momentum`, angular momentum under SO(2) augmentation),
+``tangent`` (:mod:`mfsym.studies.tangent`, energy identity and tangent-kernel movement).
 
 Schemes are the engine's plus ``DA-orbit`` (DA with the loss averaged over the orbit,
 ``da_mode="orbit"``; plain ``DA`` draws one g per sample).  Training modes: ``online``
