@@ -5,6 +5,7 @@ import os
 from snakemake.utils import min_version, validate
 
 from mfsym.pipeline.config import check_all, load_schema, read_config_file
+from mfsym.pipeline.study_checks import STUDY_CHECKS
 from mfsym.pipeline.targets import final_targets
 
 min_version("9.0")
@@ -26,6 +27,7 @@ config.update(
         load_schema(f"{workflow.basedir}/workflow/schemas/config.schema.yaml"),
         workflow.basedir,  # the repository root
         os.getcwd(),  # relative folders are relative to the working directory
+        checks=STUDY_CHECKS,  # the studies' own cross-key rules
     )
 )
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -26,6 +26,7 @@ from mfsym.pipeline.config import (
     path_problems,
     read_config_file,
 )
+from mfsym.pipeline.study_checks import STUDY_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
@@ -38,7 +39,7 @@ def config() -> dict:
 
 def refusal(config: dict, root=ROOT) -> str:
     with pytest.raises(ConfigError) as err:
-        check_all(config, SCHEMA, root)
+        check_all(config, SCHEMA, root, checks=STUDY_CHECKS)
     return str(err.value)
 
 
@@ -136,6 +137,12 @@ BAD = [
     ("noether.drift.unit", "matrix", "noether.drift.unit", "uv"),
     ("noether.invariance.n_snapshots", 1, "noether.invariance.n_snapshots", "≥ 2"),
     ("noether.attraction.mode", "batch", "noether.attraction.mode", "online, full_batch"),
+    ("noether.balance.etas", [0.01], "noether.balance.etas", "at least 2 value"),
+    ("noether.balance.resnet_depth", 1, "noether.balance.resnet_depth", "≥ 2"),
+    ("noether.momentum.activation", "relu", "noether.momentum.activation", "sigmoid, tanh"),
+    ("noether.momentum.shown_points", 5, "noether.momentum.shown_points", "one of orbit_points"),
+    ("noether.tangent.n_particles", [16, 33], "noether.tangent.n_particles", "even numbers"),
+    ("noether.tangent.paired_start", "yes", "noether.tangent.paired_start", "expected boolean"),
 ]
 
 

@@ -44,7 +44,8 @@ MS_TEX = ROOT / "paper" / "ms.tex"
 PAPER_FIGURES = [
     "fig_rmd_si_init", "fig_rmd_wi_init", "fig_particles_arbitrary", "fig_particles_wi",
     "fig_particles_si", "fig_loss_curves", "fig_heuristic", "fig_noether_drift",
-    "fig_finite_n_invariance", "fig_weight_decay_attraction", "fig_saddle_escape",
+    "fig_finite_n_invariance", "fig_weight_decay_attraction", "fig_layer_balance",
+    "fig_angular_momentum", "fig_tangent_kernel", "fig_saddle_escape",
 ]
 INITS = ["SI", "WI"]
 TEACHERS = ["arbitrary", "WI", "SI"]
@@ -162,6 +163,33 @@ def synthetic_noether() -> dict[str, xr.Dataset]:
     return {"drift": drift, "invariance": invariance}
 
 
+def synthetic_seed() -> dict[str, xr.Dataset]:
+    """The layout of the Noether seed's studies (mfsym.studies.balance, momentum, tangent)
+    with the values the macros quote."""
+    acts, eta = ["relu", "leaky_relu", "linear", "tanh"], [0.02, 0.01]
+    balance = xr.Dataset(
+        {"step_change_slope": variable(("activation",), [2.0, 2.0, 2.0, 1.1], "slope"),
+         "identity_error": variable(("activation",), [1e-16, 2e-16, 3e-16, 0.1], "error"),
+         "resnet_step_change_slope": variable((), 2.0, "slope"),
+         "resnet_mean_balance_slope": variable((), 1.1, "slope"),
+         "resnet_identity_error": variable(("eta",), [1e-15, 2e-15], "error"),
+         "resnet_deviation_change": variable(("eta",), [1e-16, 1e-16], "change")},
+        coords={"activation": acts, "eta": eta}, attrs={"resnet_depth": 3})
+    momentum = xr.Dataset(
+        {"j_rel_max": variable(("K",), [1e-2, 1e-9, 1e-16], "J"),
+         "j_rel_raw_max": variable((), 1e-2, "J"),
+         "j_rel_population_max": variable((), 1e-17, "J")},
+        coords={"K": [1, 8, 64]}, attrs={"population_points": 256})
+    tangent = xr.Dataset(
+        {"energy_defect": variable(("eta",), [0.02, 0.01], "defect"),
+         "energy_defect_slope": variable((), 1.0, "slope"),
+         "kernel_movement": variable(("scaling", "N"), [[0.1, 0.1], [0.01, 0.001]], "move"),
+         "kernel_movement_slope": variable(("scaling",), [0.0, -1.0], "slope"),
+         "particle_movement_slope": variable(("scaling",), [0.0, -0.5], "slope")},
+        coords={"scaling": ["mean_field", "ntk"], "N": [16, 1024], "eta": eta})
+    return {"balance": balance, "momentum": momentum, "tangent": tangent}
+
+
 def write_inputs(tmp_path, summary=None, heuristic=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     s = write_dataset(summary if summary is not None else synthetic_summary(),
@@ -183,6 +211,8 @@ def run_numbers(tmp_path, summary=None, heuristic=None, criteria=None):
         s, out / "numbers.tex", out / "claims.tex", out / "claims.json", heuristic_path=h,
         noether_paths=noether_files(tmp_path), sections=SECTIONS, criteria=criteria,
         digits=3, precision_n=10,
+        seed_paths={k: write_dataset(ds, tmp_path / f"seed_{k}.nc", {}, k)
+                    for k, ds in synthetic_seed().items()},
     )
     return {c.key: c for c in claims}, out
 

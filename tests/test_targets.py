@@ -24,7 +24,8 @@ DEFAULT_TARGETS = [
     f"{FIGURES}/fig_heuristic.png",
     *(f"{FIGURES}/{name}.{ext}"
       for name in ("fig_noether_drift", "fig_finite_n_invariance",
-                   "fig_weight_decay_attraction")
+                   "fig_weight_decay_attraction", "fig_layer_balance",
+                   "fig_angular_momentum", "fig_tangent_kernel")
       for ext in ("pdf", "png")),
     *(f"{FIGURES}/{name}.{ext}"
       for name in ("fig_mlp_rmd_si_init", "fig_resnet_rmd_si_init")
@@ -51,9 +52,9 @@ def test_targets_follow_the_configuration():
                     "out/figures/fig_particles_si.png", "out/figures/fig_loss_curves.pdf",
                     "out/figures/fig_loss_curves.png"]
     final = final_targets(cfg)
-    # heuristic.nc and its figure, 3 Noether figures, 2 deep figures, the rotation stage,
+    # heuristic.nc and its figure, 6 Noether figures, 2 deep figures, the rotation stage,
     # the saddle study
-    assert final[: len(grid)] == grid and len(final) == len(grid) + 9 + 4 + 6 + 3
+    assert final[: len(grid)] == grid and len(final) == len(grid) + 15 + 4 + 6 + 3
     without = {k: v for k, v in cfg.items() if k != "saddle"}
     assert final_targets(without) == final[:-3]
     assert all(path.startswith("out/") for path in final)

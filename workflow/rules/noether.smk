@@ -1,9 +1,12 @@
-# Noether studies (PAPER.md §9): conservation laws of the uv unit and finite-N invariance of
-# E^G, as exact checks of the one training engine. One small job per study writes
+# Noether studies (PAPER.md §9, §9b): conservation laws of the uv unit, finite-N invariance
+# of E^G, balanced layers, angular momentum and the tangent kernel, as exact checks of the one
+# training engine. One small job per study writes
 # noether/<study>.nc; one rule per figure draws it. All settings: the `noether:` section.
 NOETHER = {k: v for k, v in config["noether"].items() if k != "resources"}
 NOETHER_RESOURCES = config["noether"]["resources"]
 NOETHER_FIGURES = targets.NOETHER_FIGURES  # study -> figure
+# The studies of PAPER.md §9b, whose figures are drawn by figures/noether_seed.py.
+NOETHER_SEED_STUDIES = ("balance", "momentum", "tangent")
 
 
 rule noether_study:
@@ -33,6 +36,9 @@ for _study, _figure in NOETHER_FIGURES.items():
         input:
             dataset=f"{RESULTS}/noether/{_study}.nc",
             module=module_file("noether"),
+            seed_module=(
+                module_file("noether_seed") if _study in NOETHER_SEED_STUDIES else []
+            ),
             style=FIGURE_STYLE,
         output:
             **figure_outputs(_figure, "Noether"),

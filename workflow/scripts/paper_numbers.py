@@ -8,6 +8,7 @@ from mfsym.records.joblog import script_log
 smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
 noether = {k: smk.input.get(f"noether_{k}") for k in ("drift", "invariance")}
 deep = {k: smk.input.get(f"deep_{k}") for k in ("mlp", "resnet")}
+seed = {k: smk.input.get(f"noether_{k}") for k in ("balance", "momentum", "tangent")}
 
 with script_log(smk) as log:
     claims = write_paper_numbers(
@@ -27,6 +28,7 @@ with script_log(smk) as log:
         rotation_path=smk.input.get("rotation"),
         saddle_path=smk.input.get("saddle"),
         rerun=make_rerun(smk.config),
+        seed_paths=seed if all(seed.values()) else None,
     )
     for c in claims:
         log.info("claim %s %s: %s", c.claim, c.key, c.verdict)

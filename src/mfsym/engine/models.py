@@ -22,6 +22,12 @@ pull-back and input VJP (:meth:`Unit.output_and_vjp`), in closed form.  With N r
 L·M, the engine's step α/N, noise √(2αβ/N), N·T steps, DA views, FA averaging, EA
 projection and SI noise projection apply unchanged; the model is equivariant,
 ``Φ(g x; M_g θ) = g Φ(x; θ)``, when G acts alike on X and Y (each residual layer is).
+
+Output-scaled ensemble (PAPER.md §9b, item 4).  ``Φ(x) = c · (1/N) Σᵢ σ*(x, θᵢ)``; with
+``c = √N`` it is the NTK network ``(1/√N) Σᵢ σ*``.  Its force is ``c`` times the unit's
+pull-back, i.e. N times the gradient of the loss as the engine expects, so the engine's step
+``−(α/N) F = −α ∇L`` is plain gradient descent with step α on this network: α independent of
+N is the NTK scaling.  Teachers stay unscaled clouds (``model_output`` averages them).
 """
 
 from __future__ import annotations
@@ -34,22 +40,8 @@ import torch
 from ..core.units import Unit
 
 
-@dataclass(frozen=True)
-class ResNet:
-    """The mean-ODE ResNet of depth ``depth`` built of ``unit`` (see the module docstring)."""
-
-    unit: Unit
-    depth: int
-    name: str = "resnet"
-
-    def __post_init__(self):
-        if isinstance(self.depth, bool) or int(self.depth) != self.depth or self.depth < 1:
-            raise ValueError(f"ResNet depth must be an integer ≥ 1, got {self.depth!r}")
-        if self.unit.dx != self.unit.dy:
-            raise ValueError(
-                f"a ResNet needs a unit mapping R^d → R^d, got {self.unit.name} unit "
-                f"R^{self.unit.dx} → R^{self.unit.dy}"
-            )
+class _BuiltOnUnit:
+    """A model built of ``self.unit``: its sizes and activation are the unit's."""
 
     @property
     def dx(self) -> int:
@@ -66,6 +58,24 @@ class ResNet:
     @property
     def activation(self):
         return self.unit.activation
+
+
+@dataclass(frozen=True)
+class ResNet(_BuiltOnUnit):
+    """The mean-ODE ResNet of depth ``depth`` built of ``unit`` (see the module docstring)."""
+
+    unit: Unit
+    depth: int
+    name: str = "resnet"
+
+    def __post_init__(self):
+        if isinstance(self.depth, bool) or int(self.depth) != self.depth or self.depth < 1:
+            raise ValueError(f"ResNet depth must be an integer ≥ 1, got {self.depth!r}")
+        if self.unit.dx != self.unit.dy:
+            raise ValueError(
+                f"a ResNet needs a unit mapping R^d → R^d, got {self.unit.name} unit "
+                f"R^{self.unit.dx} → R^{self.unit.dy}"
+            )
 
     def per_layer(self, n_particles: int) -> int:
         """M = N / L; raises ``ValueError`` naming N and L when L does not divide N."""
@@ -106,6 +116,33 @@ class ResNet:
             return torch.cat(forces, dim=-2)
 
         return out, pullback
+
+
+@dataclass(frozen=True)
+class OutputScaled(_BuiltOnUnit):
+    """The ensemble of ``unit`` with its output multiplied by ``scale`` (module docstring)."""
+
+    unit: Unit
+    scale: float
+    name: str = "scaled"
+
+    def __post_init__(self):
+        if not (isinstance(self.scale, int | float) and np.isfinite(self.scale)
+                and self.scale > 0):
+            raise ValueError(f"output scale must be a finite number > 0, got {self.scale!r}")
+
+    def per_particle(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The unit's σ*(x_s, θ_n), unscaled (teacher clouds are averaged with it)."""
+        return self.unit.per_particle(theta, x)
+
+    def output(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``c · Φ_N(x)``, shape (..., S, dy)."""
+        return self.scale * self.unit.output(theta, x)
+
+    def output_and_pullback(self, theta: torch.Tensor, x: torch.Tensor):
+        """``(c Φ_N(x), c · unit pull-back)``."""
+        out, pullback = self.unit.output_and_pullback(theta, x)
+        return self.scale * out, lambda cot: self.scale * pullback(cot)
 
 
 def model_output(model, cloud: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ from . import kernels
 from .blocks import Block, Streams, group_elements
 from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
-from .models import ResNet, model_output
+from .models import OutputScaled, ResNet, model_output
 
 log = logging.getLogger(__name__)
 
@@ -840,9 +840,12 @@ def train_stack(
 
 
 def _model_key(model) -> list:
-    """What identifies a model type beyond its unit: ``["resnet", L, unit]`` or ``[unit]``."""
+    """What identifies a model type beyond its unit: ``["resnet", L, unit]``,
+    ``["scaled", c, unit]`` or ``[unit]``."""
     if isinstance(model, ResNet):
         return ["resnet", model.depth, model.unit.name]
+    if isinstance(model, OutputScaled):
+        return ["scaled", float(model.scale), model.unit.name]
     return [model.name]
 
 

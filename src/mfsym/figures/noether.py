@@ -9,6 +9,9 @@
   line per training mode.  Exact zeros are drawn at the floor of the log axis.
 * ``fig_weight_decay_attraction`` — distance to E^G (absolute and relative) and the loss at
   the end of training against the weight decay λ.
+
+The figures of §9b (balanced layers, angular momentum, tangent kernel) are drawn by
+:mod:`mfsym.figures.noether_seed` through the same entry point.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from matplotlib.lines import Line2D
 
 from ..records import lineage
 from ..records.results import read_dataset
+from .noether_seed import FIGURES as SEED_FIGURES
 from .style import apply_style, save_figure
 
 #: Values at or below this are drawn on the floor of the log axes (exact zeros included).
@@ -223,6 +227,7 @@ FIGURES = {
     "fig_noether_drift": drift_figure,
     "fig_finite_n_invariance": invariance_figure,
     "fig_weight_decay_attraction": attraction_figure,
+    **SEED_FIGURES,
 }
 
 

@@ -53,6 +53,7 @@ from .claims.base import (
     seed_mean,
 )
 from .claims.registry import Rerun
+from .seed_numbers import seed_macros
 from .tex import escape_tex, format_exact, format_list, format_number, macro_name, render_macros
 
 NOETHER_SCHEMES = tuple(SCHEME_VARIANTS)
@@ -327,6 +328,7 @@ def write_paper_numbers(
     saddle_path=None,
     rerun: Rerun | None = None,
     markdown_path=None,
+    seed_paths: Mapping[str, object] | None = None,
 ) -> list[Claim]:
     """Compute the claims and write the macros, the claims table and its JSON.
 
@@ -341,7 +343,9 @@ def write_paper_numbers(
     ``sections["training"]``) behind the precision policy (None: not run).
     deep_paths: ``{stage: deep/<stage>.nc}`` of the deep settings; rotation_path: the
     rotation stage's ``rotation/summary.nc``; saddle_path: ``saddle.nc`` of the saddle
-    study (each None: no such rows).  rerun: reruns one cell in a given float type for the
+    study (each None: no such rows).  seed_paths: ``{study: noether/<study>.nc}`` of the
+    Noether seed's studies balance, momentum and tangent (:mod:`mfsym.paper.seed_numbers`;
+    None: no such macros).  rerun: reruns one cell in a given float type for the
     rounding test of the "stays on E^G" rows (None: those rows that need it are "not
     supported", with the swap "not run").  markdown_path: where the table also goes as
     Markdown (None: not written).
@@ -358,6 +362,8 @@ def write_paper_numbers(
         )
     noether = {k: _read(p, f"Noether {k} study", config, lineage.NOETHER)
                for k, p in noether_paths.items()}
+    seed = {k: _read(p, f"Noether {k} study", config, lineage.NOETHER)
+            for k, p in (seed_paths or {}).items()}
     deep = {stage: _read(path, f"deep stage {stage}", config, lineage.deep_stage(stage))
             for stage, path in (deep_paths or {}).items()}
     rotation = (None if rotation_path is None
@@ -378,6 +384,7 @@ def write_paper_numbers(
         metric_macros(summary, digits),
         heuristic_macros(heuristic, digits) if heuristic is not None else {},
         noether_macros(noether["drift"], noether["invariance"], digits) if noether else {},
+        seed_macros(seed, digits),
         precision,
         rotation_macros(rotation, digits) if rotation is not None else {},
         saddle_macros(saddle, digits),

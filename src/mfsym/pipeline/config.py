@@ -18,7 +18,7 @@ import copy
 import math
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -648,17 +648,22 @@ def path_problems(config: Mapping, schema: Mapping, root, workdir=None) -> list[
 # ---------------------------------------------------------------------------------------
 # everything, before any job
 # ---------------------------------------------------------------------------------------
-def check_all(config: Mapping, schema: Mapping, root, workdir=None) -> dict:
+def check_all(config: Mapping, schema: Mapping, root, workdir=None,
+              checks: Sequence[Callable[[Mapping], list[str]]] = ()) -> dict:
     """The configuration as the rules see it, after every check.
 
     Command-line strings are read as their schema types (:func:`coerce_types`), then the
-    schema (:func:`check_config`), the checks across keys (:func:`check_semantics`) and the
-    output folders (:func:`path_problems`) are checked. Raises :class:`ConfigError` naming
-    each bad key, its value and what is allowed; returns the coerced configuration.
+    schema (:func:`check_config`), the checks across keys (:func:`check_semantics`, then each
+    of ``checks``, which returns its problems as lines) and the output folders
+    (:func:`path_problems`) are checked. Raises :class:`ConfigError` naming each bad key,
+    its value and what is allowed; returns the coerced configuration.  ``checks`` keeps
+    the rules of a stage's own settings (:mod:`mfsym.pipeline.study_checks`) out of this
+    module, which every training job imports.
     """
     config = coerce_types(config, schema)
     check_config(config, schema)
-    problems = path_problems(config, schema, root, workdir)
+    problems = [p for check in checks for p in check(config)]
+    problems += path_problems(config, schema, root, workdir)
     try:
         check_semantics(config)
     except ConfigError as err:

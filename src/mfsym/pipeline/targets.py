@@ -18,6 +18,9 @@ NOETHER_FIGURES = {
     "drift": "fig_noether_drift",
     "invariance": "fig_finite_n_invariance",
     "attraction": "fig_weight_decay_attraction",
+    "balance": "fig_layer_balance",
+    "momentum": "fig_angular_momentum",
+    "tangent": "fig_tangent_kernel",
 }
 FIGURE_FORMATS = ("pdf", "png")
 #: Deep stage (PAPER.md §10) → its pipeline rule; each writes deep/<stage>.nc.
