@@ -1,5 +1,6 @@
 """The one atomic writer: complete files appear at once, failures leave nothing behind."""
 
+import errno
 import os
 import stat
 import threading
@@ -140,3 +141,17 @@ def test_concurrent_writes_get_the_umask_mode_and_keep_the_umask(tmp_path):
     assert now == 0o022
     modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
     assert modes == {0o644}
+
+
+def test_a_full_disk_while_staging_the_sidecar_leaves_no_staging_file(tmp_path, monkeypatch):
+    """ENOSPC can hit the sidecar's write after the data file was staged: neither the
+    data's nor the sidecar's temporary file may stay behind, nor a destination."""
+    def full(digest, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_sidecar_text", full)
+    dest = tmp_path / "out" / "r.nc"
+    dest.parent.mkdir()
+    with pytest.raises(OSError, match="No space left"), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"data")
+    assert list(dest.parent.iterdir()) == []

@@ -179,11 +179,15 @@ def _stage_sidecar(dest: Path, digest: str) -> Path:
     """Write the sidecar of ``dest`` to a temporary file next to it (not yet in place)."""
     sidecar = checksum_path(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=dest.parent)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(_sidecar_text(digest, dest))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(_sidecar_text(digest, dest))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:  # a full disk fails the write or the close: leave no staging file
+        _cleanup(Path(tmp))
+        raise
     return Path(tmp)
 
 
