@@ -53,6 +53,9 @@ TINY = {
         "analysis": {"bootstrap": 20},
         "resources": {"threads": 1, "mem_mb": 500, "runtime": 10},
     },
+    # the Noether seed's tangent-kernel study at three small N, the momentum at fewer K
+    "noether": {"tangent": {"n_particles": [16, 64, 128]},
+                "momentum": {"orbit_points": [1, 2, 4, 8, 16, 32, 64]}},
 }
 
 
