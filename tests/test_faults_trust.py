@@ -195,7 +195,7 @@ def test_unpacking_streams_and_leaves_nothing_when_refused(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".unpacking-" in p.name]
 
 
-def test_bounded_memory_helper_caps_this_process():
+def test_the_memory_bound_caps_this_process():
     """The address-space cap the fuzz tests rely on is real: an allocation above it fails
     with MemoryError rather than growing the process."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
