@@ -174,15 +174,15 @@ def test_same_seed_same_result_and_resume(depth, tmp_path, monkeypatch, caplog):
     np.testing.assert_array_equal(a.final_particles, b.final_particles)
     np.testing.assert_array_equal(a.population_risk, b.population_risk)
     ck = tmp_path / "deep.ckpt.npz"
-    original = Block.step
+    original = Block.steps
 
-    def stop(self, j, xi, global_step):
-        if global_step >= 9:
+    def stop(self, j0, j1, xi_all, step0):
+        if step0 + (j1 - j0) > 9:
             raise KeyboardInterrupt
-        return original(self, j, xi, global_step)
+        return original(self, j0, j1, xi_all, step0)
 
     with monkeypatch.context() as m:
-        m.setattr(Block, "step", stop)
+        m.setattr(Block, "steps", stop)
         with pytest.raises(KeyboardInterrupt):
             train_stack(group, model, teachers, runs, 6, "SI", cfg, checkpoint_path=ck)
     with caplog.at_level(logging.INFO, logger="mfsym"):

@@ -329,15 +329,15 @@ def genuine(small, tmp_path_factory):
     step 9 (its newest checkpoint is that of step 8)."""
     s, teachers, _ = small
     ck = tmp_path_factory.mktemp("genuine") / "run.ckpt.npz"
-    original = Block.step
+    original = Block.steps
 
-    def step(self, j, xi, global_step):
-        if global_step >= 9:
-            raise Interrupt(global_step)
-        return original(self, j, xi, global_step)
+    def step(self, j0, j1, xi_all, step0):
+        if step0 + (j1 - j0) > 9:
+            raise Interrupt(step0)
+        return original(self, j0, j1, xi_all, step0)
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(Block, "step", step)
+        m.setattr(Block, "steps", step)
         with pytest.raises(Interrupt):
             train_stack(s.group, s.unit, teachers, RUNS, N, "SI", CFG, checkpoint_path=ck)
     with np.load(ck) as data:

@@ -356,15 +356,15 @@ class Interrupt(Exception):
 
 
 def interrupt_at(monkeypatch, at_step: int):
-    """Make Block.step raise once the global step reaches ``at_step``."""
-    original = Block.step
+    """Make Block.steps raise before a call that would run past step ``at_step``."""
+    original = Block.steps
 
-    def step(self, j, xi, global_step):
-        if global_step >= at_step:
-            raise Interrupt(global_step)
-        return original(self, j, xi, global_step)
+    def steps(self, j0, j1, xi_all, step0):
+        if step0 + (j1 - j0) > at_step:
+            raise Interrupt(step0)
+        return original(self, j0, j1, xi_all, step0)
 
-    monkeypatch.setattr(Block, "step", step)
+    monkeypatch.setattr(Block, "steps", steps)
 
 
 RESUME_RUNS = [RunSpec("WI", "vanilla", 0), RunSpec("arbitrary", "FA", 1), RunSpec("SI", "EA", 0)]
@@ -410,13 +410,13 @@ def test_resumed_training_equals_the_uninterrupted_one(
     with np.load(ck) as data:
         assert int(data["counters"][0]) == 64
     steps = []
-    original = Block.step
+    original = Block.steps
 
-    def counting(self, j, xi, global_step):
-        steps.append(global_step)
-        return original(self, j, xi, global_step)
+    def counting(self, j0, j1, xi_all, step0):
+        steps.extend(range(step0, step0 + j1 - j0))
+        return original(self, j0, j1, xi_all, step0)
 
-    monkeypatch.setattr(Block, "step", counting)
+    monkeypatch.setattr(Block, "steps", counting)
     res = resume(ck, caplog)
     assert "resumed at step 64 of 120" in caplog.text
     n_blocks = 2  # m = 1 (vanilla, EA) and m = |G| (FA)

@@ -282,13 +282,15 @@ class Block:
         targets = self._orbit(self.eng.gy, y, drawn_y)  # (R, k, m, B, dy)
         self.targets = targets.transpose(0, 1).contiguous()
 
-    def step(self, j: int, xi, global_step: int):
-        """One noisy SGD step of every run of the block (``xi``: noise rows per seed)."""
+    def steps(self, j0: int, j1: int, xi_all, step0: int):
+        """Steps ``j0 … j1 − 1`` of the prepared chunk for every run of the block, the
+        first at global step ``step0`` (``xi_all (n_seeds, k, N, D)``: the chunk's noise)."""
         R, m, B, dy = self.targets.shape[1:]
-        self.tally.step = global_step
-        self.theta = self.eng.kernel.advance(
-            self.theta, self.views[j], self.targets[j].reshape(R, m * B, dy), xi, self.spec,
-            self.tally,
+        K = j1 - j0
+        self.tally.step = step0
+        self.theta = self.eng.kernel.advance_many(
+            self.theta, self.views[j0:j1], self.targets[j0:j1].reshape(K, R, m * B, dy),
+            xi_all[:, j0:j1], self.spec, self.tally, step0,
         )
 
     # -- measurements ---------------------------------------------------------------------

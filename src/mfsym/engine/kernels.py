@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 F64 = torch.float64
 
-BACKENDS = ("auto", "eager", "native", "compile")
+BACKENDS = ("auto", "eager", "native", "native-v1", "compile")
 
 #: Models with fused (native C / compiled) kernels; every other model (the mlp unit, the
 #: ResNet) runs on the eager kernel, whatever the backend asked for, with a log line.
@@ -168,6 +168,14 @@ class EagerKernel:
         tally.add(loss)
         return self.update(ctx, cot, theta, xi, spec)
 
+    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
+        """K steps: ``x (K, R, S, dx)``, ``targets (K, R, S, dy)``, ``xi (n_seeds, K, N, D)``;
+        step k is :meth:`advance` at global step ``step0 + k``.  Returns the new particles."""
+        for k in range(x.shape[0]):
+            tally.step = step0 + k
+            theta = self.advance(theta, x[k], targets[k], xi[:, k], spec, tally)
+        return theta
+
 
 # ---------------------------------------------------------------------------------------
 # native: fused C kernels on the CPU
@@ -263,16 +271,14 @@ class NativeKernel(EagerKernel):
             spec.cache["native_cot"] = (mats, on)
         return spec.cache["native_cot"]
 
-    def _workspace(self, N: int, S: int, workers: int):
-        """Scratch arrays of ``mfsym_fused`` for ``workers`` threads, grown on demand."""
-        key = (N, S, workers)
+    def _workspace(self, key, sizes):
+        """Scratch arrays of ``sizes = (reals, doubles)``, grown on demand (``key``: what
+        they were sized for)."""
         if getattr(self, "_work_key", None) != key:
-            reals, doubles = self.lib.workspace_sizes(N, S)
-            need = (workers * reals, workers * doubles)
             have = getattr(self, "_work", None)
-            if have is None or have[0].numel() < need[0] or have[1].numel() < need[1]:
+            if have is None or have[0].numel() < sizes[0] or have[1].numel() < sizes[1]:
                 self._work = (
-                    torch.empty(need[0], dtype=self.dtype), torch.empty(need[1], dtype=F64)
+                    torch.empty(sizes[0], dtype=self.dtype), torch.empty(sizes[1], dtype=F64)
                 )
             self._work_key = key
         return self._work
@@ -284,9 +290,9 @@ class NativeKernel(EagerKernel):
 
     @staticmethod
     def _noise_rows(xi, N, D):
-        """ξ (n_seeds, N, D) with each seed's rows contiguous (the seed axis may stride)."""
-        if isinstance(xi, torch.Tensor) and xi.dim() == 3 and xi.shape[1:] == (N, D):
-            if xi.stride()[1:] != (D, 1):
+        """ξ (n_seeds, [K,] N, D) with each N·D block contiguous (outer axes may stride)."""
+        if isinstance(xi, torch.Tensor) and xi.dim() >= 3 and xi.shape[-2:] == (N, D):
+            if xi.stride()[-2:] != (D, 1):
                 xi = xi.contiguous()
         return xi
 
@@ -297,20 +303,38 @@ class NativeKernel(EagerKernel):
         return theta.shape
 
     def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
-        """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
+        """One step: :meth:`advance_many` with K = 1 at step ``tally.step``."""
+        R, N, D = self._run_dims(theta)
+        for name, t in (("x", x), ("targets", targets), ("xi", xi)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 3:
+                raise ValueError(f"{name} must be a tensor with 3 axes, got {native.shape_of(t)}")
+        S = x.shape[1]
+        for name, t, symbols, want in (
+            ("x", x, "(R, S, dx)", (R, S, self.unit.dx)),
+            ("targets", targets, "(R, S, dy)", (R, S, self.unit.dy)),
+            ("xi", xi, "(n_seeds, N, D)", (xi.shape[0], N, D)),
+        ):
+            if tuple(t.shape) != want:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {symbols} = {want}")
+        return self.advance_many(theta, x[None], targets[None], xi[:, None], spec, tally,
+                                 tally.step)
+
+    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
+        """K whole steps in one native call (``mfsym_steps``); returns the new particles."""
         R, N, D = self._run_dims(theta)
         theta, x, targets = self._dense(theta, x, targets)
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
         mats, cot_on = self._cot_spec(spec, R, self.unit.dy)
         threads = self._threads()
-        S = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 3 else 1
-        work, partw = self._workspace(N, max(S, 1), threads)
-        _, new = self.lib.fused(
-            theta, x, targets, spec.views, mats, cot_on, spec.c0,
-            self._noise_rows(xi, N, D), rows, proj, on, nproj, non, spec.lr, spec.wd,
-            spec.sigma, tally.loss_acc, tally.first_bad, tally.step, work, partw, threads,
+        S = x.shape[2] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1
+        work, partw = self._workspace(
+            ("steps", R, N, S, threads), self.lib.steps_workspace(R, N, max(S, 1), threads)
         )
-        return new
+        return self.lib.steps(
+            theta, x, targets, spec.views, mats, cot_on, spec.c0, self._noise_rows(xi, N, D),
+            rows, proj, on, nproj, non, spec.lr, spec.wd, spec.sigma, tally.loss_acc,
+            tally.first_bad, step0, work, partw, threads,
+        )
 
     def forward(self, theta, x, spec: UpdateSpec):
         R, _, D = self._run_dims(theta)
@@ -331,6 +355,34 @@ class NativeKernel(EagerKernel):
             theta, x, cot, self._noise_rows(xi, N, D), rows, proj, on, nproj, non,
             spec.lr, spec.wd, spec.sigma, self._threads(),
         )
+
+
+class NativeV1Kernel(NativeKernel):
+    """The first fused C step (``mfsym_fused``): one call per step, OpenMP threads,
+    8-lane scalar code the compiler vectorises.  Kept selectable (backend
+    ``native-v1``) so that benchmarks time it beside :class:`NativeKernel` in one run."""
+
+    name = "native-v1"
+
+    def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
+        """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
+        R, N, D = self._run_dims(theta)
+        theta, x, targets = self._dense(theta, x, targets)
+        proj, on, nproj, non, rows = self._native_spec(spec, R, D)
+        mats, cot_on = self._cot_spec(spec, R, self.unit.dy)
+        threads = self._threads()
+        S = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 3 else 1
+        reals, doubles = self.lib.workspace_sizes(N, max(S, 1))
+        work, partw = self._workspace(("fused", N, S, threads),
+                                      (threads * reals, threads * doubles))
+        _, new = self.lib.fused(
+            theta, x, targets, spec.views, mats, cot_on, spec.c0,
+            self._noise_rows(xi, N, D), rows, proj, on, nproj, non, spec.lr, spec.wd,
+            spec.sigma, tally.loss_acc, tally.first_bad, tally.step, work, partw, threads,
+        )
+        return new
+
+    advance_many = EagerKernel.advance_many
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,12 +591,12 @@ def select_kernel(
             backend, unit.name, list(FUSED_UNITS),
         )
         return EagerKernel(unit)
-    if backend == "native":
+    if backend in ("native", "native-v1"):
         if device.type != "cpu":
             raise native.NativeUnavailable(
-                f"backend 'native' runs on the CPU only, the device is {device}"
+                f"backend {backend!r} runs on the CPU only, the device is {device}"
             )
-        return NativeKernel(unit, dtype)
+        return (NativeKernel if backend == "native" else NativeV1Kernel)(unit, dtype)
     if backend == "compile":
         return CompiledKernel(unit)
     # auto

@@ -67,12 +67,12 @@ DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 #: GNU C (not ISO) so that a·b + c contracts to one fused multiply-add.
 FLAGS = [
     "-O3", "-std=gnu11", "-ffp-contract=fast", "-fPIC", "-shared", "-fno-math-errno",
-    "-fno-trapping-math",
+    "-fno-trapping-math", "-pthread",
 ]
 _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 
 #: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
-ABI = 1
+ABI = 2
 
 #: Seconds one compiler run may take before the build counts as failed.
 COMPILE_TIMEOUT_S = 300.0
@@ -198,7 +198,9 @@ def expected_variant(unit: Unit, dtype: torch.dtype, openmp: bool) -> dict:
     }
 
 
-_VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp")
+_VARIANT_FIELDS = (
+    "abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp", "lanes",
+)
 
 
 def library_variant(lib: ctypes.CDLL) -> dict:
@@ -425,7 +427,16 @@ def _declare(lib: ctypes.CDLL) -> None:
     ]
     lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
     lib.mfsym_sizes.restype = None
-    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
+    lib.mfsym_steps.argtypes = [
+        i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64, i64,
+        ptr, ptr, ptr, ptr, f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
+    ]
+    lib.mfsym_steps_sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
+    lib.mfsym_steps_sizes.restype = None
+    lib.mfsym_floor.argtypes = [i64, ptr]
+    lib.mfsym_floor.restype = None
+    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused,
+               lib.mfsym_steps):
         fn.restype = i32
 
 
@@ -616,3 +627,78 @@ class NativeLibrary:
             threads,
         )
         return out, new
+
+    def steps_workspace(self, R: int, N: int, S: int, threads: int) -> tuple[int, int]:
+        """Reals and doubles of scratch :meth:`steps` needs for ``threads`` threads."""
+        _positive("R", R, "runs")
+        _positive("N", N, "particles per run")
+        _positive("S", S, "samples per step")
+        _positive("threads", threads, "threads")
+        reals, doubles = ctypes.c_int64(), ctypes.c_int64()
+        self.lib.mfsym_steps_sizes(R, N, S, threads, ctypes.byref(reals), ctypes.byref(doubles))
+        return reals.value, doubles.value
+
+    def steps(self, theta, x, targets, views: int, cot_l, cot_on, c0: float, xi, xi_row,
+              proj, proj_on, noise_proj, noise_on, lr: float, wd: float, sigma: float,
+              loss_acc, first_bad, step0: int, work, partw, threads: int) -> torch.Tensor:
+        """K whole steps in one call (``mfsym_steps``): ``x (K, R, S, dx)`` and
+        ``targets (K, R, S, dy)`` per step, ``xi (n_seeds, K, N, D)`` with each (seed,
+        step) block of N·D numbers contiguous; returns θ after the K steps, (R, N, D).
+        Each step's loss is added to ``loss_acc (R,)``; ``first_bad (R,)`` gets the step
+        ``step0 + k`` of a run's first non-finite loss."""
+        if not isinstance(theta, torch.Tensor) or theta.dim() != 3:
+            raise ValueError(f"theta must be (R, N, D) with D = {self.D}, got {shape_of(theta)}")
+        R, N, _ = theta.shape
+        check_tensor("theta", theta, self.dtype, (("R", R), ("N", N), ("D", self.D)))
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"x must be (K, R, S, dx) with R = {R}, got {shape_of(x)}")
+        K, S = x.shape[0], x.shape[2]
+        _positive("K", K, "steps")
+        _positive("N", N, "particles per run")
+        _positive("S", S, "samples per step")
+        _positive("views", views, "views per sample")
+        if S % views:
+            raise ValueError(f"S = {S} samples is not a multiple of views = {views}")
+        check_tensor("x", x, self.dtype, (("K", K), ("R", R), ("S", S), ("dx", self.dx)))
+        check_tensor("targets", targets, self.dtype,
+                     (("K", K), ("R", R), ("S", S), ("dy", self.dy)))
+        md = views * self.dy
+        check_tensor("cot_l", cot_l, self.dtype, (("R", R), ("m·dy", md), ("m·dy", md)))
+        check_tensor("cot_on", cot_on, I8, (("R", R),))
+        if not isinstance(xi, torch.Tensor) or xi.dim() != 4:
+            raise ValueError(f"xi must be (n_seeds, K, N, D) = (·, {K}, {N}, {self.D}), "
+                             f"got {shape_of(xi)}")
+        dims = (("n_seeds", xi.shape[0]), ("K", K), ("N", N), ("D", self.D))
+        check_tensor("xi", xi, self.dtype, dims, inner_contiguous=2)
+        check_tensor("xi_row", xi_row, I64, (("R", R),))
+        if int(xi_row.min()) < 0 or int(xi_row.max()) >= xi.shape[0]:
+            raise ValueError(f"xi_row holds rows {xi_row.tolist()}; allowed: 0 to "
+                             f"{xi.shape[0] - 1} (the rows of xi)")
+        self._projectors(R, proj=proj, proj_on=proj_on, noise_proj=noise_proj,
+                         noise_on=noise_on)
+        check_tensor("loss_acc", loss_acc, F64, (("R", R),))
+        check_tensor("first_bad", first_bad, I64, (("R", R),))
+        reals, doubles = self.steps_workspace(R, N, S, threads)
+        check_tensor("work", work, self.dtype, (("size", work.numel()),))
+        check_tensor("partw", partw, F64, (("size", partw.numel()),))
+        if work.numel() < reals or partw.numel() < doubles:
+            raise ValueError(f"work/partw hold {work.numel()}/{partw.numel()} numbers; "
+                             f"{threads} threads need {reals}/{doubles}")
+        new = torch.empty(R, N, self.D, dtype=self.dtype)
+        tmp = torch.empty(R, N, self.D, dtype=self.dtype) if K > 1 else new
+        self.lib.mfsym_steps(
+            R, N, S, views, K, _ptr(theta), _ptr(x), x.stride(0), _ptr(targets),
+            targets.stride(0), _ptr(cot_l), _ptr(cot_on), float(c0), _ptr(xi), _ptr(xi_row),
+            xi.stride(0), xi.stride(1), _ptr(proj), _ptr(proj_on), _ptr(noise_proj),
+            _ptr(noise_on), float(lr), float(wd), float(sigma), _ptr(new), _ptr(tmp),
+            _ptr(loss_acc), _ptr(first_bad), int(step0), _ptr(work), _ptr(partw), threads,
+        )
+        return new
+
+    def floor(self, reps: int = 2000) -> dict[str, float]:
+        """This CPU's throughput for the step kernel's operations, ns per lane in thread CPU
+        time (see ``mfsym_floor``): ``fma``, ``exp`` and ``reciprocal``."""
+        _positive("reps", reps, "passes")
+        out = (ctypes.c_double * 3)()
+        self.lib.mfsym_floor(int(reps), ctypes.addressof(out))
+        return dict(zip(("fma", "exp", "reciprocal"), out, strict=True))

@@ -87,6 +87,7 @@ from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
 from .models import OutputScaled, ResNet, model_output
 from .stack_inputs import check_stack_arrays
+from .threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -633,6 +634,17 @@ class _Engine:
         log.info("%s: done in %.1f s", label, wall)
         return wall
 
+    def _steps_to_event(self, step: int, left: int, k_next: int) -> int:
+        """Steps to run in one kernel call from ``step``: up to the next snapshot, the
+        next divergence check or the end of the chunk (``left`` steps), whichever comes
+        first; one step at step 0, whose loss the t = 0 snapshots report."""
+        if step == 0:
+            return 1
+        run = min(left, self.cfg.check_every - step % self.cfg.check_every)
+        if k_next < len(self.snap_steps):
+            run = min(run, int(self.snap_steps[k_next]) - step)
+        return max(run, 1)
+
     def _loop(self, step, k_next, prev_snap, total, checkpoint_path, meta, label):
         """The step loop from ``step`` to ``total``; records every snapshot on the way."""
         cfg, n, snaps = self.cfg, self.n, self.snap_steps
@@ -651,20 +663,22 @@ class _Engine:
             y_all = self.teacher_targets(x_all)
             for b in self.blocks:
                 b.prepare(x_all, g_all, y_all, size)
-            for j in range(size):
+            j = 0
+            while j < size:
                 while k_next < len(snaps) and snaps[k_next] == step:
                     self._record(k_next, step, prev_snap)
                     prev_snap = step
                     k_next += 1
-                xi = xi_all[:, j]
+                run = self._steps_to_event(step, size - j, k_next)
                 for b in self.blocks:
-                    b.step(j, xi, step)
+                    b.steps(j, j + run, xi_all, step)
                 if step == 0:  # snapshots at t = 0 report the first minibatch's loss
                     for b in self.blocks:
                         first = b.tally.loss_acc.cpu().numpy()
                         for k in np.flatnonzero(snaps == 0):
                             b.train_loss[:, k] = first
-                step += 1
+                step += run
+                j += run
                 if step % cfg.check_every == 0:
                     self._check(step, prev_snap)
             now = time.monotonic()
@@ -763,7 +777,7 @@ def train_stack(
         raise ValueError(f"checkpoint_path = {str(checkpoint_path)!r} is a folder; give the "
                          "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
     if threads is not None:
-        torch.set_num_threads(_count(threads, "threads"))
+        limit_threads(_count(threads, "threads"))
     draw = None
     if draw_dtype is not None:
         if draw_dtype not in ("float32", "float64"):

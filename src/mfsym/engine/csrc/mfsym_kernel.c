@@ -9,6 +9,8 @@
      MFSYM_DX, MFSYM_DY   input and output dimensions
      MFSYM_SLOPE   negative-side slope of leaky_relu (ignored by the other activations)
 
+     MFSYM_VBYTES  (optional) bytes per vector of the step kernel, default by the target
+
    mfsym_variant reports these values (and whether OpenMP is on) so that a loaded library
    can be checked against the variant it was asked for. */
 
@@ -39,7 +41,7 @@
 #endif
 
 /* Layout version of the exported functions: raise it when a signature changes. */
-#define MFSYM_ABI 1
+#define MFSYM_ABI 2
 
 #define DX MFSYM_DX
 #define DY MFSYM_DY
@@ -66,8 +68,8 @@ typedef int64_t ibits;
 #define LOG2E 1.4426950408889634
 #define LN2_HI 0.6931471805592082
 #define LN2_LO 7.371002565167799e-13
-#define TAYLOR(p, r)                          \
-    p = (real)1.6059043836821613e-10;         \
+#define TAYLOR_C0 1.6059043836821613e-10
+#define TAYLOR_REST(p, r)                     \
     p = p * r + (real)2.08767569878681e-09;   \
     p = p * r + (real)2.505210838544172e-08;  \
     p = p * r + (real)2.755731922398589e-07;  \
@@ -91,8 +93,8 @@ typedef int32_t ibits;
 #define LOG2E 1.4426950408889634f
 #define LN2_HI 0.693145751953125f
 #define LN2_LO 1.4286068203094173e-06f
-#define TAYLOR(p, r)                          \
-    p = (real)0.0001984126984126984f;         \
+#define TAYLOR_C0 0.0001984126984126984f
+#define TAYLOR_REST(p, r)                     \
     p = p * r + (real)0.001388888888888889f;  \
     p = p * r + (real)0.008333333333333333f;  \
     p = p * r + (real)0.041666666666666664f;  \
@@ -101,12 +103,15 @@ typedef int32_t ibits;
     p = p * r + (real)1.0f;                   \
     p = p * r + (real)1.0f
 #endif
+#define TAYLOR(p, r)         \
+    p = (real)TAYLOR_C0;     \
+    TAYLOR_REST(p, r)
 
 /* Particles per chunk: about 8 KiB (float) / 4 KiB (double) of θ per feature row, a
-   multiple of 8 in [8, 256]. */
+   multiple of 16 (a whole number of vectors of any width up to 64 bytes) in [16, 256]. */
 #define CH_PER (MFSYM_DOUBLE ? 4 : 8)
-#define CH_RAW ((CH_PER * 1024 / D) / 8 * 8)
-#define CH (CH_RAW < 8 ? 8 : (CH_RAW > 256 ? 256 : CH_RAW))
+#define CH_RAW ((CH_PER * 1024 / D) / 16 * 16)
+#define CH (CH_RAW < 16 ? 16 : (CH_RAW > 256 ? 256 : CH_RAW))
 
 /* The activation a = act(h) and its derivative act'(h) given h and a (an argument a
    derivative does not need is cast to void, for -Wunused). */
@@ -423,18 +428,17 @@ typedef struct {
 } fused_args;
 
 /* cot_s = c0 e_s, e_s = L o_b − T_s with o_b the m views of sample b (s = g·B + b), L = I
-   when off; returns the loss Σ_s ‖e_s‖² / S (for FA, Σ_b ‖Φ̂(x_b) − y_b‖² / B as g is
-   orthogonal). */
-static double cotangent(const fused_args* a, int64_t r, const real* o, real* cot) {
-    int64_t S = a->S, m = a->m, B = S / m, md = m * DY;
-    const real* T = a->targets + r * S * DY;
-    const real* L = a->cot_l + r * md * md;
+   when off (T (S, DY), L (m·DY, m·DY)); returns the loss Σ_s ‖e_s‖² / S (for FA,
+   Σ_b ‖Φ̂(x_b) − y_b‖² / B as g is orthogonal). */
+static double cotangent_of(int64_t S, int64_t m, const real* T, const real* L, int on, real c0,
+                           const real* o, real* cot) {
+    int64_t B = S / m, md = m * DY;
     double loss = 0;
     for (int64_t s = 0; s < S; s++) {
         int64_t gi = s / B, b = s % B;
         for (int k = 0; k < DY; k++) {
             real v = o[s * DY + k];
-            if (a->cot_on[r]) {
+            if (on) {
                 v = 0;
                 for (int64_t g2 = 0; g2 < m; g2++)
                     for (int k2 = 0; k2 < DY; k2++)
@@ -442,10 +446,16 @@ static double cotangent(const fused_args* a, int64_t r, const real* o, real* cot
             }
             real e = v - T[s * DY + k];
             loss += (double)e * (double)e;
-            cot[s * DY + k] = a->c0 * e;
+            cot[s * DY + k] = c0 * e;
         }
     }
     return loss / (double)S;
+}
+
+static double cotangent(const fused_args* a, int64_t r, const real* o, real* cot) {
+    int64_t md = a->m * DY;
+    return cotangent_of(a->S, a->m, a->targets + r * a->S * DY, a->cot_l + r * md * md,
+                        a->cot_on[r], a->c0, o, cot);
 }
 
 /* One run: outputs (keeping the pull-back data), cotangent, force and update; the chunks
@@ -517,8 +527,473 @@ int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, c
     return 0;
 }
 
-/* The compiled variant, for checking a loaded library: v[0..8] = {ABI version, bytes per
-   real, unit, activation, DX, DY, D, CH, OpenMP on}, *slope = SLOPE. */
+/* ======================================================================================
+   The step kernel (mfsym_steps): explicit vectors across particles, K steps per call,
+   its own threads that wait passively.
+
+   Vectors.  A vector holds VL consecutive particles of one feature row of a chunk (GNU C
+   vector extensions, VBYTES bytes: 64 with AVX-512, 32 with AVX, else 16), so the
+   activation, its derivative and the pull-back of VL particles are one instruction
+   each; the pull-back keeps the D force rows of VL particles in registers across all S
+   samples.  The exponential is m_exp's formula with 2ⁿ and n taken from one rounding by
+   the shifter 1.5·2^23 (float) / 1.5·2^52 (double) instead of floor.
+
+   Threads.  Work items are (run, chunk) pairs of one phase (A: outputs, B: force and
+   update) or whole runs; threads claim items one at a time from a shared counter, so a
+   thread the system deschedules holds up at most the item it has, and nothing waits for
+   it to arrive anywhere.  The thread that completes a phase's last item does the serial
+   part (per-run sums over chunks in chunk order, cotangent, loss) and opens the next
+   phase.  A thread with nothing to claim spins briefly, then sleeps on a condition
+   variable.  Each run's numbers do not depend on which thread did what, nor on how many
+   threads or runs there are. */
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+#ifndef MFSYM_VBYTES
+#if defined(__AVX512F__)
+#define MFSYM_VBYTES 64
+#elif defined(__AVX__)
+#define MFSYM_VBYTES 32
+#else
+#define MFSYM_VBYTES 16
+#endif
+#endif
+#define VL (MFSYM_VBYTES / (int)sizeof(real))
+#if CH % (MFSYM_VBYTES / 4) != 0
+#error "CH must be a multiple of the vector length"
+#endif
+typedef real vreal __attribute__((vector_size(MFSYM_VBYTES)));
+typedef ibits vbits __attribute__((vector_size(MFSYM_VBYTES)));
+
+#if MFSYM_DOUBLE
+#define SHIFTER 6755399441055744.0
+#define SHIFTER_BITS 0x4338000000000000LL
+#else
+#define SHIFTER 12582912.0f
+#define SHIFTER_BITS 0x4B400000
+#endif
+
+static inline vreal vset(real a) { return (vreal){0} + a; }
+static inline vreal vload(const real* p) {
+    vreal v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vstore(real* p, vreal v) { memcpy(p, &v, sizeof v); }
+/* lanes of a where m is all ones, else of b */
+static inline vreal vsel(vbits m, vreal a, vreal b) {
+    return (vreal)((m & (vbits)a) | (~m & (vbits)b));
+}
+
+/* exp(v) lane-wise for v clamped to [-LIM, LIM] (NaN stays NaN): t = v log2e + SHIFTER
+   rounds n = t − SHIFTER to the nearest integer, r = v − n ln2 (two parts), e^r by the
+   Taylor polynomial, 2ⁿ from the low bits of t. */
+static inline vreal v_exp(vreal v) {
+    v = vsel(v < (real)-EXP_LIM, vset((real)-EXP_LIM), v);
+    v = vsel(v > (real)EXP_LIM, vset((real)EXP_LIM), v);
+    vreal t = v * (real)LOG2E + (real)SHIFTER;
+    vreal n = t - (real)SHIFTER;
+    vreal r = (v - n * (real)LN2_HI) - n * (real)LN2_LO;
+    vreal p = vset((real)TAYLOR_C0);
+    TAYLOR_REST(p, r);
+    vbits e = ((vbits)t - (ibits)SHIFTER_BITS + EXP_BIAS) << EXP_MANT;
+    return p * (vreal)e;
+}
+
+#if MFSYM_ACT == 1
+#define VACT(h) ((real)1 / ((real)1 + v_exp(-(h))))
+#define VDACT(h, a) ((a) * ((real)1 - (a)))
+#elif MFSYM_ACT == 2
+#define VACT(h) ((real)1 - (real)2 / ((real)1 + v_exp((real)2 * (h))))
+#define VDACT(h, a) ((real)1 - (a) * (a))
+#elif MFSYM_ACT == 3
+#define VACT(h) vsel((h) < (real)0, vset(0), (h))
+#define VDACT(h, a) ((void)(a), vsel((h) > (real)0, vset(1), vset(0)))
+#elif MFSYM_ACT == 4
+#define VACT(h) vsel((h) < (real)0, (real)SLOPE * (h), (h))
+#define VDACT(h, a) ((void)(a), vsel((h) > (real)0, vset(1), vset((real)SLOPE)))
+#else
+#define VACT(h) (h)
+#define VDACT(h, a) ((void)(h), (void)(a), vset(1))
+#endif
+
+/* Σ of a vector's lanes in float64, pairwise. */
+static inline double vsum(vreal v) {
+    double t[VL];
+    for (int j = 0; j < VL; j++) t[j] = (double)v[j];
+    for (int w = VL / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) t[j] += t[j + w];
+    return t[0];
+}
+
+/* Outputs of a chunk (tz feature-major, lanes cn..CH-1 zero): part[s, k] = Σ_n σ*(x_s,
+   z_n)_k over the chunk, and the pull-back data st[s][q][n] (as output_chunk). */
+static void v_output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S,
+                           double* part, real* st) {
+    int64_t nb = (cn + VL - 1) / VL;
+    real mask[CH] __attribute__((aligned(64)));
+    for (int64_t n = 0; n < CH; n++) mask[n] = n < cn ? (real)1 : (real)0;
+    for (int64_t s = 0; s < S; s++) {
+        const real* xs = xr + s * DX;
+        real* sts = st + s * NQ * CH;
+        vreal acc[DY];
+        for (int k = 0; k < DY; k++) acc[k] = vset(0);
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t n = b * VL;
+            vreal mk = vload(mask + n);
+#if MFSYM_UNIT == 1
+            for (int k = 0; k < DY; k++) {
+                vreal h = vload(&tz[k * DX][n]) * xs[0];
+                for (int l = 1; l < DX; l++) h += vload(&tz[k * DX + l][n]) * xs[l];
+                vreal a = VACT(h);
+                vstore(sts + k * CH + n, VDACT(h, a));
+                acc[k] += a * mk;
+            }
+#else
+            vreal h = vload(&tz[0][n]) * xs[0];
+            for (int l = 1; l < DX; l++) h += vload(&tz[l][n]) * xs[l];
+            h = h / (real)DX;
+            vreal a = VACT(h);
+            vstore(sts + n, a);
+            vstore(sts + CH + n, VDACT(h, a));
+            vreal am = a * mk;
+            for (int k = 0; k < DY; k++) acc[k] += vload(&tz[DX + k][n]) * am;
+#endif
+        }
+        for (int k = 0; k < DY; k++) part[s * DY + k] = vsum(acc[k]);
+    }
+}
+
+/* Pull-back of a chunk from st: g[d][n] = Σ_s (J_n(x_s)ᵀ c_s)_d, the D rows of VL
+   particles in registers over the samples. */
+static void v_force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real* cr,
+                          int64_t S, const real* st, real g[D][CH]) {
+    int64_t nb = (cn + VL - 1) / VL;
+    (void)tz;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t n = b * VL;
+        vreal gv[D];
+        for (int d = 0; d < D; d++) gv[d] = vset(0);
+#if MFSYM_UNIT == 2
+        vreal vv[DY];
+        for (int k = 0; k < DY; k++) vv[k] = vload(&tz[DX + k][n]);
+#endif
+        for (int64_t s = 0; s < S; s++) {
+            const real* xs = xr + s * DX;
+            const real* cs = cr + s * DY;
+            const real* sts = st + s * NQ * CH;
+#if MFSYM_UNIT == 1
+            for (int k = 0; k < DY; k++) {
+                vreal w = vload(sts + k * CH + n) * cs[k];
+                for (int l = 0; l < DX; l++) gv[k * DX + l] += w * xs[l];
+            }
+#else
+            vreal a = vload(sts + n), dd = vload(sts + CH + n);
+            vreal vc = vv[0] * cs[0];
+            for (int k = 1; k < DY; k++) vc += vv[k] * cs[k];
+            vreal w = dd * vc;
+            for (int k = 0; k < DY; k++) gv[DX + k] += a * cs[k];
+            for (int l = 0; l < DX; l++) gv[l] += w * xs[l];
+#endif
+        }
+#if MFSYM_UNIT == 2
+        for (int l = 0; l < DX; l++) gv[l] = gv[l] / (real)DX;
+#endif
+        for (int d = 0; d < D; d++) vstore(&g[d][n], gv[d]);
+    }
+}
+
+typedef struct {
+    int64_t R, N, S, m, K, nch, wr, wdb;
+    const real *theta, *x, *targets, *cot_l, *xi, *proj, *noise_proj;
+    const int8_t *cot_on, *proj_on, *noise_on;
+    const int64_t* xi_row;
+    int64_t x_step, t_step, xi_stride, xi_step, step0;
+    real c0, lr, wd, sigma;
+    real *out, *tmp, *work;
+    double *loss_acc, *partw;
+    int64_t* first_bad;
+    int by_run, nt;
+    /* scheduling: items claimed (ticket), items done, the open phase, sleeping threads */
+    int64_t ticket, done, phase;
+    int sleepers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} steps_ctx;
+
+typedef struct {
+    steps_ctx* c;
+    int id;
+} worker_arg;
+
+/* The particles step k reads and writes: θ, then out and tmp alternately so that the
+   last step writes out. */
+static const real* theta_src(const steps_ctx* c, int64_t k);
+static real* theta_dst(const steps_ctx* c, int64_t k) {
+    return ((c->K - 1 - k) % 2 == 0) ? c->out : c->tmp;
+}
+static const real* theta_src(const steps_ctx* c, int64_t k) {
+    return k == 0 ? c->theta : theta_dst(c, k - 1);
+}
+
+/* Phase A of step k for chunk ch of run r: outputs into part, pull-back data into st. */
+static void phase_a(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, real* st,
+                    double* part) {
+    int64_t N = c->N, S = c->S, n0 = ch * CH, cn = N - n0 < CH ? N - n0 : CH;
+    real tz[D][CH] __attribute__((aligned(64)));
+    load_chunk(theta_src(c, k) + (r * N + n0) * D, cn, c->proj + r * D * D, c->proj_on[r],
+               tz);
+    v_output_chunk(tz, cn, c->x + k * c->x_step + r * S * DX, S, part, st);
+}
+
+/* Phase B of step k for chunk ch of run r: force from st and cot, then the update. */
+static void phase_b(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, const real* st,
+                    const real* cot) {
+    int64_t N = c->N, S = c->S, n0 = ch * CH, cn = N - n0 < CH ? N - n0 : CH;
+    real tz[D][CH] __attribute__((aligned(64)));
+    real g[D][CH] __attribute__((aligned(64)));
+    const real* th = theta_src(c, k) + (r * N + n0) * D;
+    const real* P = c->proj + r * D * D;
+    load_chunk(th, cn, P, c->proj_on[r], tz);
+    v_force_chunk(tz, cn, c->x + k * c->x_step + r * S * DX, cot, S, st, g);
+    update_chunk(th, cn, g, c->xi + c->xi_row[r] * c->xi_stride + k * c->xi_step + n0 * D, P,
+                 c->proj_on[r], c->noise_proj + r * D * D, c->noise_on[r], c->lr, c->wd,
+                 c->sigma, theta_dst(c, k) + (r * N + n0) * D);
+}
+
+/* The serial part of step k for run r: Φ_N = Σ_chunks part / N in chunk order, the
+   cotangent and the loss. */
+static void run_sums(const steps_ctx* c, int64_t k, int64_t r, const double* part, real* o,
+                     real* cot) {
+    int64_t S = c->S, nch = c->nch, md = c->m * DY;
+    for (int64_t q = 0; q < S * DY; q++) {
+        double t = 0;
+        for (int64_t ch = 0; ch < nch; ch++) t += part[ch * S * DY + q];
+        o[q] = (real)(t / (double)c->N);
+    }
+    double loss = cotangent_of(S, c->m, c->targets + k * c->t_step + r * S * DY,
+                               c->cot_l + r * md * md, c->cot_on[r], c->c0, o, cot);
+    c->loss_acc[r] += loss;
+    if (!__builtin_isfinite(loss) && c->first_bad[r] < 0) c->first_bad[r] = c->step0 + k;
+}
+
+/* Workspace layout.  By run: per thread, st (nch·S·NQ·CH), o and cot (S·DY each) and part
+   (nch·S·DY doubles).  By chunk: the same for every run, indexed by run. */
+static void run_space(const steps_ctx* c, int64_t slot, real** st, real** o, real** cot,
+                      double** part) {
+    *st = c->work + slot * c->wr;
+    *o = *st + c->nch * c->S * NQ * CH;
+    *cot = *o + c->S * DY;
+    *part = c->partw + slot * c->wdb;
+}
+
+static void whole_runs(steps_ctx* c, int id) {
+    for (;;) {
+        int64_t r = __atomic_fetch_add(&c->ticket, 1, __ATOMIC_SEQ_CST);
+        if (r >= c->R) return;
+        real *st, *o, *cot;
+        double* part;
+        run_space(c, id, &st, &o, &cot, &part);
+        for (int64_t k = 0; k < c->K; k++) {
+            for (int64_t ch = 0; ch < c->nch; ch++)
+                phase_a(c, k, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY);
+            run_sums(c, k, r, part, o, cot);
+            for (int64_t ch = 0; ch < c->nch; ch++)
+                phase_b(c, k, r, ch, st + ch * c->S * NQ * CH, cot);
+        }
+    }
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Wait until the open phase is past p: spin, then yield, then sleep. */
+static void wait_past(steps_ctx* c, int64_t p) {
+    for (int i = 0; i < 4096; i++) {
+        if (__atomic_load_n(&c->phase, __ATOMIC_SEQ_CST) > p) return;
+        if (i % 512 == 511) sched_yield();
+        else cpu_relax();
+    }
+    pthread_mutex_lock(&c->mu);
+    __atomic_fetch_add(&c->sleepers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&c->phase, __ATOMIC_SEQ_CST) <= p) pthread_cond_wait(&c->cv, &c->mu);
+    __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void open_phase(steps_ctx* c, int64_t p) {
+    __atomic_store_n(&c->phase, p, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&c->sleepers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* Phases 2k (A) and 2k+1 (B) of steps k < K, each of R·nch items (run-major). */
+static void phased(steps_ctx* c) {
+    int64_t W = c->R * c->nch, P = 2 * c->K;
+    for (;;) {
+        int64_t p = __atomic_load_n(&c->phase, __ATOMIC_SEQ_CST);
+        if (p >= P) return;
+        int64_t t = __atomic_load_n(&c->ticket, __ATOMIC_SEQ_CST);
+        if (t >= (p + 1) * W) {
+            wait_past(c, p);
+            continue;
+        }
+        if (!__atomic_compare_exchange_n(&c->ticket, &t, t + 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+            continue;
+        int64_t i = t - p * W, r = i / c->nch, ch = i % c->nch, k = p / 2;
+        real *st, *o, *cot;
+        double* part;
+        run_space(c, r, &st, &o, &cot, &part);
+        if (p % 2 == 0)
+            phase_a(c, k, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY);
+        else
+            phase_b(c, k, r, ch, st + ch * c->S * NQ * CH, cot);
+        if (__atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST) == (p + 1) * W) {
+            if (p % 2 == 0)
+                for (int64_t rr = 0; rr < c->R; rr++) {
+                    run_space(c, rr, &st, &o, &cot, &part);
+                    run_sums(c, k, rr, part, o, cot);
+                }
+            open_phase(c, p + 1);
+        }
+    }
+}
+
+static void* steps_worker(void* arg) {
+    worker_arg* w = (worker_arg*)arg;
+    if (w->c->by_run) whole_runs(w->c, w->id);
+    else phased(w->c);
+    return 0;
+}
+
+/* How mfsym_steps splits work among nt threads: whole runs when every thread gets as many
+   (or R ≥ 4 nt), else (run, chunk) items; threads used (1 below 4096 updates per step). */
+static int steps_by_run(int64_t R, int nt) { return nt > 1 && R >= nt && (R % nt == 0 || R >= 4 * nt); }
+static int steps_threads(int64_t R, int64_t N, int64_t S, int nt) {
+    int64_t items = steps_by_run(R, nt) ? R : R * nchunks(N);
+    if (R * N * S < 4096 || nt < 1) return 1;
+    return items < nt ? (int)items : nt;
+}
+
+/* Workspace of mfsym_steps with nt threads: reals and doubles. */
+void mfsym_steps_sizes(int64_t R, int64_t N, int64_t S, int nt, int64_t* reals,
+                       int64_t* doubles) {
+    int64_t slots = steps_by_run(R, nt) ? steps_threads(R, N, S, nt) : R;
+    *reals = slots * (nchunks(N) * S * NQ * CH + 2 * S * DY);
+    *doubles = slots * nchunks(N) * S * DY;
+}
+
+/* K whole steps of R runs: step k reads x (K, R, S, DX) at x + k·x_step, targets (K, R, S,
+   DY) at targets + k·t_step and ξ of run r at xi + xi_row[r]·xi_stride + k·xi_step (N·D
+   contiguous); the rest as mfsym_fused.  θ_out receives the particles after the K steps
+   (tmp (R, N, D) is scratch); loss_acc gets each step's loss, first_bad the step index
+   step0 + k of a run's first non-finite loss.  Returns the number of threads that ran. */
+int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
+                const real* x, int64_t x_step, const real* targets, int64_t t_step,
+                const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
+                const int64_t* xi_row, int64_t xi_stride, int64_t xi_step, const real* proj,
+                const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
+                double lr, double wd, double sigma, real* theta_out, real* tmp,
+                double* loss_acc, int64_t* first_bad, int64_t step0, real* work,
+                double* partw, int nt) {
+    if (K < 1 || R < 1) return 0;
+    steps_ctx c;
+    memset(&c, 0, sizeof c);
+    c.R = R, c.N = N, c.S = S, c.m = m, c.K = K, c.nch = nchunks(N);
+    c.wr = c.nch * S * NQ * CH + 2 * S * DY;
+    c.wdb = c.nch * S * DY;
+    c.theta = theta, c.x = x, c.targets = targets, c.cot_l = cot_l, c.xi = xi;
+    c.proj = proj, c.noise_proj = noise_proj, c.cot_on = cot_on, c.proj_on = proj_on;
+    c.noise_on = noise_on, c.xi_row = xi_row, c.x_step = x_step, c.t_step = t_step;
+    c.xi_stride = xi_stride, c.xi_step = xi_step, c.step0 = step0;
+    c.c0 = (real)c0, c.lr = (real)lr, c.wd = (real)wd, c.sigma = (real)sigma;
+    c.out = theta_out, c.tmp = tmp, c.work = work, c.loss_acc = loss_acc, c.partw = partw;
+    c.first_bad = first_bad;
+    c.by_run = steps_by_run(R, nt);
+    int want = steps_threads(R, N, S, nt);
+    pthread_mutex_init(&c.mu, 0);
+    pthread_cond_init(&c.cv, 0);
+    pthread_t tid[256];
+    worker_arg args[256];
+    int started = 0;
+    for (int i = 1; i < want && i < 256; i++) {
+        args[i].c = &c, args[i].id = i;
+        if (pthread_create(&tid[i], 0, steps_worker, &args[i]) != 0) break;
+        started = i;
+    }
+    args[0].c = &c, args[0].id = 0;
+    steps_worker(&args[0]);
+    for (int i = 1; i <= started; i++) pthread_join(tid[i], 0);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    return started + 1;
+}
+
+/* ---- the machine's floor for these kernels ----
+   ns per lane, in this thread's CPU time, of: a vector FMA at full throughput (8
+   independent chains), the exponential v_exp, and the reciprocal 1/(1 + v) (the sigmoid's
+   division), each over `reps` passes of register- or L1-resident data.  ns[0..2]. */
+static double thread_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return 1e9 * (double)ts.tv_sec + (double)ts.tv_nsec;
+}
+
+/* An empty asm that reads v from a register, so the chains cannot be folded away. */
+#if defined(__x86_64__) || defined(__i386__)
+#define KEEP_IN_REGISTER(v) __asm__ __volatile__("" : : "v"(v))
+#elif defined(__aarch64__)
+#define KEEP_IN_REGISTER(v) __asm__ __volatile__("" : : "w"(v))
+#else
+#define KEEP_IN_REGISTER(v) __asm__ __volatile__("" : : "g"(&(v)) : "memory")
+#endif
+
+void mfsym_floor(int64_t reps, double* ns) {
+    enum { CHAINS = 12, LEN = 1024 };
+    real buf[LEN] __attribute__((aligned(64)));
+    for (int i = 0; i < LEN; i++) buf[i] = (real)(-8.0 + 16.0 * i / LEN);
+    volatile real sink = 0;
+    vreal acc[CHAINS];
+    for (int i = 0; i < CHAINS; i++) acc[i] = vset((real)i);
+    vreal a = vset((real)0.999), b = vset((real)1e-3);
+    int64_t iters = reps * 128;
+    double t0 = thread_ns();
+    for (int64_t it = 0; it < iters; it++) {
+        for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * a + b;
+        KEEP_IN_REGISTER(acc[0]);
+    }
+    double t1 = thread_ns();
+    for (int i = 0; i < CHAINS; i++) sink += acc[i][0];
+    ns[0] = (t1 - t0) / ((double)iters * CHAINS * VL);
+    vreal e = vset(0);
+    t0 = thread_ns();
+    for (int64_t it = 0; it < reps; it++)
+        for (int i = 0; i < LEN; i += VL) e += v_exp(vload(buf + i));
+    t1 = thread_ns();
+    sink += e[0];
+    ns[1] = (t1 - t0) / ((double)reps * LEN);
+    e = vset(0);
+    t0 = thread_ns();
+    for (int64_t it = 0; it < reps; it++)
+        for (int i = 0; i < LEN; i += VL) e += (real)1 / ((real)1 + vload(buf + i) * vload(buf + i));
+    t1 = thread_ns();
+    sink += e[0];
+    ns[2] = (t1 - t0) / ((double)reps * LEN);
+    (void)sink;
+}
+
+/* The compiled variant, for checking a loaded library: v[0..9] = {ABI version, bytes per
+   real, unit, activation, DX, DY, D, CH, OpenMP on, lanes per vector}, *slope = SLOPE. */
 void mfsym_variant(int64_t* v, double* slope) {
     v[0] = MFSYM_ABI;
     v[1] = (int64_t)sizeof(real);
@@ -529,5 +1004,6 @@ void mfsym_variant(int64_t* v, double* slope) {
     v[6] = D;
     v[7] = CH;
     v[8] = MFSYM_OPENMP;
+    v[9] = VL;
     *slope = (double)SLOPE;
 }
