@@ -357,7 +357,8 @@ def stream_seed(seed: int, n_particles: int, tag: str = "") -> int:
     """The torch seed of a random stream (data, DA draws, noise): the seed's common stream,
     or with a ``tag`` another stream of the same seed."""
     key = (seed, n_particles, 2) + ((zlib.crc32(tag.encode()),) if tag else ())
-    return int(_seed_sequence(*key).generate_state(1, dtype=np.uint64)[0] >> 1)
+    # shift a Python int: under NumPy 1.x, np.uint64 >> int is a casting error
+    return int(_seed_sequence(*key).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 def stream_tag(run: RunSpec, coupling: str) -> str:
