@@ -704,6 +704,69 @@ static void v_force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real
     }
 }
 
+/* Rows (particle-major, n·D + d) of cn particles to feature-major lanes, lanes cn..CH-1
+   zero; and back. */
+static void to_features(const real* rows, int64_t cn, real t[D][CH]) {
+    for (int64_t n = 0; n < cn; n++)
+        for (int d = 0; d < D; d++) t[d][n] = rows[n * D + d];
+    for (int d = 0; d < D; d++)
+        for (int64_t n = cn; n < CH; n++) t[d][n] = 0;
+}
+
+static void to_rows(real t[D][CH], int64_t cn, real* rows) {
+    for (int64_t n = 0; n < cn; n++)
+        for (int d = 0; d < D; d++) rows[n * D + d] = t[d][n];
+}
+
+/* v ← v·M for the D feature rows of VL particles (row vectors times M, M (D, D)
+   row-major): (v M)_d = Σ_e v_e M[e, d]. */
+static inline void v_times(vreal v[D], const real* M) {
+    vreal w[D];
+    for (int d = 0; d < D; d++) {
+        w[d] = v[0] * M[d];
+        for (int e = 1; e < D; e++) w[d] += v[e] * M[e * D + d];
+    }
+    for (int d = 0; d < D; d++) v[d] = w[d];
+}
+
+/* As load_chunk, vectorised: tz = the chunk's particles feature-major, times Pᵀ when on
+   (tz_d = Σ_e θ_e P[d, e]). */
+static void v_load_chunk(const real* th, int64_t cn, const real* P, int on, real tz[D][CH]) {
+    to_features(th, cn, tz);
+    if (!on) return;
+    real Pt[D * D];
+    for (int d = 0; d < D; d++)
+        for (int e = 0; e < D; e++) Pt[e * D + d] = P[d * D + e];
+    for (int64_t n = 0; n < CH; n += VL) {
+        vreal v[D];
+        for (int d = 0; d < D; d++) v[d] = vload(&tz[d][n]);
+        v_times(v, Pt);
+        for (int d = 0; d < D; d++) vstore(&tz[d][n], v[d]);
+    }
+}
+
+/* As update_chunk, vectorised: θ_out = θ − lr·Π_d[g + wd·θ] + sigma·Π_n ξ with Π_d = P
+   where pon, Π_n = Q where qon (row vectors times the matrix). */
+static void v_update_chunk(const real* th, int64_t cn, real g[D][CH], const real* xv,
+                           const real* P, int pon, const real* Q, int qon, real lr, real wd,
+                           real sg, real* to) {
+    real tt[D][CH] __attribute__((aligned(64)));
+    real nt[D][CH] __attribute__((aligned(64)));
+    to_features(th, cn, tt);
+    to_features(xv, cn, nt);
+    for (int64_t n = 0; n < cn; n += VL) {
+        vreal dr[D], nz[D];
+        for (int d = 0; d < D; d++) {
+            dr[d] = vload(&g[d][n]) + wd * vload(&tt[d][n]);
+            nz[d] = vload(&nt[d][n]);
+        }
+        if (pon) v_times(dr, P);
+        if (qon) v_times(nz, Q);
+        for (int d = 0; d < D; d++) vstore(&tt[d][n], (vload(&tt[d][n]) - lr * dr[d]) + sg * nz[d]);
+    }
+    to_rows(tt, cn, to);
+}
+
 typedef struct {
     int64_t R, N, S, m, K, nch, wr, wdb;
     const real *theta, *x, *targets, *cot_l, *xi, *proj, *noise_proj;
@@ -742,8 +805,8 @@ static void phase_a(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, real* 
                     double* part) {
     int64_t N = c->N, S = c->S, n0 = ch * CH, cn = N - n0 < CH ? N - n0 : CH;
     real tz[D][CH] __attribute__((aligned(64)));
-    load_chunk(theta_src(c, k) + (r * N + n0) * D, cn, c->proj + r * D * D, c->proj_on[r],
-               tz);
+    v_load_chunk(theta_src(c, k) + (r * N + n0) * D, cn, c->proj + r * D * D, c->proj_on[r],
+                 tz);
     v_output_chunk(tz, cn, c->x + k * c->x_step + r * S * DX, S, part, st);
 }
 
@@ -751,13 +814,13 @@ static void phase_a(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, real* 
 static void phase_b(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, const real* st,
                     const real* cot) {
     int64_t N = c->N, S = c->S, n0 = ch * CH, cn = N - n0 < CH ? N - n0 : CH;
-    real tz[D][CH] __attribute__((aligned(64)));
+    real tz[D][CH] __attribute__((aligned(64)));  /* read by the uv unit only */
     real g[D][CH] __attribute__((aligned(64)));
     const real* th = theta_src(c, k) + (r * N + n0) * D;
     const real* P = c->proj + r * D * D;
-    load_chunk(th, cn, P, c->proj_on[r], tz);
+    if (MFSYM_UNIT == 2) v_load_chunk(th, cn, P, c->proj_on[r], tz);  /* the v rows */
     v_force_chunk(tz, cn, c->x + k * c->x_step + r * S * DX, cot, S, st, g);
-    update_chunk(th, cn, g, c->xi + c->xi_row[r] * c->xi_stride + k * c->xi_step + n0 * D, P,
+    v_update_chunk(th, cn, g, c->xi + c->xi_row[r] * c->xi_stride + k * c->xi_step + n0 * D, P,
                  c->proj_on[r], c->noise_proj + r * D * D, c->noise_on[r], c->lr, c->wd,
                  c->sigma, theta_dst(c, k) + (r * N + n0) * D);
 }

@@ -1,0 +1,144 @@
+"""The step kernel (``mfsym_steps``): K steps in one call, its own threads, explicit vectors.
+
+Checked against (i) K single-step calls of itself, bit for bit (the call's buffers, step
+offsets and noise rows), (ii) the first kernel ``mfsym_fused`` (backend ``native-v1``,
+scalar 8-lane code), to float64 rounding (only the order of the sums over particles
+differs), (iii) itself with other thread counts and other runs in the call, bit for bit,
+and (iv) the divergence bookkeeping of a step inside a call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_kernels import F32, F64, fa_spec, native_or_skip, new_tally
+
+from mfsym.core.units import make_unit
+from mfsym.engine.kernels import NativeKernel, NativeV1Kernel
+
+UNITS = [("matrix", 2, "sigmoid"), ("uv", 3, "tanh"), ("matrix", 3, "leaky_relu")]
+
+
+def chunk_inputs(unit, dtype, R=3, N=700, K=6, m=2, B=5, seed=0):
+    """θ (R, N, D), views (K, R, m·B, dx), targets (K, R, m·B, dy), ξ (2, K, N, D)."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(R, N, unit.dim_z, generator=gen, dtype=dtype)
+    x = 1.5 * torch.randn(K, R, m * B, unit.dx, generator=gen, dtype=dtype)
+    y = torch.randn(K, R, m * B, unit.dy, generator=gen, dtype=dtype)
+    xi = torch.randn(2, K, N, unit.dim_z, generator=gen, dtype=dtype)
+    return theta, x, y, xi
+
+
+def with_threads(n, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("name", "dim", "act"), UNITS)
+def test_k_steps_in_one_call_equal_k_calls_of_one_step(name, dim, act, dtype, threads):
+    """Projected model, drift and noise, an FA cotangent over 2 views, noise rows shared
+    by runs: one call of K = 6 steps gives the bits of six calls, and the same losses."""
+    unit = make_unit(name, dim, dim, act)
+    kern = native_or_skip(unit, dtype)
+    theta, x, y, xi = chunk_inputs(unit, dtype)
+    spec = fa_spec(unit, dtype)
+
+    def run():
+        many = new_tally(3)
+        got = kern.advance_many(theta, x, y, xi, spec, many, 40)
+        one, th = new_tally(3, step=40), theta
+        for k in range(x.shape[0]):
+            one.step = 40 + k
+            th = kern.advance(th, x[k], y[k], xi[:, k], spec, one)
+        return got, th, many, one
+
+    got, th, many, one = with_threads(threads, run)
+    assert torch.equal(got, th)
+    assert torch.equal(many.loss_acc, one.loss_acc)
+    assert torch.equal(many.first_bad, one.first_bad)
+    assert not torch.equal(got, theta)
+
+
+@pytest.mark.parametrize(("name", "dim", "act"), UNITS)
+def test_the_step_kernel_equals_the_first_kernel_in_float64(name, dim, act):
+    """Two implementations (vectors of particles, K steps per call; 8-lane scalar code,
+    one call per step) agree to float64 rounding over 6 steps of a mixed stack."""
+    unit = make_unit(name, dim, dim, act)
+    native_or_skip(unit, F64)
+    theta, x, y, xi = chunk_inputs(unit, F64, seed=3)
+    spec = fa_spec(unit, F64)
+    results = []
+    for kind in (NativeKernel, NativeV1Kernel):
+        tally = new_tally(3)
+        results.append((kind(unit, F64).advance_many(theta, x, y, xi, spec, tally, 0), tally))
+    (a, ta), (b, tb) = results
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ta.loss_acc, tb.loss_acc, rtol=1e-12, atol=0)
+    assert (a - theta).abs().max() > 1e-3  # the steps moved the particles
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_a_run_is_the_same_whatever_the_threads_and_the_other_runs(dtype):
+    """Run 0 alone (chunks shared by threads) and in stacks of 3 and 8 (chunks, or whole
+    runs, shared by threads), with 1 to 4 threads: the same bits."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, dtype)
+    theta, x, y, xi = chunk_inputs(unit, dtype, R=8, N=1500, K=4, m=1, B=20, seed=5)
+    spec = fa_spec(unit, dtype, m=1, R=8)
+    spec.cot_l, spec.cot_on = None, None
+    spec.proj_on = torch.zeros(8, dtype=torch.bool)
+    spec.noise_on = torch.tensor([True, False] * 4)
+    spec.proj = None
+    spec.noise_proj = torch.eye(4, dtype=dtype).expand(8, 4, 4).contiguous() * 0.5
+    spec.noise_row = torch.arange(8) % 2
+    outcomes = []
+    for R in (1, 3, 8):
+        sub = type(spec)(**{**spec.__dict__, "cache": {}})
+        sub.proj_on, sub.noise_on = spec.proj_on[:R], spec.noise_on[:R]
+        sub.noise_proj, sub.noise_row = spec.noise_proj[:R], spec.noise_row[:R]
+        for threads in (1, 2, 3, 4):
+            tally = new_tally(R)
+            new = with_threads(threads, lambda: kern.advance_many(
+                theta[:R], x[:, :R], y[:, :R], xi, sub, tally, 0))
+            outcomes.append((R, threads, new[0], tally.loss_acc[0]))
+    _, _, ref, ref_loss = outcomes[0]
+    for R, threads, new, loss in outcomes[1:]:
+        assert torch.equal(new, ref), (R, threads)
+        assert torch.equal(loss, ref_loss), (R, threads)
+
+
+def test_a_step_that_goes_bad_inside_a_call_is_marked_for_its_run_only():
+    """A NaN target at step 3 of run 1 (of 3): first_bad = step0 + 3 for run 1 alone,
+    whose loss is NaN; the other runs' numbers are those of the clean call."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, F32)
+    theta, x, y, xi = chunk_inputs(unit, F32, K=6, m=1, B=10)
+    spec = fa_spec(unit, F32, m=1)
+    spec.cot_l, spec.cot_on = None, None
+    bad = y.clone()
+    bad[3, 1, 0, 0] = math.nan
+    clean, dirty = new_tally(3), new_tally(3)
+    a = kern.advance_many(theta, x, y, xi, spec, clean, 100)
+    b = kern.advance_many(theta, x, bad, xi, spec, dirty, 100)
+    assert dirty.first_bad.tolist() == [-1, 103, -1]
+    assert torch.isnan(dirty.loss_acc[1]) and not torch.isnan(dirty.loss_acc[[0, 2]]).any()
+    assert torch.equal(a[[0, 2]], b[[0, 2]])
+    assert torch.isnan(b[1]).all()
+
+
+def test_the_floor_is_measured_on_this_cpu():
+    """Per-lane ns of an FMA, the exponential and the reciprocal: positive and finite; an
+    exponential (a polynomial of degree 7 and a reduction) costs more than one FMA."""
+    kern = native_or_skip(make_unit("matrix", 2, 2, "sigmoid"), F32)
+    got = kern.lib.floor(200)
+    assert set(got) == {"fma", "exp", "reciprocal"}
+    assert all(0 < v < 1e3 and math.isfinite(v) for v in got.values()), got
+    assert got["exp"] > got["fma"], got
