@@ -25,8 +25,15 @@ Finally the wall time of the paper's full grid (PAPER.md §6: N ∈ {5, …, 500
 3 teachers, 4 schemes, 2 initialisations, N·T steps each) is extrapolated from one stack
 of 120 runs (10 seeds × 3 teachers × 4 schemes) per N.
 
-    python benchmarks/bench_engine.py            # full table (minutes)
+The table times every backend of ``--backends`` (default: the step kernel ``native`` and
+the first kernel ``native-v1``) in the same run.  Further sections (``--sections``):
+``floor`` (the kernel against this CPU's floor, ``engine_floor.py``), ``single`` (one run
+against a stack) and ``load`` (the slowdown beside one busy process per core), both in
+``engine_load.py``, and ``grid`` (the paper grid's extrapolated training time).
+
+    python benchmarks/bench_engine.py            # everything (about 20 minutes)
     python benchmarks/bench_engine.py --quick    # a short look
+    python benchmarks/bench_engine.py --sections floor single load
 """
 
 from __future__ import annotations
@@ -46,7 +53,11 @@ from mfsym.core.teachers import paper_teachers
 from mfsym.core.units import make_unit
 from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
+import engine_floor  # noqa: E402  (beside this file)
+import engine_load  # noqa: E402
+
 GRID_N = (5, 10, 50, 100, 500, 1000, 5000)
+SECTIONS = ("table", "floor", "single", "load", "grid")
 TEACHERS = ("arbitrary", "WI", "SI")
 
 
@@ -253,46 +264,69 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3,
                     help="measurements per figure (median and spread are printed)")
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backends", nargs="+", default=["native", "native-v1"],
+                    help="backends timed side by side (the ratio is baseline / the first)")
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-baseline", action="store_true")
-    ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--no-grid", action="store_true", help="same as leaving out section grid")
     args = ap.parse_args(argv)
     if args.quick:
         args.N, args.stacks, args.budget = [100, 1000], [1, 12], 5e7
+    if args.no_grid and "grid" in args.sections:
+        args.sections.remove("grid")
     torch.set_num_threads(args.threads)
     unit = make_unit("matrix", 2, 2, "sigmoid")
     group = unit.group(c2_swap())
     teachers = paper_teachers(group)
     B = TrainConfig().batch_size
-    kw = {"backend": args.backend, "dtype": args.dtype, "device": "cpu"}
-    print(f"torch {torch.__version__}, {args.threads} thread(s), backend={args.backend}, "
-          f"dtype={args.dtype}, B={B}; load average {load()}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), backends "
+          f"{' '.join(args.backends)}, dtype={args.dtype}, B={B}; load average {load()}")
+    if "table" in args.sections:
+        table(args, group, unit, teachers, B)
+    if "floor" in args.sections:
+        engine_floor.report(args.threads, repeat=max(args.repeat, 3))
+    if "single" in args.sections:
+        engine_load.one_run_against_a_stack(args.backends, args.threads, args.repeat, group,
+                                            unit, teachers, B)
+    if "load" in args.sections:
+        engine_load.oversubscription(args.backends, ((12, 5000), (1, 1000)), args.threads,
+                                     64, args.repeat, group, unit, teachers, B)
+    if "grid" in args.sections:
+        kw = {"backend": args.backends[0], "dtype": args.dtype, "device": "cpu"}
+        grid(args, group, unit, teachers, kw, B)
+    print(f"load average at the end {load()}")
+
+
+def table(args, group, unit, teachers, B):
+    """ns per update of each backend and of the baseline, per (N, stack, scheme)."""
     print("ns per particle-sample update = time per step / (runs × N × B); FA and orbit-DA "
           "evaluate |G|·B views, counted as B samples.")
-    print(f"{'N':>5} {'stack':>5} {'scheme':>8} {'steps':>6} {'engine ns (spread)':>19} "
+    heads = " ".join(f"{b + ' ns (spread)':>21}" for b in args.backends)
+    print(f"{'N':>5} {'stack':>5} {'scheme':>8} {'steps':>6} {heads} "
           f"{'baseline ns (spread)':>21} {'ratio':>7}")
     for N in args.N:
         for R in args.stacks:
             for scheme in args.schemes:
                 steps = args.steps or steps_for(R, N, B, args.budget)
                 name, extra = (scheme, {}) if scheme != "DA-orbit" else ("DA", {"da_mode": "orbit"})
-                eng = time_engine(
-                    engine_runs(name, R), N, steps, group, unit, teachers, args.repeat,
-                    args.threads, **kw, **extra,
-                )
-                line = f"{N:>5} {R:>5} {scheme:>8} {steps:>6} {cell(eng, R * N * B):>19}"
+                line = f"{N:>5} {R:>5} {scheme:>8} {steps:>6}"
+                first = None
+                for backend in args.backends:
+                    eng = time_engine(
+                        engine_runs(name, R), N, steps, group, unit, teachers, args.repeat,
+                        args.threads, backend=backend, dtype=args.dtype, device="cpu", **extra,
+                    )
+                    first = first or eng
+                    line += f" {cell(eng, R * N * B):>21}"
                 if not args.no_baseline and scheme in SCHEMES:
                     base = time_baseline(scheme, R, N, steps, group, teachers, args.repeat,
                                          args.threads)
                     line += (f" {cell(base, R * N * B):>21}"
-                             f" {base.median / eng.median:>7.2f}")
+                             f" {base.median / first.median:>7.2f}")
                 print(line, flush=True)
     print("† upper bound (the marginal time was not positive); * taken under load "
           f"(under {BUSY_SHARE:.0%} of the threads' CPU time)")
-    if not args.no_grid:
-        grid(args, group, unit, teachers, kw, B)
-    print(f"load average at the end {load()}")
 
 
 def grid(args, group, unit, teachers, kw, B):

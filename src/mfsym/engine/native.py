@@ -11,19 +11,39 @@ What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N partic
   model projector (P_E for EA, else the identity);
 * ``force``: the pull-back ``F_n = Σ_s J_n(x_s)ᵀ c_s``, ``(R, N, D)``;
 * ``step``: the whole noisy SGD update of PAPER.md §4 in one pass,
-  ``θ ← θ − lr · Π_d[F(Pθ) + wd θ] + σ · Π_n ξ``, never storing F.
+  ``θ ← θ − lr · Π_d[F(Pθ) + wd θ] + σ · Π_n ξ``, never storing F;
+* ``steps`` (the step kernel, backend ``native``): K whole training steps in one call —
+  outputs, the scheme's cotangent ``c₀(L o − T)`` and loss, the pull-back and the update —
+  for views ``x (K, R, S, dx)``, targets ``(K, R, S, dy)`` and noise ``ξ (n_seeds, K, N,
+  D)``, so a single run pays no per-step Python;
+* ``fused``: one whole step per call (the first kernel, backend ``native-v1``, kept to be
+  timed beside the step kernel).
 
 Speed comes from (i) one pass per phase over the particles, kept in cache-sized chunks
-of ``CH`` particles stored feature-major so the loops vectorise over particles, (ii) the
-activation and its derivative computed from one pre-activation, (iii) a branch-free,
-vectorisable exponential (Cody–Waite reduction ``v = n ln2 + r``, |r| ≤ ln2/2, Taylor
-polynomial of degree 7 / 13 in float32 / float64, scaling by 2ⁿ through the exponent
-bits; relative error about one unit in the last place, NaN propagates).
+of ``CH`` particles stored feature-major; the step kernel holds ``VL`` particles of a
+feature row in one GNU C vector (64 bytes with AVX-512), keeps the D force rows of a
+vector of particles in registers over all samples, and vectorises the update and the
+projections too, (ii) the activation and its derivative computed from one
+pre-activation (one reciprocal per sigmoid), (iii) a branch-free, vectorisable
+exponential (Cody–Waite reduction ``v = n ln2 + r``, |r| ≤ ln2/2, Taylor polynomial of
+degree 7 / 13 in float32 / float64, scaling by 2ⁿ through the exponent bits; relative
+error about one unit in the last place, NaN propagates).  ``mfsym_floor`` measures this
+CPU's throughput for those operations (``benchmarks/engine_floor.py``).
+
+Threads.  The step kernel and ``output``/``force``/``step`` run on their own POSIX
+threads, as many as torch's intra-op count (which :func:`mfsym.engine.threads.limit_threads`
+sets from a job's ``threads``).  Work items — (run, chunk) pairs of a phase, or whole runs
+when every thread gets as many — are claimed one at a time from a shared counter, so a
+thread the system deschedules holds up only the item it has; the thread finishing a
+phase's last item does the per-run serial part and opens the next phase; a thread with
+nothing to claim spins about a tenth of a millisecond, then sleeps on a condition
+variable.  No thread spins for long, so a busy machine costs this run its fair share and
+no more.  (``native-v1`` uses OpenMP, whose waiting policy is the runtime's.)
 
 Determinism.  Work is split into (run, chunk) items whose boundaries depend only on N;
 partial sums over particles are kept per chunk (in float64) and added in chunk order, so
-the result is the same bit for bit whatever the number of threads and whatever other
-runs share the call.
+the result is the same bit for bit whatever the number of threads, whichever thread did
+which item, and whatever other runs share the call.
 
 Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`) with a JSON
 record of its SHA-256 and variant; it is loaded only when the folder, the library and the

@@ -11,12 +11,19 @@
 
      MFSYM_VBYTES  (optional) bytes per vector of the step kernel, default by the target
 
-   mfsym_variant reports these values (and whether OpenMP is on) so that a loaded library
-   can be checked against the variant it was asked for. */
+   mfsym_variant reports these values (and whether OpenMP is on, and the vector length) so
+   that a loaded library can be checked against the variant it was asked for.
 
+   Threads: mfsym_steps, mfsym_output, mfsym_force and mfsym_step run on POSIX threads that
+   claim work items from a shared counter and never spin for long (see mfsym_steps);
+   mfsym_fused, the first whole-step kernel, uses OpenMP. */
+
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #define THREAD_ID omp_get_thread_num()
@@ -339,20 +346,103 @@ static inline int use_threads(int64_t R, int64_t N, int64_t S) {
     return R * N * S >= 32768;
 }
 
+/* Items w = 0..W-1 of fn on up to nt threads (this one included), each claimed from a
+   shared counter: no thread waits for another except at the final join, which sleeps. */
+typedef void (*item_fn)(void* ctx, int64_t w);
+typedef struct {
+    item_fn fn;
+    void* ctx;
+    int64_t W, next;
+} item_job;
+
+static void* item_worker(void* arg) {
+    item_job* job = (item_job*)arg;
+    for (;;) {
+        int64_t w = __atomic_fetch_add(&job->next, 1, __ATOMIC_SEQ_CST);
+        if (w >= job->W) return 0;
+        job->fn(job->ctx, w);
+    }
+}
+
+static void parallel_items(int nt, int64_t W, item_fn fn, void* ctx) {
+    item_job job = {fn, ctx, W, 0};
+    pthread_t tid[256];
+    int started = 0;
+    for (int i = 1; i < nt && i < W && i < 256; i++) {
+        if (pthread_create(&tid[i], 0, item_worker, &job) != 0) break;
+        started = i;
+    }
+    item_worker(&job);
+    for (int i = 1; i <= started; i++) pthread_join(tid[i], 0);
+}
+
+/* The arguments of mfsym_output, mfsym_force and mfsym_step, whose items are (run,
+   chunk) pairs. */
+typedef struct {
+    int64_t N, S, nch;
+    const real *theta, *x, *cot, *xi, *proj, *noise_proj;
+    const int8_t *proj_on, *noise_on;
+    const int64_t* xi_row;
+    int64_t xi_stride;
+    real lr, wd, sigma;
+    real *out, *force;
+    double* part;
+} chunk_args;
+
+static void item_span(const chunk_args* a, int64_t w, int64_t* r, int64_t* n0, int64_t* cn) {
+    *r = w / a->nch;
+    *n0 = (w % a->nch) * CH;
+    *cn = a->N - *n0 < CH ? a->N - *n0 : CH;
+}
+
+static void output_item(void* ctx, int64_t w) {
+    const chunk_args* a = (const chunk_args*)ctx;
+    int64_t r, n0, cn, N = a->N, S = a->S;
+    item_span(a, w, &r, &n0, &cn);
+    real tz[D][CH] __attribute__((aligned(64)));
+    load_chunk(a->theta + (r * N + n0) * D, cn, a->proj + r * D * D, a->proj_on[r], tz);
+    output_chunk(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY, 0);
+}
+
+static void force_item(void* ctx, int64_t w) {
+    const chunk_args* a = (const chunk_args*)ctx;
+    int64_t r, n0, cn, N = a->N, S = a->S;
+    item_span(a, w, &r, &n0, &cn);
+    real tz[D][CH] __attribute__((aligned(64)));
+    real g[D][CH] __attribute__((aligned(64)));
+    load_chunk(a->theta + (r * N + n0) * D, cn, 0, 0, tz);
+    force_chunk(tz, cn, a->x + r * S * DX, a->cot + r * S * DY, S, 0, g);
+    real* f = a->force + (r * N + n0) * D;
+    for (int64_t n = 0; n < cn; n++)
+        for (int d = 0; d < D; d++) f[n * D + d] = g[d][n];
+}
+
+static void step_item(void* ctx, int64_t w) {
+    const chunk_args* a = (const chunk_args*)ctx;
+    int64_t r, n0, cn, N = a->N, S = a->S;
+    item_span(a, w, &r, &n0, &cn);
+    real tz[D][CH] __attribute__((aligned(64)));
+    real g[D][CH] __attribute__((aligned(64)));
+    const real* th = a->theta + (r * N + n0) * D;
+    load_chunk(th, cn, a->proj + r * D * D, a->proj_on[r], tz);
+    force_chunk(tz, cn, a->x + r * S * DX, a->cot + r * S * DY, S, 0, g);
+    update_chunk(th, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D, a->proj + r * D * D,
+                 a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr, a->wd,
+                 a->sigma, a->out + (r * N + n0) * D);
+}
+
+static int item_threads(int64_t R, int64_t N, int64_t S, int nt) {
+    return use_threads(R, N, S) ? nt : 1;
+}
+
 int mfsym_output(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                  const real* proj, const int8_t* proj_on, real* out, int nt) {
-    UNUSED_WITHOUT_OMP(nt);
     int64_t nch = nchunks(N), W = R * nch;
     double* part = (double*)malloc((size_t)W * S * DY * sizeof(double));
     if (!part) return 1;
-    OMP(omp parallel for num_threads(nt) schedule(static) if(use_threads(R, N, S)))
-    for (int64_t w = 0; w < W; w++) {
-        int64_t r = w / nch, n0 = (w % nch) * CH;
-        int64_t cn = N - n0 < CH ? N - n0 : CH;
-        real tz[D][CH] __attribute__((aligned(64)));
-        load_chunk(theta + (r * N + n0) * D, cn, proj + r * D * D, proj_on[r], tz);
-        output_chunk(tz, cn, x + r * S * DX, S, part + w * S * DY, 0);
-    }
+    chunk_args a = {.N = N, .S = S, .nch = nch, .theta = theta, .x = x, .proj = proj,
+                    .proj_on = proj_on, .part = part};
+    parallel_items(item_threads(R, N, S, nt), W, output_item, &a);
     for (int64_t r = 0; r < R; r++)
         for (int64_t q = 0; q < S * DY; q++) {
             double t = 0;
@@ -365,20 +455,9 @@ int mfsym_output(int64_t R, int64_t N, int64_t S, const real* theta, const real*
 
 int mfsym_force(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                 const real* cot, real* force, int nt) {
-    UNUSED_WITHOUT_OMP(nt);
-    int64_t nch = nchunks(N), W = R * nch;
-    OMP(omp parallel for num_threads(nt) schedule(static) if(use_threads(R, N, S)))
-    for (int64_t w = 0; w < W; w++) {
-        int64_t r = w / nch, n0 = (w % nch) * CH;
-        int64_t cn = N - n0 < CH ? N - n0 : CH;
-        real tz[D][CH] __attribute__((aligned(64)));
-        real g[D][CH] __attribute__((aligned(64)));
-        load_chunk(theta + (r * N + n0) * D, cn, 0, 0, tz);
-        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, 0, g);
-        real* f = force + (r * N + n0) * D;
-        for (int64_t n = 0; n < cn; n++)
-            for (int d = 0; d < D; d++) f[n * D + d] = g[d][n];
-    }
+    chunk_args a = {.N = N, .S = S, .nch = nchunks(N), .theta = theta, .x = x, .cot = cot,
+                    .force = force};
+    parallel_items(item_threads(R, N, S, nt), R * a.nch, force_item, &a);
     return 0;
 }
 
@@ -389,21 +468,11 @@ int mfsym_step(int64_t R, int64_t N, int64_t S, const real* theta, const real* x
                const real* proj, const int8_t* proj_on, const real* noise_proj,
                const int8_t* noise_on, double lr, double wd, double sigma, real* theta_out,
                int nt) {
-    UNUSED_WITHOUT_OMP(nt);
-    int64_t nch = nchunks(N), W = R * nch;
-    OMP(omp parallel for num_threads(nt) schedule(static) if(use_threads(R, N, S)))
-    for (int64_t w = 0; w < W; w++) {
-        int64_t r = w / nch, n0 = (w % nch) * CH;
-        int64_t cn = N - n0 < CH ? N - n0 : CH;
-        real tz[D][CH] __attribute__((aligned(64)));
-        real g[D][CH] __attribute__((aligned(64)));
-        const real* th = theta + (r * N + n0) * D;
-        load_chunk(th, cn, proj + r * D * D, proj_on[r], tz);
-        force_chunk(tz, cn, x + r * S * DX, cot + r * S * DY, S, 0, g);
-        update_chunk(th, cn, g, xi + xi_row[r] * xi_stride + n0 * D, proj + r * D * D,
-                     proj_on[r], noise_proj + r * D * D, noise_on[r], (real)lr, (real)wd,
-                     (real)sigma, theta_out + (r * N + n0) * D);
-    }
+    chunk_args a = {.N = N, .S = S, .nch = nchunks(N), .theta = theta, .x = x, .cot = cot,
+                    .xi = xi, .proj = proj, .noise_proj = noise_proj, .proj_on = proj_on,
+                    .noise_on = noise_on, .xi_row = xi_row, .xi_stride = xi_stride,
+                    .lr = (real)lr, .wd = (real)wd, .sigma = (real)sigma, .out = theta_out};
+    parallel_items(item_threads(R, N, S, nt), R * a.nch, step_item, &a);
     return 0;
 }
 
@@ -546,10 +615,6 @@ int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, c
    phase.  A thread with nothing to claim spins briefly, then sleeps on a condition
    variable.  Each run's numbers do not depend on which thread did what, nor on how many
    threads or runs there are. */
-#include <pthread.h>
-#include <sched.h>
-#include <time.h>
-
 #ifndef MFSYM_VBYTES
 #if defined(__AVX512F__)
 #define MFSYM_VBYTES 64
