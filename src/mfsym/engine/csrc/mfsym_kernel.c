@@ -404,31 +404,36 @@ static void output_item(void* ctx, int64_t w) {
     output_chunk(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY, 0);
 }
 
+/* The pull-back of item w into g (the model particles projected when project is set);
+   its run, first particle and size into r, n0, cn. */
+static void item_force(const chunk_args* a, int64_t w, int project, real g[D][CH], int64_t* r,
+                       int64_t* n0, int64_t* cn) {
+    item_span(a, w, r, n0, cn);
+    real tz[D][CH] __attribute__((aligned(64)));
+    const real* P = project ? a->proj + *r * D * D : 0;
+    load_chunk(a->theta + (*r * a->N + *n0) * D, *cn, P, project && a->proj_on[*r], tz);
+    force_chunk(tz, *cn, a->x + *r * a->S * DX, a->cot + *r * a->S * DY, a->S, 0, g);
+}
+
 static void force_item(void* ctx, int64_t w) {
     const chunk_args* a = (const chunk_args*)ctx;
-    int64_t r, n0, cn, N = a->N, S = a->S;
-    item_span(a, w, &r, &n0, &cn);
-    real tz[D][CH] __attribute__((aligned(64)));
+    int64_t r, n0, cn;
     real g[D][CH] __attribute__((aligned(64)));
-    load_chunk(a->theta + (r * N + n0) * D, cn, 0, 0, tz);
-    force_chunk(tz, cn, a->x + r * S * DX, a->cot + r * S * DY, S, 0, g);
-    real* f = a->force + (r * N + n0) * D;
+    item_force(a, w, 0, g, &r, &n0, &cn);
+    real* f = a->force + (r * a->N + n0) * D;
     for (int64_t n = 0; n < cn; n++)
         for (int d = 0; d < D; d++) f[n * D + d] = g[d][n];
 }
 
 static void step_item(void* ctx, int64_t w) {
     const chunk_args* a = (const chunk_args*)ctx;
-    int64_t r, n0, cn, N = a->N, S = a->S;
-    item_span(a, w, &r, &n0, &cn);
-    real tz[D][CH] __attribute__((aligned(64)));
+    int64_t r, n0, cn;
     real g[D][CH] __attribute__((aligned(64)));
-    const real* th = a->theta + (r * N + n0) * D;
-    load_chunk(th, cn, a->proj + r * D * D, a->proj_on[r], tz);
-    force_chunk(tz, cn, a->x + r * S * DX, a->cot + r * S * DY, S, 0, g);
-    update_chunk(th, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D, a->proj + r * D * D,
+    item_force(a, w, 1, g, &r, &n0, &cn);
+    update_chunk(a->theta + (r * a->N + n0) * D, cn, g,
+                 a->xi + a->xi_row[r] * a->xi_stride + n0 * D, a->proj + r * D * D,
                  a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr, a->wd,
-                 a->sigma, a->out + (r * N + n0) * D);
+                 a->sigma, a->out + (r * a->N + n0) * D);
 }
 
 static int item_threads(int64_t R, int64_t N, int64_t S, int nt) {
