@@ -18,14 +18,20 @@ needs, per step,
    ``wd = 2τ``, ``σ = √(2αβ/N)`` and ``ξ (N, D)`` the run's seed's Gaussian noise.
 
 :meth:`EagerKernel.advance` does the three in turn; the native kernel does them in one
-call, run by run, keeping the activation derivatives of step 1 for step 3.
+call, keeping the activation derivatives of step 1 for step 3, and
+:meth:`EagerKernel.advance_many` runs K steps (views, targets and noise of each step
+stacked on a leading axis): a loop of ``advance`` for eager and compile, one C call for
+native.
 
 Backends (``TrainConfig.backend``):
 
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
-  update fused with the force, no (R, S, N) intermediate in memory.
+  update fused with the force, no (R, S, N) intermediate in memory; K steps per call,
+  vectors of particles, its own passively waiting threads.
+* ``native-v1``: the first fused C step (one call per step, OpenMP), kept to be timed
+  beside ``native``.
 * ``compile``: the same fused formulas as PyTorch element-wise code through
   ``torch.compile`` (C++ on a CPU, Triton on a GPU).
 * ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
