@@ -25,7 +25,8 @@ Backends (``TrainConfig.backend``):
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
-  update fused with the force, no (R, S, N) intermediate in memory.
+  update fused with the force, no (R, S, N) intermediate in memory.  For the matrix, uv
+  and mlp units (:class:`NativeKernel`).
 * ``compile``: the same fused formulas as PyTorch element-wise code through
   ``torch.compile`` (C++ on a CPU, Triton on a GPU).
 * ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
@@ -50,9 +51,16 @@ F64 = torch.float64
 
 BACKENDS = ("auto", "eager", "native", "compile")
 
-#: Models with fused (native C / compiled) kernels; every other model (the mlp unit, the
-#: ResNet) runs on the eager kernel, whatever the backend asked for, with a log line.
-FUSED_UNITS = ("matrix", "uv")
+#: Units with fused kernels, by backend: the one-layer units in C and through
+#: torch.compile, the mlp unit in C only; every other model (the ResNet, the output-scaled
+#: ensemble) runs on the eager kernel, whatever the backend asked for, with a log line.
+FUSED_UNITS = {"matrix": ("native", "compile"), "uv": ("native", "compile"), "mlp": ("native",)}
+
+
+def fused_backends(model) -> tuple[str, ...]:
+    """The backends with a fused kernel for ``model`` (a unit or a model of
+    :mod:`mfsym.engine.models`)."""
+    return FUSED_UNITS.get(model.name, ())
 
 #: Above this many samples per step the compiled force sums over samples in a loop
 #: instead of unrolling them.
@@ -525,18 +533,22 @@ def select_kernel(
 
     Raises ``ValueError`` naming the allowed backends for an unknown name, and
     :class:`mfsym.engine.native.NativeUnavailable` when ``native`` is requested explicitly but
-    cannot be built or does not apply (GPU tensors).  A model without fused kernels (not in
-    :data:`FUSED_UNITS`) gets the eager kernel and a warning, whatever the backend.
+    cannot be built or does not apply (GPU tensors).  A model without a fused kernel for
+    the backend (:func:`fused_backends`; ``auto``: on a GPU, ``compile``) gets the eager
+    kernel and a warning.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
     device = torch.device(device)
     if backend == "eager":
         return EagerKernel(unit)
-    if unit.name not in FUSED_UNITS:
+    fused = fused_backends(unit)
+    wanted = backend if backend != "auto" else ("native" if device.type == "cpu" else "compile")
+    if wanted not in fused:
         log.warning(
-            "backend %r has no fused kernel for the %s model (fused: %s); using eager",
-            backend, unit.name, list(FUSED_UNITS),
+            "backend %r has no fused kernel for the %s model (%s: %s); using eager",
+            backend, unit.name, wanted,
+            "units " + ", ".join(u for u, b in FUSED_UNITS.items() if wanted in b),
         )
         return EagerKernel(unit)
     if backend == "native":

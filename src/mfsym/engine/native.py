@@ -1,9 +1,10 @@
 """Fused CPU kernels in C for the per-step force and update (backend ``native``).
 
-The C source is a file shipped with the package, ``csrc/mfsym_kernel.c``.  For one unit,
-activation, size and dtype it is built with ``-D`` macros that fix every size at compile
-time (see :func:`build_macros`), by the system C compiler (OpenMP, ``-O3 -march=native``),
-into a cached shared library called through :mod:`ctypes`.
+The C source is a file shipped with the package, ``csrc/mfsym_kernel.c`` (the one-layer
+ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``).
+For one unit, activation, size and dtype it is built with ``-D`` macros that fix every size
+at compile time (see :func:`build_macros`, :class:`Build`), by the system C compiler
+(OpenMP, ``-O3 -march=native``), into a cached shared library called through :mod:`ctypes`.
 
 What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N particles, S samples):
 
@@ -11,7 +12,8 @@ What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N partic
   model projector (P_E for EA, else the identity);
 * ``force``: the pull-back ``F_n = Σ_s J_n(x_s)ᵀ c_s``, ``(R, N, D)``;
 * ``step``: the whole noisy SGD update of PAPER.md §4 in one pass,
-  ``θ ← θ − lr · Π_d[F(Pθ) + wd θ] + σ · Π_n ξ``, never storing F.
+  ``θ ← θ − lr · Π_d[F(Pθ) + wd θ] + σ · Π_n ξ``, never storing F;
+* ``fused``: outputs, the scheme's loss and cotangent, force and update in one call.
 
 Speed comes from (i) one pass per phase over the particles, kept in cache-sized chunks
 of ``CH`` particles stored feature-major so the loops vectorise over particles, (ii) the
@@ -25,13 +27,14 @@ partial sums over particles are kept per chunk (in float64) and added in chunk o
 the result is the same bit for bit whatever the number of threads and whatever other
 runs share the call.
 
-Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`) with a JSON
-record of its SHA-256 and variant; it is loaded only when the folder, the library and the
-record are this user's alone (:func:`trust_problem`: no link, owned by the user or root,
-writable by no one else), both match and its exported ``mfsym_variant`` agrees once
-loaded, else rebuilt (:func:`obtain_library`).  A cache folder that fails the trust check
-is not used at all (warning; the private default folder instead).  The C calls
-go through :class:`NativeLibrary`, which checks every tensor before passing its pointer.
+Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`, over every C
+file the build reads) with a JSON record of its SHA-256 and variant; it is loaded only when
+the folder, the library and the record are this user's alone (:func:`trust_problem`: no
+link, owned by the user or root, writable by no one else), both match and its exported
+``mfsym_variant`` agrees once loaded, else rebuilt (:func:`obtain`).  A cache folder that
+fails the trust check is not used at all (warning; the private default folder instead).
+The C calls go through :class:`NativeLibrary`, which checks every tensor before passing its
+pointer.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,9 +63,11 @@ log = logging.getLogger(__name__)
 
 #: The C file of the kernels (package data).
 SOURCE = Path(__file__).with_name("csrc") / "mfsym_kernel.c"
+#: The mlp unit's part of ``SOURCE`` (included by it when ``MFSYM_UNIT`` is 3).
+MLP_SOURCE = SOURCE.with_name("mfsym_mlp.h")
 
 #: Build-time codes of the units and activations (``MFSYM_UNIT``, ``MFSYM_ACT``).
-UNIT_CODE = {"matrix": 1, "uv": 2}
+UNIT_CODE = {"matrix": 1, "uv": 2, "mlp": 3}
 ACT_CODE = {"sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "linear": 5}
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
@@ -110,6 +117,8 @@ def build_macros(unit: Unit, dtype: torch.dtype) -> list[str]:
         "DOUBLE": DTYPE_CODE[dtype], "UNIT": UNIT_CODE[unit.name], "ACT": ACT_CODE[act],
         "DX": unit.dx, "DY": unit.dy, "SLOPE": slope,
     }
+    if unit.name == "mlp":
+        values["HIDDEN"] = unit.hidden
     return [f"-DMFSYM_{k}={v}" for k, v in values.items()]
 
 
@@ -179,11 +188,12 @@ def compiler_version(cc: str) -> str:
     return res.stdout.strip()
 
 
-def cache_key(version: str, flags: list[str]) -> str:
-    """Name of a library in the cache: a hash of the C source, the compiler's version
-    output, every flag and macro (so a build without OpenMP has its own key) and
-    :func:`machine_id`."""
-    parts = [hashlib.sha256(SOURCE.read_bytes()).hexdigest(), version, " ".join(flags)]
+def cache_key(version: str, flags: list[str], sources: tuple[Path, ...] = (SOURCE,)) -> str:
+    """Name of a library in the cache: a hash of the C sources it is built from, the
+    compiler's version output, every flag and macro (so a build without OpenMP has its own
+    key) and :func:`machine_id`."""
+    digests = [hashlib.sha256(src.read_bytes()).hexdigest() for src in sources]
+    parts = [*digests, version, " ".join(flags)]
     return hashlib.sha256("\0".join([*parts, machine_id()]).encode()).hexdigest()[:32]
 
 
@@ -199,23 +209,47 @@ def expected_variant(unit: Unit, dtype: torch.dtype, openmp: bool) -> dict:
 
 
 _VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp")
+#: What each variant function reports.
+_FIELDS = {"mfsym_variant": _VARIANT_FIELDS}
 
 
-def library_variant(lib: ctypes.CDLL) -> dict:
-    """The variant a loaded library was compiled for (its ``mfsym_variant``)."""
-    fn = lib.mfsym_variant  # AttributeError when the library has no such symbol
+def library_variant(lib: ctypes.CDLL, symbol: str = "mfsym_variant") -> dict:
+    """The variant a loaded library was compiled for (its ``symbol``, by default
+    ``mfsym_variant``)."""
+    fn = getattr(lib, symbol)  # AttributeError when the library has no such symbol
     fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p], None
-    vals = (ctypes.c_int64 * len(_VARIANT_FIELDS))()
+    fields = _FIELDS[symbol]
+    vals = (ctypes.c_int64 * len(fields))()
     slope = ctypes.c_double()
     fn(ctypes.addressof(vals), ctypes.addressof(slope))
-    return {**dict(zip(_VARIANT_FIELDS, vals, strict=True)), "slope": slope.value}
+    return {**dict(zip(fields, vals, strict=True)), "slope": slope.value}
 
 
-def _variant_problem(lib: ctypes.CDLL, want: dict) -> str | None:
+@dataclass(frozen=True)
+class Build:
+    """One library to obtain: the C file compiled (``source``), every file it reads
+    (``sources``, hashed into the cache key), its ``-D`` macros, the variant its
+    ``symbol`` must report with and without OpenMP (``want(openmp)``)."""
+
+    source: Path
+    sources: tuple[Path, ...]
+    macros: tuple[str, ...]
+    want: Callable[[bool], dict]
+    symbol: str = "mfsym_variant"
+
+
+def shallow_build(unit: Unit, dtype: torch.dtype) -> Build:
+    """The one-layer kernels of ``unit`` (``SOURCE``, with ``MLP_SOURCE`` for the mlp unit)."""
+    macros = tuple(build_macros(unit, dtype))
+    sources = (SOURCE, MLP_SOURCE) if unit.name == "mlp" else (SOURCE,)
+    return Build(SOURCE, sources, macros, lambda openmp: expected_variant(unit, dtype, openmp))
+
+
+def _variant_problem(lib: ctypes.CDLL, want: dict, symbol: str = "mfsym_variant") -> str | None:
     try:
-        got = library_variant(lib)
+        got = library_variant(lib, symbol)
     except AttributeError:
-        return "it has no mfsym_variant symbol"
+        return f"it has no {symbol} symbol"
     got = {k: got[k] for k in want}
     return None if got == want else f"it was compiled for {got}, not {want}"
 
@@ -252,7 +286,7 @@ class _BuildFailed(Exception):
         self.final = final  # no point trying the reduced builds (timeout, no compiler)
 
 
-def _load_cached(path: Path, want: dict) -> ctypes.CDLL | None:
+def _load_cached(path: Path, want: dict, symbol: str) -> ctypes.CDLL | None:
     """The cached library at ``path`` if its record, hash and symbol all check out; else
     None, with a warning naming the file and the cause."""
     problem = _cache_problem(path, want)
@@ -262,18 +296,18 @@ def _load_cached(path: Path, want: dict) -> ctypes.CDLL | None:
         except OSError as exc:
             problem = f"it does not load ({exc})"
         else:
-            problem = _variant_problem(lib, want)
+            problem = _variant_problem(lib, want, symbol)
             if problem is None:
                 return lib
     log.warning("native kernel cache %s is not usable: %s; rebuilding it", path, problem)
     return None
 
 
-def _store(path: Path, data: bytes, want: dict, flags: list[str]) -> None:
+def _store(path: Path, data: bytes, want: dict, flags: list[str], source: Path) -> None:
     """Put a fresh library and its record into the cache, each by an atomic rename."""
     record = {
         "library": path.name, "sha256": hashlib.sha256(data).hexdigest(), "variant": want,
-        "flags": flags, "source_sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "flags": flags, "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
     }
     try:
         # the record holds the library's hash: no checksum sidecars
@@ -288,8 +322,8 @@ def _store(path: Path, data: bytes, want: dict, flags: list[str]) -> None:
         )
 
 
-def _compile(cc: str, flags: list[str], out: Path) -> None:
-    cmd = [cc, *flags, str(SOURCE), "-o", str(out)]
+def _compile(cc: str, flags: list[str], out: Path, source: Path) -> None:
+    cmd = [cc, *flags, str(source), "-o", str(out)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -300,7 +334,7 @@ def _compile(cc: str, flags: list[str], out: Path) -> None:
         raise _BuildFailed(res.stderr.strip()[-400:] or f"{cc} exited with {res.returncode}")
 
 
-def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.CDLL:
+def _build(cc: str, flags: list[str], want: dict, path: Path | None, build: Build) -> ctypes.CDLL:
     """Compile into a fresh temporary file (in the cache folder when it is writable, so
     that a system temp mounted noexec does not matter), load and check it from there, then
     store it under ``path`` (None: not cached)."""
@@ -311,17 +345,17 @@ def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.C
         raise _BuildFailed(f"no folder to build in ({exc})", final=True) from exc
     with tmp:
         out = Path(tmp.name) / "kernel.so"
-        _compile(cc, flags, out)
+        _compile(cc, flags, out, build.source)
         data = out.read_bytes()
         try:
             lib = ctypes.CDLL(str(out))
         except OSError as exc:
             raise _BuildFailed(f"the new library does not load ({exc})") from exc
-        problem = _variant_problem(lib, want)
+        problem = _variant_problem(lib, want, build.symbol)
         if problem is not None:
             raise _BuildFailed(f"the new library is wrong: {problem}")
         if path is not None:
-            _store(path, data, want, flags)
+            _store(path, data, want, flags, build.source)
     return lib
 
 
@@ -366,15 +400,19 @@ def _make_folder(folder: Path) -> Path | None:
 
 
 def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
-    """The kernels of ``unit`` in ``dtype``: a verified cached library, else a fresh build.
+    """The kernels of ``unit`` in ``dtype`` (:func:`obtain`)."""
+    return obtain(shallow_build(unit, dtype))
+
+
+def obtain(build: Build) -> ctypes.CDLL:
+    """The library of ``build``: a verified cached library, else a fresh build.
 
     Builds are tried with ``-march=native -fopenmp``, then ``-fopenmp``, then neither; each
     has its own cache key.  A cached library is loaded only if its record's SHA-256 and
-    variant match and, once loaded, its ``mfsym_variant`` agrees; otherwise it is rebuilt
+    variant match and, once loaded, its variant symbol agrees; otherwise it is rebuilt
     (once, into a fresh file renamed into place).  Raises :class:`NativeUnavailable` with
     every compiler error when nothing builds.
     """
-    macros = build_macros(unit, dtype)
     cc = find_compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found (set CC or install gcc)")
@@ -382,15 +420,16 @@ def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
     folder = _cache_folder()
     errors = []
     for extra in _OPTIONAL_FLAGS:
-        flags = [*FLAGS, *extra, *macros]
-        want = expected_variant(unit, dtype, "-fopenmp" in extra)
-        path = None if folder is None else folder / f"mfsym_{cache_key(version, flags)}.so"
+        flags = [*FLAGS, *extra, *build.macros]
+        want = build.want("-fopenmp" in extra)
+        key = cache_key(version, flags, build.sources)
+        path = None if folder is None else folder / f"mfsym_{key}.so"
         if path is not None and (path.exists() or path.is_symlink()):
-            lib = _load_cached(path, want)
+            lib = _load_cached(path, want, build.symbol)
             if lib is not None:
                 return lib
         try:
-            lib = _build(cc, flags, want, path)
+            lib = _build(cc, flags, want, path, build)
         except _BuildFailed as exc:
             errors.append(f"{' '.join(extra) or 'plain'}: {exc}")
             if exc.final:
@@ -401,15 +440,20 @@ def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
     raise NativeUnavailable("the C compiler failed:\n" + "\n".join(errors))
 
 
-def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
-    """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
-    key = tuple(build_macros(unit, dtype))
+def _loaded(build: Build, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL:
+    """The library of ``build``, obtained and declared once per process."""
+    key = (build.source.name, *build.macros)
     with _LOCK:
         if key not in _LIBS:
-            lib = obtain_library(unit, dtype)
-            _declare(lib)
+            lib = obtain(build)
+            declare(lib)
             _LIBS[key] = lib
-        return NativeLibrary(_LIBS[key], unit, dtype)
+        return _LIBS[key]
+
+
+def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
+    """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
+    return NativeLibrary(_loaded(shallow_build(unit, dtype), _declare), unit, dtype)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -616,3 +660,4 @@ class NativeLibrary:
             threads,
         )
         return out, new
+
