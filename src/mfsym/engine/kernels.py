@@ -26,7 +26,9 @@ Backends (``TrainConfig.backend``):
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
   update fused with the force, no (R, S, N) intermediate in memory.  For the matrix, uv
-  and mlp units (:class:`NativeKernel`).
+  and mlp units (:class:`NativeKernel`) and the mean-ODE ResNet of the matrix or mlp unit
+  (:class:`DeepNativeKernel`: forward through the layers, back-propagated cotangents and
+  each layer's update in the same call).
 * ``compile``: the same fused formulas as PyTorch element-wise code through
   ``torch.compile`` (C++ on a CPU, Triton on a GPU).
 * ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
@@ -44,6 +46,7 @@ import torch
 
 from ..core.units import Unit
 from . import native
+from .models import ResNet
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +55,18 @@ F64 = torch.float64
 BACKENDS = ("auto", "eager", "native", "compile")
 
 #: Units with fused kernels, by backend: the one-layer units in C and through
-#: torch.compile, the mlp unit in C only; every other model (the ResNet, the output-scaled
-#: ensemble) runs on the eager kernel, whatever the backend asked for, with a log line.
+#: torch.compile, the mlp unit in C only.  The ResNet of a unit of
+#: :data:`mfsym.engine.native.DEEP_UNITS` has fused C kernels too; every other model (the
+#: output-scaled ensemble, the ResNet on the GPU) runs on the eager kernel, whatever the
+#: backend asked for, with a log line.
 FUSED_UNITS = {"matrix": ("native", "compile"), "uv": ("native", "compile"), "mlp": ("native",)}
 
 
 def fused_backends(model) -> tuple[str, ...]:
     """The backends with a fused kernel for ``model`` (a unit or a model of
     :mod:`mfsym.engine.models`)."""
+    if isinstance(model, ResNet):
+        return ("native",) if model.unit.name in native.DEEP_UNITS else ()
     return FUSED_UNITS.get(model.name, ())
 
 #: Above this many samples per step the compiled force sums over samples in a loop
@@ -341,6 +348,39 @@ class NativeKernel(EagerKernel):
         )
 
 
+class DeepNativeKernel(NativeKernel):
+    """The fused C step of the mean-ODE ResNet (``mfsym_deep_fused``, see
+    :mod:`mfsym.engine.native`): θ (R, L·M, D) layer-major, x and targets (R, S, d).
+
+    :meth:`advance` is :class:`NativeKernel`'s (one call: forward through the L layers,
+    the scheme's cotangent, the back-propagated δ_l, each layer's force and update) and
+    :meth:`output` the C forward of the (projected) model; the per-particle pull-back
+    (``output_and_pullback``, ``forward``/``force``/``update``) is the eager reference.
+    """
+
+    def __init__(self, model: ResNet, dtype: torch.dtype):
+        EagerKernel.__init__(self, model)
+        self.dtype = dtype
+        self.lib = native.load_deep_library(model, dtype)
+        self._flags = {}
+
+    output_and_pullback = EagerKernel.output_and_pullback
+    forward = EagerKernel.forward
+    force = EagerKernel.force
+    update = EagerKernel.update
+
+    def output(self, theta, x, spec: UpdateSpec):
+        """Φ = h_L of each run's (projected) model, (R, S, d)."""
+        return NativeKernel.forward(self, theta, x, spec)[0]
+
+
+def native_kernel(model, dtype: torch.dtype) -> NativeKernel:
+    """The native kernel of ``model``: the ResNet's or the one-layer units'."""
+    if isinstance(model, ResNet):
+        return DeepNativeKernel(model, dtype)
+    return NativeKernel(model, dtype)
+
+
 # ---------------------------------------------------------------------------------------
 # compile: the fused formulas through torch.compile
 # ---------------------------------------------------------------------------------------
@@ -548,7 +588,8 @@ def select_kernel(
         log.warning(
             "backend %r has no fused kernel for the %s model (%s: %s); using eager",
             backend, unit.name, wanted,
-            "units " + ", ".join(u for u, b in FUSED_UNITS.items() if wanted in b),
+            "one-layer units " + ", ".join(u for u, b in FUSED_UNITS.items() if wanted in b)
+            + (f"; ResNets of {', '.join(native.DEEP_UNITS)}" if wanted == "native" else ""),
         )
         return EagerKernel(unit)
     if backend == "native":
@@ -556,13 +597,13 @@ def select_kernel(
             raise native.NativeUnavailable(
                 f"backend 'native' runs on the CPU only, the device is {device}"
             )
-        return NativeKernel(unit, dtype)
+        return native_kernel(unit, dtype)
     if backend == "compile":
         return CompiledKernel(unit)
     # auto
     if device.type == "cpu":
         try:
-            return NativeKernel(unit, dtype)
+            return native_kernel(unit, dtype)
         except native.NativeUnavailable as exc:
             log.warning("native kernels unavailable (%s); using eager", exc)
             return EagerKernel(unit)

@@ -1,10 +1,12 @@
 """Fused CPU kernels in C for the per-step force and update (backend ``native``).
 
-The C source is a file shipped with the package, ``csrc/mfsym_kernel.c`` (the one-layer
-ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``).
-For one unit, activation, size and dtype it is built with ``-D`` macros that fix every size
-at compile time (see :func:`build_macros`, :class:`Build`), by the system C compiler
-(OpenMP, ``-O3 -march=native``), into a cached shared library called through :mod:`ctypes`.
+The C sources are files shipped with the package: ``csrc/mfsym_kernel.c`` (the one-layer
+ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``) and
+``csrc/mfsym_deep.c`` (the mean-ODE ResNet of a matrix or mlp unit; it includes the first
+for its layer unit).  For one model, activation, size and dtype a source is built with
+``-D`` macros that fix every size (and the ResNet's depth) at compile time (see
+:func:`build_macros`, :class:`Build`), by the system C compiler (OpenMP,
+``-O3 -march=native``), into a cached shared library called through :mod:`ctypes`.
 
 What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N particles, S samples):
 
@@ -13,7 +15,13 @@ What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N partic
 * ``force``: the pull-back ``F_n = Σ_s J_n(x_s)ᵀ c_s``, ``(R, N, D)``;
 * ``step``: the whole noisy SGD update of PAPER.md §4 in one pass,
   ``θ ← θ − lr · Π_d[F(Pθ) + wd θ] + σ · Π_n ξ``, never storing F;
-* ``fused``: outputs, the scheme's loss and cotangent, force and update in one call.
+* ``fused``: outputs, the scheme's loss and cotangent, force and update in one call;
+* for the ResNet (:class:`DeepLibrary`, N = L·M particles layer-major, X = Y = R^d):
+  ``output`` ``Φ(x_s) = h_L`` (R, S, d) with ``h_l = h_{l−1} + (1/(L·M)) Σᵢ σ*(h_{l−1}, z_{l,i})``
+  and ``fused``: the forward keeping each h_l and the activation data, the cotangent
+  ``δ_L = c``, then from the top layer down the force
+  ``F_{l,i} = Σ_s J_z σ*(h_{l−1,s}, z_{l,i})ᵀ δ_{l,s}`` with the update of layer l's
+  particles, and ``δ_{l−1} = δ_l + (1/(L·M)) Σᵢ J_x σ*(h_{l−1}, z_{l,i})ᵀ δ_l``.
 
 Speed comes from (i) one pass per phase over the particles, kept in cache-sized chunks
 of ``CH`` particles stored feature-major so the loops vectorise over particles, (ii) the
@@ -31,10 +39,10 @@ Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`, over 
 file the build reads) with a JSON record of its SHA-256 and variant; it is loaded only when
 the folder, the library and the record are this user's alone (:func:`trust_problem`: no
 link, owned by the user or root, writable by no one else), both match and its exported
-``mfsym_variant`` agrees once loaded, else rebuilt (:func:`obtain`).  A cache folder that
-fails the trust check is not used at all (warning; the private default folder instead).
-The C calls go through :class:`NativeLibrary`, which checks every tensor before passing its
-pointer.
+``mfsym_variant`` (``mfsym_deep_variant`` for the ResNet) agrees once loaded, else rebuilt
+(:func:`obtain`).  A cache folder that fails the trust check is not used at all (warning;
+the private default folder instead).  The C calls go through :class:`NativeLibrary` (and
+:class:`DeepLibrary`), which check every tensor before passing its pointer.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -65,9 +74,13 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "mfsym_kernel.c"
 #: The mlp unit's part of ``SOURCE`` (included by it when ``MFSYM_UNIT`` is 3).
 MLP_SOURCE = SOURCE.with_name("mfsym_mlp.h")
+#: The C file of the ResNet kernels (it includes ``SOURCE`` for its layer unit).
+DEEP_SOURCE = SOURCE.with_name("mfsym_deep.c")
 
 #: Build-time codes of the units and activations (``MFSYM_UNIT``, ``MFSYM_ACT``).
 UNIT_CODE = {"matrix": 1, "uv": 2, "mlp": 3}
+#: The layer units of the ResNet kernels.
+DEEP_UNITS = ("matrix", "mlp")
 ACT_CODE = {"sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "linear": 5}
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
@@ -80,6 +93,8 @@ _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 
 #: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
 ABI = 1
+#: Layout version of the ResNet kernels (``MFSYM_DEEP_ABI`` in ``DEEP_SOURCE``).
+DEEP_ABI = 1
 
 #: Seconds one compiler run may take before the build counts as failed.
 COMPILE_TIMEOUT_S = 300.0
@@ -209,13 +224,16 @@ def expected_variant(unit: Unit, dtype: torch.dtype, openmp: bool) -> dict:
 
 
 _VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp")
-#: What each variant function reports.
-_FIELDS = {"mfsym_variant": _VARIANT_FIELDS}
+#: What each variant function reports (the ResNet's adds its depth and hidden width).
+_FIELDS = {
+    "mfsym_variant": _VARIANT_FIELDS,
+    "mfsym_deep_variant": (*_VARIANT_FIELDS, "depth", "hidden"),
+}
 
 
 def library_variant(lib: ctypes.CDLL, symbol: str = "mfsym_variant") -> dict:
-    """The variant a loaded library was compiled for (its ``symbol``, by default
-    ``mfsym_variant``)."""
+    """The variant a loaded library was compiled for (its ``symbol``, ``mfsym_variant`` or
+    ``mfsym_deep_variant``)."""
     fn = getattr(lib, symbol)  # AttributeError when the library has no such symbol
     fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p], None
     fields = _FIELDS[symbol]
@@ -243,6 +261,25 @@ def shallow_build(unit: Unit, dtype: torch.dtype) -> Build:
     macros = tuple(build_macros(unit, dtype))
     sources = (SOURCE, MLP_SOURCE) if unit.name == "mlp" else (SOURCE,)
     return Build(SOURCE, sources, macros, lambda openmp: expected_variant(unit, dtype, openmp))
+
+
+def deep_build(model, dtype: torch.dtype) -> Build:
+    """The kernels of the mean-ODE ResNet ``model`` (depth L, a unit of
+    :data:`DEEP_UNITS`): ``DEEP_SOURCE`` with the unit's macros and ``MFSYM_DEPTH=L``."""
+    unit = model.unit
+    if unit.name not in DEEP_UNITS:
+        raise NativeUnavailable(
+            f"the ResNet of the {unit.name} unit has no native kernel; allowed units: "
+            f"{list(DEEP_UNITS)}"
+        )
+    base = shallow_build(unit, dtype)
+    hidden = unit.hidden if unit.name == "mlp" else 0
+
+    def want(openmp: bool) -> dict:
+        return {**base.want(openmp), "abi": DEEP_ABI, "depth": model.depth, "hidden": hidden}
+
+    return Build(DEEP_SOURCE, (DEEP_SOURCE, *base.sources),
+                 (*base.macros, f"-DMFSYM_DEPTH={model.depth}"), want, "mfsym_deep_variant")
 
 
 def _variant_problem(lib: ctypes.CDLL, want: dict, symbol: str = "mfsym_variant") -> str | None:
@@ -456,6 +493,11 @@ def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
     return NativeLibrary(_loaded(shallow_build(unit, dtype), _declare), unit, dtype)
 
 
+def load_deep_library(model, dtype: torch.dtype) -> DeepLibrary:
+    """The compiled kernels of the mean-ODE ResNet ``model`` in ``dtype`` (once per process)."""
+    return DeepLibrary(_loaded(deep_build(model, dtype), _declare_deep), model, dtype)
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     lib.mfsym_output.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i32]
@@ -471,6 +513,15 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mfsym_sizes.restype = None
     for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
+
+
+def _declare_deep(lib: ctypes.CDLL) -> None:
+    """The ResNet's ``mfsym_deep_{output,fused,sizes}`` take the arguments of the one-layer
+    ``mfsym_{output,fused,sizes}`` (which the library also holds)."""
+    _declare(lib)
+    for name in ("output", "fused", "sizes"):
+        one, deep = getattr(lib, f"mfsym_{name}"), getattr(lib, f"mfsym_deep_{name}")
+        deep.argtypes, deep.restype = one.argtypes, one.restype
 
 
 # ---------------------------------------------------------------------------------------
@@ -661,3 +712,37 @@ class NativeLibrary:
         )
         return out, new
 
+
+class DeepLibrary(NativeLibrary):
+    """The compiled kernels of a mean-ODE ResNet (``models.ResNet``) behind the checked
+    methods of :class:`NativeLibrary`: :meth:`output` (Φ(x) = h_L, (R, S, d)),
+    :meth:`workspace_sizes` and :meth:`fused` (a whole step, ``mfsym_deep_fused``), with
+    particles ``theta (R, N, D)``, N = L·M layer-major.  The per-particle pull-back of a
+    one-layer model (``force``, ``step``) has no meaning here."""
+
+    def __init__(self, lib: ctypes.CDLL, model, dtype: torch.dtype):
+        symbols = SimpleNamespace(
+            mfsym_output=lib.mfsym_deep_output, mfsym_fused=lib.mfsym_deep_fused,
+            mfsym_sizes=lib.mfsym_deep_sizes,
+        )
+        super().__init__(symbols, model, dtype)
+        self.depth = model.depth
+
+    def _sizes(self, theta, x):
+        R, N, S = super()._sizes(theta, x)
+        if N % self.depth:
+            raise ValueError(
+                f"theta holds N = {N} particles per run, not a multiple of the depth "
+                f"L = {self.depth}"
+            )
+        return R, N, S
+
+    def workspace_sizes(self, N: int, S: int) -> tuple[int, int]:
+        if N % self.depth:
+            raise ValueError(f"N = {N} is not a multiple of the depth L = {self.depth}")
+        return super().workspace_sizes(N, S)
+
+    def force(self, *args, **kwargs):
+        raise NotImplementedError("a ResNet has no per-particle native pull-back")
+
+    step = force
