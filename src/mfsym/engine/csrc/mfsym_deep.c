@@ -152,7 +152,8 @@ static void deep_run(const fused_args* a, int64_t r, real* work, double* part, i
 
 /* A whole step of R runs of the ResNet, with the arguments (and the contract) of
    mfsym_fused, N = L·M.  Runs are spread over the threads (dynamic: a run's cost does not
-   depend on the thread it runs on, its numbers neither); a single run spreads its chunks. */
+   depend on the thread it runs on, its numbers neither); a single run spreads the chunks of
+   each layer, when a layer holds enough work to pay for the two joins it costs per layer. */
 int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta,
                      const real* x, const real* targets, const real* cot_l,
                      const int8_t* cot_on, double c0, const real* xi, const int64_t* xi_row,
@@ -166,7 +167,7 @@ int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* the
     int64_t wr, wdb;
     mfsym_deep_sizes(N, S, &wr, &wdb);
     int outer = R > 1 && nt > 1 ? nt : 1;
-    int inner = R == 1 && use_threads(1, N, S) ? nt : 1;
+    int inner = R == 1 && use_threads(1, N / LAYERS, S) ? nt : 1;
     UNUSED_WITHOUT_OMP(outer);
     OMP(omp parallel for num_threads(outer) schedule(dynamic, 1) if(outer > 1))
     for (int64_t r = 0; r < R; r++)
