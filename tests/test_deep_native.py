@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 
 import numpy as np
 import pytest
@@ -211,8 +212,6 @@ def test_the_deep_library_is_cached_with_its_record_and_reused(tmp_path, monkeyp
 @pytest.mark.parametrize("name", ["matrix", "mlp"])
 def test_deep_source_compiles_without_warnings(name, act, tmp_path):
     """-Wall -Wextra -Werror with the loader's flags and macros, with and without OpenMP."""
-    import subprocess
-
     cc = native.find_compiler()
     if cc is None:
         pytest.skip("no C compiler on this machine")

@@ -6,8 +6,8 @@
 
      MFSYM_DEPTH   L, the number of residual layers
 
-   Particles θ (R, N, D) with N = L·M are layer-major (particle (l, i) at row l·M + i) and
-   the model is
+   Particles θ (R, N, D) with N = L·M are layer-major (particle (l, i) at row l·M + i),
+   inputs x (R, S, d), and the model is (layers counted from 0: layer l maps h_l to h_{l+1})
 
      h_0 = x,   h_{l+1} = h_l + (1/(L·M)) Σ_i σ*(h_l, z_{l,i}),   Φ(x) = h_L.
 
@@ -36,7 +36,8 @@
 #define MFSYM_DEEP_ABI 1
 
 #if MFSYM_UNIT == 1
-/* Input cotangent of lanes n..n+7 of one sample, z (DY×DX): acc[l][i] += Σ_k act'(pre_k) δ_k z[k, l]. */
+/* Input cotangent of lanes n..n+7 of one sample, z (DY×DX):
+   acc[l][i] += Σ_k act'(pre_k) δ_k z[k, l]. */
 static inline void vjp_x_block(real tz[D][CH], int64_t n, const real (*st)[CH],
                                const real* ds, real acc[DX][8]) {
     for (int i = 0; i < 8; i++)
