@@ -36,43 +36,56 @@
 #define MFSYM_DEEP_ABI 1
 
 #if MFSYM_UNIT == 1
-/* Input cotangent of lanes n..n+7 of one sample, z (DY×DX):
-   acc[l][i] += Σ_k act'(pre_k) δ_k z[k, l]. */
-static inline void vjp_x_block(real tz[D][CH], int64_t n, const real (*st)[CH],
-                               const real* ds, real acc[DX][8]) {
+/* Lanes n..n+7 of one sample, z (DY×DX), w_k = act'(pre_k) δ_k: the force
+   g[k·DX + l] += w_k h_l and, with vjp, the input cotangent acc[l][i] += Σ_k w_k z[k, l]. */
+static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
+                              const real* hs, const real* ds, real g[D][CH], real acc[DX][8],
+                              int vjp) {
     for (int i = 0; i < 8; i++)
         for (int k = 0; k < DY; k++) {
             real w = st[k][n + i] * ds[k];
-            for (int l = 0; l < DX; l++) acc[l][i] += w * tz[k * DX + l][n + i];
+            for (int l = 0; l < DX; l++) {
+                g[k * DX + l][n + i] += w * hs[l];
+                if (vjp) acc[l][i] += w * tz[k * DX + l][n + i];
+            }
         }
 }
 #else
-/* Input cotangent of lanes n..n+7 of one sample, mlp unit:
-   acc[l][i] += Σ_j act'(pre_j) (Σ_k W2[k, j] δ_k) W1[j, l]. */
-static inline void vjp_x_block(real tz[D][CH], int64_t n, const real (*st)[CH],
-                               const real* ds, real acc[DX][8]) {
+/* Lanes n..n+7 of one sample, mlp unit: the force (mlp_terms) and, with vjp, the input
+   cotangent acc[l][i] += Σ_j w_j W1[j, l], w_j = act'(pre_j) (Σ_k W2[k, j] δ_k). */
+static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
+                              const real* hs, const real* ds, real g[D][CH], real acc[DX][8],
+                              int vjp) {
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < H; j++) {
-            real wc = 0;
-            for (int k = 0; k < DY; k++) wc += tz[W2_AT(k, j)][n + i] * ds[k];
-            real w = st[H + j][n + i] * wc;
-            for (int l = 0; l < DX; l++) acc[l][i] += w * tz[j * DX + l][n + i];
+            real w = mlp_terms(tz, n + i, j, st[j][n + i], st[H + j][n + i], hs, ds, g);
+            if (vjp)
+                for (int l = 0; l < DX; l++) acc[l][i] += w * tz[j * DX + l][n + i];
         }
 }
 #endif
 
-/* part[s, l] = Σ_n (J_x σ*(h_s, z_n)ᵀ δ_s)_l over the chunk (lanes beyond cn hold z = 0). */
-static void vjp_x_chunk(real tz[D][CH], int64_t cn, const real* dr, int64_t S,
-                        const real* st, double* part) {
+/* One pass over the chunk's samples and particles (lanes beyond cn hold z = 0): the force
+   g[d][n] = Σ_s (J_z σ*(h_s, z_n)ᵀ δ_s)_d and, when part is given, the input cotangent's
+   partial sums part[s, l] = Σ_n (J_x σ*(h_s, z_n)ᵀ δ_s)_l. */
+static void back_chunk(real tz[D][CH], int64_t cn, const real* hr, const real* dr, int64_t S,
+                       const real* st, real g[D][CH], double* part) {
     int64_t c8 = (cn + 7) / 8 * 8;
+    for (int d = 0; d < D; d++)
+        for (int64_t n = 0; n < c8; n++) g[d][n] = 0;
     for (int64_t s = 0; s < S; s++) {
-        real ds[DY], acc[DX][8];
+        real hs[DX], ds[DY], acc[DX][8];
+        for (int l = 0; l < DX; l++) hs[l] = hr[s * DX + l];
         for (int k = 0; k < DY; k++) ds[k] = dr[s * DY + k];
         for (int l = 0; l < DX; l++)
             for (int i = 0; i < 8; i++) acc[l][i] = 0;
         const real (*sts)[CH] = (const real (*)[CH])(st + s * NQ * CH);
-        for (int64_t n = 0; n < c8; n += 8) vjp_x_block(tz, n, sts, ds, acc);
-        for (int l = 0; l < DX; l++) part[s * DX + l] = lane_sum(acc[l]);
+        if (part) {
+            for (int64_t n = 0; n < c8; n += 8) back_block(tz, n, sts, hs, ds, g, acc, 1);
+            for (int l = 0; l < DX; l++) part[s * DX + l] = lane_sum(acc[l]);
+        } else {
+            for (int64_t n = 0; n < c8; n += 8) back_block(tz, n, sts, hs, ds, g, acc, 0);
+        }
     }
 }
 
@@ -141,11 +154,10 @@ static void deep_run(const fused_args* a, int64_t r, real* work, double* part, i
             real g[D][CH] __attribute__((aligned(64)));
             const real* stc = st + (layer * nch + c) * S * NQ * CH;
             load_chunk(th_r + n0 * D, cn, P, a->proj_on[r], tz);
-            force_chunk(tz, cn, h, delta, S, stc, g);
+            back_chunk(tz, cn, h, delta, S, stc, g, layer > 0 ? part + c * S * DX : 0);
             update_chunk(th_r + n0 * D, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D,
                          P, a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr,
                          a->wd, a->sigma, a->theta_out + (r * N + n0) * D);
-            if (layer > 0) vjp_x_chunk(tz, cn, delta, S, stc, part + c * S * DX);
         }
         if (layer > 0) add_chunk_sums(delta, part, nch, S * DX, (double)N);
     }

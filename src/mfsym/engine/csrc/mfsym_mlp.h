@@ -36,14 +36,15 @@ static inline void output_block(real tz[D][CH], int64_t n, int64_t cn, const rea
 }
 
 /* Particle n's force contribution of one sample from a_j = act(pre_j), d_j = act'(pre_j):
-   g_W2[k, j] += a_j c_k, g_W1[j, l] += d_j (Σ_k W2[k, j] c_k) x_l. */
-static inline void mlp_terms(real tz[D][CH], int64_t n, int j, real a, real d,
+   g_W2[k, j] += a_j c_k, g_W1[j, l] += w_j x_l; returns w_j = d_j (Σ_k W2[k, j] c_k). */
+static inline real mlp_terms(real tz[D][CH], int64_t n, int j, real a, real d,
                              const real* xs, const real* cs, real g[D][CH]) {
     real wc = 0;
     for (int k = 0; k < DY; k++) wc += tz[W2_AT(k, j)][n] * cs[k];
     real w = d * wc;
     for (int k = 0; k < DY; k++) g[W2_AT(k, j)][n] += a * cs[k];
     for (int l = 0; l < DX; l++) g[j * DX + l][n] += w * xs[l];
+    return w;
 }
 
 static inline void force_lane(real tz[D][CH], int64_t n, const real* xs, const real* cs,
