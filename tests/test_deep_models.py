@@ -6,6 +6,7 @@
 * an SI start stays on E^G to rounding under EA, FA and orbit-DA, while vanilla leaves it;
 * the same seeds give the same bits; a checkpointed ResNet run resumes to the same result;
 * a backend without fused kernels for the model falls back to eager with a note.
+  (The native ResNet kernels are checked against eager in test_deep_native.py.)
 """
 
 from __future__ import annotations
@@ -193,7 +194,12 @@ def test_same_seed_same_result_and_resume(depth, tmp_path, monkeypatch, caplog):
 
 @pytest.mark.parametrize("backend", ["auto", "native", "compile"])
 def test_models_without_fused_kernels_fall_back_to_eager(backend, caplog):
+    """The ResNet has native kernels only (of the matrix and mlp units): compile falls back
+    for it, and every backend for the ResNet of the uv unit."""
     model, group, teachers = deep_setup(2)
+    if backend != "compile":
+        uv = make_unit("uv", 2, 2, "sigmoid")
+        model, group = ResNet(uv, 2), uv.group(c2_swap())
     with caplog.at_level(logging.WARNING, logger="mfsym"):
         kern = select_kernel(model, backend, torch.device("cpu"), F64)
     assert type(kern) is EagerKernel

@@ -40,8 +40,9 @@ CPU = torch.device("cpu")
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: dict(rtol=2e-5, atol=2e-5), F64: dict(rtol=1e-12, atol=1e-12)}
 
-#: (unit, dx = dy): the paper's 2×2 matrix unit, a 3×3 one, and uv units.
-SHAPES = [("matrix", 2), ("matrix", 3), ("uv", 2), ("uv", 3)]
+#: (unit, dx = dy): the paper's 2×2 matrix unit, a 3×3 one, uv units and mlp units (hidden
+#: width dx).
+SHAPES = [("matrix", 2), ("matrix", 3), ("uv", 2), ("uv", 3), ("mlp", 2), ("mlp", 3)]
 
 
 def native_or_skip(unit, dtype):
@@ -95,7 +96,9 @@ def test_native_output_and_pullback_equal_eager_float64(name, dim, act):
     torch.testing.assert_close(pull1(cot), pull0(cot), **TOL[F64])
 
 
-@pytest.mark.parametrize(("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "tanh")])
+@pytest.mark.parametrize(
+    ("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "tanh"), ("mlp", 2, "tanh")]
+)
 def test_native_float32_equals_eager_to_float_rounding(name, dim, act):
     unit = make_unit(name, dim, dim, act)
     kern = native_or_skip(unit, F32)
@@ -108,7 +111,9 @@ def test_native_float32_equals_eager_to_float_rounding(name, dim, act):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize(("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "relu")])
+@pytest.mark.parametrize(
+    ("name", "dim", "act"), [("matrix", 2, "sigmoid"), ("uv", 3, "relu"), ("mlp", 2, "tanh")]
+)
 def test_fused_update_equals_its_definition(name, dim, act, dtype):
     unit = make_unit(name, dim, dim, act)
     theta, x, cot = inputs(unit, dtype)
@@ -332,7 +337,7 @@ def _compiles(cc, args, tmp_path):
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
-@pytest.mark.parametrize("name", ["matrix", "uv"])
+@pytest.mark.parametrize("name", ["matrix", "uv", "mlp"])
 def test_c_source_compiles_without_warnings_for_every_variant(name, act, tmp_path):
     """-Wall -Wextra -Werror with the loader's flags and macros: optimised with OpenMP in
     both dtypes, and the reduced build without OpenMP (front end only: its warnings are

@@ -28,10 +28,14 @@ Backends (``TrainConfig.backend``):
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
-  update fused with the force, no (R, S, N) intermediate in memory; K steps per call,
-  vectors of particles, its own passively waiting threads.
-* ``native-v1``: the first fused C step (one call per step, OpenMP), kept to be timed
-  beside ``native``.
+  update fused with the force, no (R, S, N) intermediate in memory.  For the matrix and
+  uv units (:class:`NativeKernel`): the step kernel, K steps per call, vectors of
+  particles, its own passively waiting threads; for the mlp unit and the mean-ODE ResNet
+  of the matrix or mlp unit (:class:`NativeStepwiseKernel`, :class:`DeepNativeKernel`:
+  forward through the layers, back-propagated cotangents and each layer's update in the
+  same call): one whole step per call.
+* ``native-v1``: the first fused C step of the one-layer units (one call per step,
+  OpenMP), kept to be timed beside ``native``.
 * ``compile``: the same fused formulas as PyTorch element-wise code through
   ``torch.compile`` (C++ on a CPU, Triton on a GPU).
 * ``auto``: ``native`` on a CPU, ``compile`` on a GPU with Triton, else ``eager``; a
@@ -49,6 +53,7 @@ import torch
 
 from ..core.units import Unit
 from . import native
+from .models import ResNet
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,22 @@ F64 = torch.float64
 
 BACKENDS = ("auto", "eager", "native", "native-v1", "compile")
 
-#: Models with fused (native C / compiled) kernels; every other model (the mlp unit, the
-#: ResNet) runs on the eager kernel, whatever the backend asked for, with a log line.
-FUSED_UNITS = ("matrix", "uv")
+#: Units with fused kernels, by backend: the one-layer units in C and through
+#: torch.compile, the mlp unit in C only.  The ResNet of a unit of
+#: :data:`mfsym.engine.native.DEEP_UNITS` has fused C kernels too; every other model (the
+#: output-scaled ensemble, the ResNet on the GPU) runs on the eager kernel, whatever the
+#: backend asked for, with a log line.
+FUSED_UNITS = {"matrix": ("native", "compile"), "uv": ("native", "compile"), "mlp": ("native",)}
+#: Units the step kernel (``mfsym_steps``, K steps per call) serves.
+STEP_KERNEL_UNITS = ("matrix", "uv")
+
+
+def fused_backends(model) -> tuple[str, ...]:
+    """The backends with a fused kernel for ``model`` (a unit or a model of
+    :mod:`mfsym.engine.models`)."""
+    if isinstance(model, ResNet):
+        return ("native",) if model.unit.name in native.DEEP_UNITS else ()
+    return FUSED_UNITS.get(model.name, ())
 
 #: Above this many samples per step the compiled force sums over samples in a loop
 #: instead of unrolling them.
@@ -391,6 +409,52 @@ class NativeV1Kernel(NativeKernel):
     advance_many = EagerKernel.advance_many
 
 
+class NativeStepwiseKernel(NativeV1Kernel):
+    """Backend ``native`` for the models the step kernel does not cover (the mlp unit):
+    one whole step per call of ``mfsym_fused``."""
+
+    name = "native"
+
+
+class DeepNativeKernel(NativeStepwiseKernel):
+    """The fused C step of the mean-ODE ResNet (``mfsym_deep_fused``, see
+    :mod:`mfsym.engine.native`): θ (R, L·M, D) layer-major, x and targets (R, S, d).
+
+    :meth:`advance` is :class:`NativeKernel`'s (one call: forward through the L layers,
+    the scheme's cotangent, the back-propagated δ_l, each layer's force and update) and
+    :meth:`output` the C forward of the (projected) model; the per-particle pull-back
+    (``output_and_pullback``, ``forward``/``force``/``update``) is the eager reference.
+    """
+
+    def __init__(self, model: ResNet, dtype: torch.dtype):
+        EagerKernel.__init__(self, model)
+        self.dtype = dtype
+        self.lib = native.load_deep_library(model, dtype)
+        self._flags = {}
+
+    output_and_pullback = EagerKernel.output_and_pullback
+    forward = EagerKernel.forward
+    force = EagerKernel.force
+    update = EagerKernel.update
+
+    def output(self, theta, x, spec: UpdateSpec):
+        """Φ = h_L of each run's (projected) model, (R, S, d)."""
+        return NativeKernel.forward(self, theta, x, spec)[0]
+
+
+def native_kernel(model, dtype: torch.dtype, first: bool = False) -> NativeKernel:
+    """The native kernel of ``model``: the ResNet's, the mlp unit's (whole steps of
+    ``mfsym_fused``) or the step kernel of the matrix and uv units (``first``: their first
+    kernel, backend ``native-v1``)."""
+    if isinstance(model, ResNet):
+        return DeepNativeKernel(model, dtype)
+    if first:
+        return NativeV1Kernel(model, dtype)
+    if model.name not in STEP_KERNEL_UNITS:
+        return NativeStepwiseKernel(model, dtype)
+    return NativeKernel(model, dtype)
+
+
 # ---------------------------------------------------------------------------------------
 # compile: the fused formulas through torch.compile
 # ---------------------------------------------------------------------------------------
@@ -583,18 +647,25 @@ def select_kernel(
 
     Raises ``ValueError`` naming the allowed backends for an unknown name, and
     :class:`mfsym.engine.native.NativeUnavailable` when ``native`` is requested explicitly but
-    cannot be built or does not apply (GPU tensors).  A model without fused kernels (not in
-    :data:`FUSED_UNITS`) gets the eager kernel and a warning, whatever the backend.
+    cannot be built or does not apply (GPU tensors).  A model without a fused kernel for
+    the backend (:func:`fused_backends`; ``auto``: on a GPU, ``compile``) gets the eager
+    kernel and a warning.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
     device = torch.device(device)
     if backend == "eager":
         return EagerKernel(unit)
-    if unit.name not in FUSED_UNITS:
+    fused = fused_backends(unit)
+    wanted = backend if backend != "auto" else ("native" if device.type == "cpu" else "compile")
+    if wanted == "native-v1":
+        wanted = "native"
+    if wanted not in fused:
         log.warning(
-            "backend %r has no fused kernel for the %s model (fused: %s); using eager",
-            backend, unit.name, list(FUSED_UNITS),
+            "backend %r has no fused kernel for the %s model (%s: %s); using eager",
+            backend, unit.name, wanted,
+            "one-layer units " + ", ".join(u for u, b in FUSED_UNITS.items() if wanted in b)
+            + (f"; ResNets of {', '.join(native.DEEP_UNITS)}" if wanted == "native" else ""),
         )
         return EagerKernel(unit)
     if backend in ("native", "native-v1"):
@@ -602,13 +673,13 @@ def select_kernel(
             raise native.NativeUnavailable(
                 f"backend {backend!r} runs on the CPU only, the device is {device}"
             )
-        return (NativeKernel if backend == "native" else NativeV1Kernel)(unit, dtype)
+        return native_kernel(unit, dtype, first=backend == "native-v1")
     if backend == "compile":
         return CompiledKernel(unit)
     # auto
     if device.type == "cpu":
         try:
-            return NativeKernel(unit, dtype)
+            return native_kernel(unit, dtype)
         except native.NativeUnavailable as exc:
             log.warning("native kernels unavailable (%s); using eager", exc)
             return EagerKernel(unit)

@@ -22,6 +22,9 @@ pull-back and input VJP (:meth:`Unit.output_and_vjp`), in closed form.  With N r
 L·M, the engine's step α/N, noise √(2αβ/N), N·T steps, DA views, FA averaging, EA
 projection and SI noise projection apply unchanged; the model is equivariant,
 ``Φ(g x; M_g θ) = g Φ(x; θ)``, when G acts alike on X and Y (each residual layer is).
+:meth:`ResNet.output_and_pullback` is the eager reference; on a CPU the ResNet of the
+matrix or mlp unit trains on a fused C step (``csrc/mfsym_deep.c``,
+:class:`mfsym.engine.kernels.DeepNativeKernel`) that computes the same formulas.
 
 Output-scaled ensemble (PAPER.md §9b, item 4).  ``Φ(x) = c · (1/N) Σᵢ σ*(x, θᵢ)``; with
 ``c = √N`` it is the NTK network ``(1/√N) Σᵢ σ*``.  Its force is ``c`` times the unit's

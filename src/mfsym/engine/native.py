@@ -1,9 +1,12 @@
 """Fused CPU kernels in C for the per-step force and update (backend ``native``).
 
-The C source is a file shipped with the package, ``csrc/mfsym_kernel.c``.  For one unit,
-activation, size and dtype it is built with ``-D`` macros that fix every size at compile
-time (see :func:`build_macros`), by the system C compiler (OpenMP, ``-O3 -march=native``),
-into a cached shared library called through :mod:`ctypes`.
+The C sources are files shipped with the package: ``csrc/mfsym_kernel.c`` (the one-layer
+ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``) and
+``csrc/mfsym_deep.c`` (the mean-ODE ResNet of a matrix or mlp unit; it includes the first
+for its layer unit).  For one model, activation, size and dtype a source is built with
+``-D`` macros that fix every size (and the ResNet's depth) at compile time (see
+:func:`build_macros`, :class:`Build`), by the system C compiler (OpenMP,
+``-O3 -march=native``), into a cached shared library called through :mod:`ctypes`.
 
 What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N particles, S samples):
 
@@ -18,6 +21,12 @@ What the kernels compute (shapes as in :mod:`mfsym.core.units`; R runs, N partic
   D)``, so a single run pays no per-step Python;
 * ``fused``: one whole step per call (the first kernel, backend ``native-v1``, kept to be
   timed beside the step kernel).
+* for the ResNet (:class:`DeepLibrary`, N = L·M particles layer-major, X = Y = R^d):
+  ``output`` ``Φ(x_s) = h_L`` (R, S, d) with ``h_l = h_{l−1} + (1/(L·M)) Σᵢ σ*(h_{l−1}, z_{l,i})``
+  and ``fused``: the forward keeping each h_l and the activation data, the cotangent
+  ``δ_L = c``, then from the top layer down the force
+  ``F_{l,i} = Σ_s J_z σ*(h_{l−1,s}, z_{l,i})ᵀ δ_{l,s}`` with the update of layer l's
+  particles, and ``δ_{l−1} = δ_l + (1/(L·M)) Σᵢ J_x σ*(h_{l−1}, z_{l,i})ᵀ δ_l``.
 
 Speed comes from (i) one pass per phase over the particles, kept in cache-sized chunks
 of ``CH`` particles stored feature-major; the step kernel holds ``VL`` particles of a
@@ -45,13 +54,14 @@ partial sums over particles are kept per chunk (in float64) and added in chunk o
 the result is the same bit for bit whatever the number of threads, whichever thread did
 which item, and whatever other runs share the call.
 
-Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`) with a JSON
-record of its SHA-256 and variant; it is loaded only when the folder, the library and the
-record are this user's alone (:func:`trust_problem`: no link, owned by the user or root,
-writable by no one else), both match and its exported ``mfsym_variant`` agrees once
-loaded, else rebuilt (:func:`obtain_library`).  A cache folder that fails the trust check
-is not used at all (warning; the private default folder instead).  The C calls
-go through :class:`NativeLibrary`, which checks every tensor before passing its pointer.
+Cache.  A library is stored as ``mfsym_<key>.so`` (key: :func:`cache_key`, over every C
+file the build reads) with a JSON record of its SHA-256 and variant; it is loaded only when
+the folder, the library and the record are this user's alone (:func:`trust_problem`: no
+link, owned by the user or root, writable by no one else), both match and its exported
+``mfsym_variant`` (``mfsym_deep_variant`` for the ResNet) agrees once loaded, else rebuilt
+(:func:`obtain`).  A cache folder that fails the trust check is not used at all (warning;
+the private default folder instead).  The C calls go through :class:`NativeLibrary` (and
+:class:`DeepLibrary`), which check every tensor before passing its pointer.
 """
 
 from __future__ import annotations
@@ -67,7 +77,10 @@ import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -78,9 +91,15 @@ log = logging.getLogger(__name__)
 
 #: The C file of the kernels (package data).
 SOURCE = Path(__file__).with_name("csrc") / "mfsym_kernel.c"
+#: The mlp unit's part of ``SOURCE`` (included by it when ``MFSYM_UNIT`` is 3).
+MLP_SOURCE = SOURCE.with_name("mfsym_mlp.h")
+#: The C file of the ResNet kernels (it includes ``SOURCE`` for its layer unit).
+DEEP_SOURCE = SOURCE.with_name("mfsym_deep.c")
 
 #: Build-time codes of the units and activations (``MFSYM_UNIT``, ``MFSYM_ACT``).
-UNIT_CODE = {"matrix": 1, "uv": 2}
+UNIT_CODE = {"matrix": 1, "uv": 2, "mlp": 3}
+#: The layer units of the ResNet kernels.
+DEEP_UNITS = ("matrix", "mlp")
 ACT_CODE = {"sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "linear": 5}
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
@@ -93,6 +112,8 @@ _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 
 #: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
 ABI = 2
+#: Layout version of the ResNet kernels (``MFSYM_DEEP_ABI`` in ``DEEP_SOURCE``).
+DEEP_ABI = 1
 
 #: Seconds one compiler run may take before the build counts as failed.
 COMPILE_TIMEOUT_S = 300.0
@@ -130,6 +151,8 @@ def build_macros(unit: Unit, dtype: torch.dtype) -> list[str]:
         "DOUBLE": DTYPE_CODE[dtype], "UNIT": UNIT_CODE[unit.name], "ACT": ACT_CODE[act],
         "DX": unit.dx, "DY": unit.dy, "SLOPE": slope,
     }
+    if unit.name == "mlp":
+        values["HIDDEN"] = unit.hidden
     return [f"-DMFSYM_{k}={v}" for k, v in values.items()]
 
 
@@ -199,11 +222,12 @@ def compiler_version(cc: str) -> str:
     return res.stdout.strip()
 
 
-def cache_key(version: str, flags: list[str]) -> str:
-    """Name of a library in the cache: a hash of the C source, the compiler's version
-    output, every flag and macro (so a build without OpenMP has its own key) and
-    :func:`machine_id`."""
-    parts = [hashlib.sha256(SOURCE.read_bytes()).hexdigest(), version, " ".join(flags)]
+def cache_key(version: str, flags: list[str], sources: tuple[Path, ...] = (SOURCE,)) -> str:
+    """Name of a library in the cache: a hash of the C sources it is built from, the
+    compiler's version output, every flag and macro (so a build without OpenMP has its own
+    key) and :func:`machine_id`."""
+    digests = [hashlib.sha256(src.read_bytes()).hexdigest() for src in sources]
+    parts = [*digests, version, " ".join(flags)]
     return hashlib.sha256("\0".join([*parts, machine_id()]).encode()).hexdigest()[:32]
 
 
@@ -218,26 +242,71 @@ def expected_variant(unit: Unit, dtype: torch.dtype, openmp: bool) -> dict:
     }
 
 
-_VARIANT_FIELDS = (
-    "abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp", "lanes",
-)
+_VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "chunk", "openmp")
+#: What each variant function reports (the one-layer kernels add their vector length, the
+#: ResNet's its depth and hidden width).
+_FIELDS = {
+    "mfsym_variant": (*_VARIANT_FIELDS, "lanes"),
+    "mfsym_deep_variant": (*_VARIANT_FIELDS, "depth", "hidden"),
+}
 
 
-def library_variant(lib: ctypes.CDLL) -> dict:
-    """The variant a loaded library was compiled for (its ``mfsym_variant``)."""
-    fn = lib.mfsym_variant  # AttributeError when the library has no such symbol
+def library_variant(lib: ctypes.CDLL, symbol: str = "mfsym_variant") -> dict:
+    """The variant a loaded library was compiled for (its ``symbol``, ``mfsym_variant`` or
+    ``mfsym_deep_variant``)."""
+    fn = getattr(lib, symbol)  # AttributeError when the library has no such symbol
     fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p], None
-    vals = (ctypes.c_int64 * len(_VARIANT_FIELDS))()
+    fields = _FIELDS[symbol]
+    vals = (ctypes.c_int64 * len(fields))()
     slope = ctypes.c_double()
     fn(ctypes.addressof(vals), ctypes.addressof(slope))
-    return {**dict(zip(_VARIANT_FIELDS, vals, strict=True)), "slope": slope.value}
+    return {**dict(zip(fields, vals, strict=True)), "slope": slope.value}
 
 
-def _variant_problem(lib: ctypes.CDLL, want: dict) -> str | None:
+@dataclass(frozen=True)
+class Build:
+    """One library to obtain: the C file compiled (``source``), every file it reads
+    (``sources``, hashed into the cache key), its ``-D`` macros, the variant its
+    ``symbol`` must report with and without OpenMP (``want(openmp)``)."""
+
+    source: Path
+    sources: tuple[Path, ...]
+    macros: tuple[str, ...]
+    want: Callable[[bool], dict]
+    symbol: str = "mfsym_variant"
+
+
+def shallow_build(unit: Unit, dtype: torch.dtype) -> Build:
+    """The one-layer kernels of ``unit`` (``SOURCE``, with ``MLP_SOURCE`` for the mlp unit)."""
+    macros = tuple(build_macros(unit, dtype))
+    sources = (SOURCE, MLP_SOURCE) if unit.name == "mlp" else (SOURCE,)
+    return Build(SOURCE, sources, macros, lambda openmp: expected_variant(unit, dtype, openmp))
+
+
+def deep_build(model, dtype: torch.dtype) -> Build:
+    """The kernels of the mean-ODE ResNet ``model`` (depth L, a unit of
+    :data:`DEEP_UNITS`): ``DEEP_SOURCE`` with the unit's macros and ``MFSYM_DEPTH=L``."""
+    unit = model.unit
+    if unit.name not in DEEP_UNITS:
+        raise NativeUnavailable(
+            f"the ResNet of the {unit.name} unit has no native kernel; allowed units: "
+            f"{list(DEEP_UNITS)}"
+        )
+    base = shallow_build(unit, dtype)
+    hidden = unit.hidden if unit.name == "mlp" else 0
+
+    def want(openmp: bool) -> dict:
+        return {**base.want(openmp), "abi": DEEP_ABI, "depth": model.depth, "hidden": hidden}
+
+    return Build(DEEP_SOURCE, (DEEP_SOURCE, *base.sources),
+                 (*base.macros, f"-DMFSYM_DEPTH={model.depth}"), want, "mfsym_deep_variant")
+
+
+def _variant_problem(lib: ctypes.CDLL, want: dict, symbol: str = "mfsym_variant") -> str | None:
     try:
-        got = library_variant(lib)
+        got = library_variant(lib, symbol)
     except AttributeError:
-        return "it has no mfsym_variant symbol"
+        return f"it has no {symbol} symbol"
     got = {k: got[k] for k in want}
     return None if got == want else f"it was compiled for {got}, not {want}"
 
@@ -274,7 +343,7 @@ class _BuildFailed(Exception):
         self.final = final  # no point trying the reduced builds (timeout, no compiler)
 
 
-def _load_cached(path: Path, want: dict) -> ctypes.CDLL | None:
+def _load_cached(path: Path, want: dict, symbol: str) -> ctypes.CDLL | None:
     """The cached library at ``path`` if its record, hash and symbol all check out; else
     None, with a warning naming the file and the cause."""
     problem = _cache_problem(path, want)
@@ -284,18 +353,18 @@ def _load_cached(path: Path, want: dict) -> ctypes.CDLL | None:
         except OSError as exc:
             problem = f"it does not load ({exc})"
         else:
-            problem = _variant_problem(lib, want)
+            problem = _variant_problem(lib, want, symbol)
             if problem is None:
                 return lib
     log.warning("native kernel cache %s is not usable: %s; rebuilding it", path, problem)
     return None
 
 
-def _store(path: Path, data: bytes, want: dict, flags: list[str]) -> None:
+def _store(path: Path, data: bytes, want: dict, flags: list[str], source: Path) -> None:
     """Put a fresh library and its record into the cache, each by an atomic rename."""
     record = {
         "library": path.name, "sha256": hashlib.sha256(data).hexdigest(), "variant": want,
-        "flags": flags, "source_sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "flags": flags, "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
     }
     try:
         # the record holds the library's hash: no checksum sidecars
@@ -310,8 +379,8 @@ def _store(path: Path, data: bytes, want: dict, flags: list[str]) -> None:
         )
 
 
-def _compile(cc: str, flags: list[str], out: Path) -> None:
-    cmd = [cc, *flags, str(SOURCE), "-o", str(out)]
+def _compile(cc: str, flags: list[str], out: Path, source: Path) -> None:
+    cmd = [cc, *flags, str(source), "-o", str(out)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -322,7 +391,7 @@ def _compile(cc: str, flags: list[str], out: Path) -> None:
         raise _BuildFailed(res.stderr.strip()[-400:] or f"{cc} exited with {res.returncode}")
 
 
-def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.CDLL:
+def _build(cc: str, flags: list[str], want: dict, path: Path | None, build: Build) -> ctypes.CDLL:
     """Compile into a fresh temporary file (in the cache folder when it is writable, so
     that a system temp mounted noexec does not matter), load and check it from there, then
     store it under ``path`` (None: not cached)."""
@@ -333,17 +402,17 @@ def _build(cc: str, flags: list[str], want: dict, path: Path | None) -> ctypes.C
         raise _BuildFailed(f"no folder to build in ({exc})", final=True) from exc
     with tmp:
         out = Path(tmp.name) / "kernel.so"
-        _compile(cc, flags, out)
+        _compile(cc, flags, out, build.source)
         data = out.read_bytes()
         try:
             lib = ctypes.CDLL(str(out))
         except OSError as exc:
             raise _BuildFailed(f"the new library does not load ({exc})") from exc
-        problem = _variant_problem(lib, want)
+        problem = _variant_problem(lib, want, build.symbol)
         if problem is not None:
             raise _BuildFailed(f"the new library is wrong: {problem}")
         if path is not None:
-            _store(path, data, want, flags)
+            _store(path, data, want, flags, build.source)
     return lib
 
 
@@ -388,15 +457,19 @@ def _make_folder(folder: Path) -> Path | None:
 
 
 def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
-    """The kernels of ``unit`` in ``dtype``: a verified cached library, else a fresh build.
+    """The kernels of ``unit`` in ``dtype`` (:func:`obtain`)."""
+    return obtain(shallow_build(unit, dtype))
+
+
+def obtain(build: Build) -> ctypes.CDLL:
+    """The library of ``build``: a verified cached library, else a fresh build.
 
     Builds are tried with ``-march=native -fopenmp``, then ``-fopenmp``, then neither; each
     has its own cache key.  A cached library is loaded only if its record's SHA-256 and
-    variant match and, once loaded, its ``mfsym_variant`` agrees; otherwise it is rebuilt
+    variant match and, once loaded, its variant symbol agrees; otherwise it is rebuilt
     (once, into a fresh file renamed into place).  Raises :class:`NativeUnavailable` with
     every compiler error when nothing builds.
     """
-    macros = build_macros(unit, dtype)
     cc = find_compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found (set CC or install gcc)")
@@ -404,15 +477,16 @@ def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
     folder = _cache_folder()
     errors = []
     for extra in _OPTIONAL_FLAGS:
-        flags = [*FLAGS, *extra, *macros]
-        want = expected_variant(unit, dtype, "-fopenmp" in extra)
-        path = None if folder is None else folder / f"mfsym_{cache_key(version, flags)}.so"
+        flags = [*FLAGS, *extra, *build.macros]
+        want = build.want("-fopenmp" in extra)
+        key = cache_key(version, flags, build.sources)
+        path = None if folder is None else folder / f"mfsym_{key}.so"
         if path is not None and (path.exists() or path.is_symlink()):
-            lib = _load_cached(path, want)
+            lib = _load_cached(path, want, build.symbol)
             if lib is not None:
                 return lib
         try:
-            lib = _build(cc, flags, want, path)
+            lib = _build(cc, flags, want, path, build)
         except _BuildFailed as exc:
             errors.append(f"{' '.join(extra) or 'plain'}: {exc}")
             if exc.final:
@@ -423,15 +497,25 @@ def obtain_library(unit: Unit, dtype: torch.dtype) -> ctypes.CDLL:
     raise NativeUnavailable("the C compiler failed:\n" + "\n".join(errors))
 
 
-def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
-    """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
-    key = tuple(build_macros(unit, dtype))
+def _loaded(build: Build, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL:
+    """The library of ``build``, obtained and declared once per process."""
+    key = (build.source.name, *build.macros)
     with _LOCK:
         if key not in _LIBS:
-            lib = obtain_library(unit, dtype)
-            _declare(lib)
+            lib = obtain(build)
+            declare(lib)
             _LIBS[key] = lib
-        return NativeLibrary(_LIBS[key], unit, dtype)
+        return _LIBS[key]
+
+
+def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
+    """The compiled kernels for ``unit`` and ``dtype`` (obtained once per process)."""
+    return NativeLibrary(_loaded(shallow_build(unit, dtype), _declare), unit, dtype)
+
+
+def load_deep_library(model, dtype: torch.dtype) -> DeepLibrary:
+    """The compiled kernels of the mean-ODE ResNet ``model`` in ``dtype`` (once per process)."""
+    return DeepLibrary(_loaded(deep_build(model, dtype), _declare_deep), model, dtype)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -447,17 +531,27 @@ def _declare(lib: ctypes.CDLL) -> None:
     ]
     lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
     lib.mfsym_sizes.restype = None
-    lib.mfsym_steps.argtypes = [
-        i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64, i64,
-        ptr, ptr, ptr, ptr, f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
-    ]
-    lib.mfsym_steps_sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
-    lib.mfsym_steps_sizes.restype = None
     lib.mfsym_floor.argtypes = [i64, ptr]
     lib.mfsym_floor.restype = None
-    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused,
-               lib.mfsym_steps):
+    for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
+    if hasattr(lib, "mfsym_steps"):  # the step kernel (matrix and uv units)
+        lib.mfsym_steps.argtypes = [
+            i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64,
+            i64, ptr, ptr, ptr, ptr, f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
+        ]
+        lib.mfsym_steps.restype = i32
+        lib.mfsym_steps_sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
+        lib.mfsym_steps_sizes.restype = None
+
+
+def _declare_deep(lib: ctypes.CDLL) -> None:
+    """The ResNet's ``mfsym_deep_{output,fused,sizes}`` take the arguments of the one-layer
+    ``mfsym_{output,fused,sizes}`` (which the library also holds)."""
+    _declare(lib)
+    for name in ("output", "fused", "sizes"):
+        one, deep = getattr(lib, f"mfsym_{name}"), getattr(lib, f"mfsym_deep_{name}")
+        deep.argtypes, deep.restype = one.argtypes, one.restype
 
 
 # ---------------------------------------------------------------------------------------
@@ -722,3 +816,37 @@ class NativeLibrary:
         out = (ctypes.c_double * 3)()
         self.lib.mfsym_floor(int(reps), ctypes.addressof(out))
         return dict(zip(("fma", "exp", "reciprocal"), out, strict=True))
+
+class DeepLibrary(NativeLibrary):
+    """The compiled kernels of a mean-ODE ResNet (``models.ResNet``) behind the checked
+    methods of :class:`NativeLibrary`: :meth:`output` (Φ(x) = h_L, (R, S, d)),
+    :meth:`workspace_sizes` and :meth:`fused` (a whole step, ``mfsym_deep_fused``), with
+    particles ``theta (R, N, D)``, N = L·M layer-major.  The per-particle pull-back of a
+    one-layer model (``force``, ``step``) has no meaning here."""
+
+    def __init__(self, lib: ctypes.CDLL, model, dtype: torch.dtype):
+        symbols = SimpleNamespace(
+            mfsym_output=lib.mfsym_deep_output, mfsym_fused=lib.mfsym_deep_fused,
+            mfsym_sizes=lib.mfsym_deep_sizes,
+        )
+        super().__init__(symbols, model, dtype)
+        self.depth = model.depth
+
+    def _sizes(self, theta, x):
+        R, N, S = super()._sizes(theta, x)
+        if N % self.depth:
+            raise ValueError(
+                f"theta holds N = {N} particles per run, not a multiple of the depth "
+                f"L = {self.depth}"
+            )
+        return R, N, S
+
+    def workspace_sizes(self, N: int, S: int) -> tuple[int, int]:
+        if N % self.depth:
+            raise ValueError(f"N = {N} is not a multiple of the depth L = {self.depth}")
+        return super().workspace_sizes(N, S)
+
+    def force(self, *args, **kwargs):
+        raise NotImplementedError("a ResNet has no per-particle native pull-back")
+
+    step = force

@@ -4,7 +4,8 @@
    at build time with -D macros, so every size is a compile-time constant:
 
      MFSYM_DOUBLE  0: float32, 1: float64
-     MFSYM_UNIT    1: matrix, σ*(x, z) = act(z x);  2: uv, σ*(x, (u, v)) = v·act(uᵀx / DX)
+     MFSYM_UNIT    1: matrix, σ*(x, z) = act(z x);  2: uv, σ*(x, (u, v)) = v·act(uᵀx / DX);
+                   3: mlp, σ*(x, (W1, W2)) = W2 act(W1 x) (defined in mfsym_mlp.h)
      MFSYM_ACT     1: sigmoid, 2: tanh, 3: relu, 4: leaky_relu, 5: linear
      MFSYM_DX, MFSYM_DY   input and output dimensions
      MFSYM_SLOPE   negative-side slope of leaky_relu (ignored by the other activations)
@@ -58,8 +59,10 @@
 #define D (DX * DY)
 #elif MFSYM_UNIT == 2
 #define D (DX + DY)
+#elif MFSYM_UNIT == 3 && defined(MFSYM_HIDDEN)
+#define D (MFSYM_HIDDEN * (DX + DY))
 #else
-#error "MFSYM_UNIT must be 1 (matrix) or 2 (uv)"
+#error "MFSYM_UNIT must be 1 (matrix), 2 (uv) or 3 (mlp, with MFSYM_HIDDEN)"
 #endif
 
 /* Exponential constants: range limit (e^±LIM and its reciprocal stay normal), ln 2 split
@@ -224,6 +227,8 @@ static inline void force_finish(real g[D][CH], int64_t c8) {
     (void)c8;
 }
 
+#elif MFSYM_UNIT == 3
+#include "mfsym_mlp.h"
 #else
 /* σ*(x, (u, v)) = v · act(uᵀx / DX), z = (u, v).
    Stored per sample and particle: act(h) and act'(h). */
@@ -688,6 +693,8 @@ static inline vreal v_exp(vreal v) {
 #define VDACT(h, a) ((void)(h), (void)(a), vset(1))
 #endif
 
+/* The step kernel serves the matrix and uv units (the mlp unit steps with mfsym_fused). */
+#if MFSYM_UNIT != 3
 /* Σ of a vector's lanes in float64, pairwise. */
 static inline double vsum(vreal v) {
     double t[VL];
@@ -1071,6 +1078,8 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
     pthread_mutex_destroy(&c.mu);
     return started + 1;
 }
+
+#endif /* MFSYM_UNIT != 3 */
 
 /* ---- the machine's floor for these kernels ----
    ns per lane, in this thread's CPU time, of: a vector FMA at full throughput (8

@@ -1,0 +1,226 @@
+/* Fused CPU kernels of the mean-ODE ResNet (PAPER.md §10), see mfsym/engine/native.py.
+
+   Built with the macros of the one-layer kernels (mfsym_kernel.c, included below: its unit
+   of MFSYM_UNIT is the ResNet's layer unit, matrix or mlp, with MFSYM_DX = MFSYM_DY = d)
+   and the depth
+
+     MFSYM_DEPTH   L, the number of residual layers
+
+   Particles θ (R, N, D) with N = L·M are layer-major (particle (l, i) at row l·M + i),
+   inputs x (R, S, d), and the model is (layers counted from 0: layer l maps h_l to h_{l+1})
+
+     h_0 = x,   h_{l+1} = h_l + (1/(L·M)) Σ_i σ*(h_l, z_{l,i}),   Φ(x) = h_L.
+
+   A step (mfsym_deep_fused) runs forward through the layers keeping each layer's input
+   h_l (S×d) and the unit's activation data per sample and particle, forms the cotangent
+   c = c0 (L o − T) of the scheme as mfsym_fused does, then goes back through the layers:
+   with δ_L = c, layer l's particles get the force F_{l,i} = Σ_s J_z σ*(h_{l,s}, z_{l,i})ᵀ δ_{l+1,s}
+   and are updated at once (θ ← θ − lr·Π_d[F + wd·θ] + σ·Π_n ξ), and the cotangent moves
+   down, δ_l = δ_{l+1} + (1/(L·M)) Σ_i J_x σ*(h_l, z_{l,i})ᵀ δ_{l+1}.  All sums over
+   particles are per chunk (float64 per chunk, added in chunk order), so the numbers do
+   not depend on the number of threads or on the other runs of the call. */
+
+#include "mfsym_kernel.c"
+
+#ifndef MFSYM_DEPTH
+#error "define MFSYM_DEPTH (the ResNet's number of layers)"
+#endif
+#if MFSYM_DEPTH < 1 || MFSYM_DX != MFSYM_DY
+#error "the ResNet needs MFSYM_DEPTH ≥ 1 and MFSYM_DX == MFSYM_DY"
+#endif
+#if MFSYM_UNIT == 2
+#error "the ResNet kernels have the matrix (1) and mlp (3) units"
+#endif
+
+#define LAYERS MFSYM_DEPTH
+#define MFSYM_DEEP_ABI 1
+
+#if MFSYM_UNIT == 1
+/* Lanes n..n+7 of one sample, z (DY×DX), w_k = act'(pre_k) δ_k: the force
+   g[k·DX + l] += w_k h_l and, with vjp, the input cotangent acc[l][i] += Σ_k w_k z[k, l]. */
+static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
+                              const real* hs, const real* ds, real g[D][CH], real acc[DX][8],
+                              int vjp) {
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < DY; k++) {
+            real w = st[k][n + i] * ds[k];
+            for (int l = 0; l < DX; l++) {
+                g[k * DX + l][n + i] += w * hs[l];
+                if (vjp) acc[l][i] += w * tz[k * DX + l][n + i];
+            }
+        }
+}
+#else
+/* Lanes n..n+7 of one sample, mlp unit: the force (mlp_terms) and, with vjp, the input
+   cotangent acc[l][i] += Σ_j w_j W1[j, l], w_j = act'(pre_j) (Σ_k W2[k, j] δ_k). */
+static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
+                              const real* hs, const real* ds, real g[D][CH], real acc[DX][8],
+                              int vjp) {
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < H; j++) {
+            real w = mlp_terms(tz, n + i, j, st[j][n + i], st[H + j][n + i], hs, ds, g);
+            if (vjp)
+                for (int l = 0; l < DX; l++) acc[l][i] += w * tz[j * DX + l][n + i];
+        }
+}
+#endif
+
+/* One pass over the chunk's samples and particles (lanes beyond cn hold z = 0): the force
+   g[d][n] = Σ_s (J_z σ*(h_s, z_n)ᵀ δ_s)_d and, when part is given, the input cotangent's
+   partial sums part[s, l] = Σ_n (J_x σ*(h_s, z_n)ᵀ δ_s)_l. */
+static void back_chunk(real tz[D][CH], int64_t cn, const real* hr, const real* dr, int64_t S,
+                       const real* st, real g[D][CH], double* part) {
+    int64_t c8 = (cn + 7) / 8 * 8;
+    for (int d = 0; d < D; d++)
+        for (int64_t n = 0; n < c8; n++) g[d][n] = 0;
+    for (int64_t s = 0; s < S; s++) {
+        real hs[DX], ds[DY], acc[DX][8];
+        for (int l = 0; l < DX; l++) hs[l] = hr[s * DX + l];
+        for (int k = 0; k < DY; k++) ds[k] = dr[s * DY + k];
+        for (int l = 0; l < DX; l++)
+            for (int i = 0; i < 8; i++) acc[l][i] = 0;
+        const real (*sts)[CH] = (const real (*)[CH])(st + s * NQ * CH);
+        if (part) {
+            for (int64_t n = 0; n < c8; n += 8) back_block(tz, n, sts, hs, ds, g, acc, 1);
+            for (int l = 0; l < DX; l++) part[s * DX + l] = lane_sum(acc[l]);
+        } else {
+            for (int64_t n = 0; n < c8; n += 8) back_block(tz, n, sts, hs, ds, g, acc, 0);
+        }
+    }
+}
+
+/* v[q] += (Σ_c part[c·len + q]) / div for q < len: the chunks' partial sums in chunk order. */
+static void add_chunk_sums(real* v, const double* part, int64_t nch, int64_t len, double div) {
+    for (int64_t q = 0; q < len; q++) {
+        double t = 0;
+        for (int64_t c = 0; c < nch; c++) t += part[c * len + q];
+        v[q] += (real)(t / div);
+    }
+}
+
+/* Workspace of one worker: reals (each layer's input h_l, the stored activation data of
+   every layer, the cotangent δ) and doubles (per-chunk partial sums of one layer). */
+void mfsym_deep_sizes(int64_t N, int64_t S, int64_t* reals, int64_t* doubles) {
+    int64_t nch = nchunks(N / LAYERS);
+    *reals = (LAYERS + 1) * S * DX + LAYERS * nch * S * NQ * CH + S * DY;
+    *doubles = nch * S * DX;
+}
+
+/* Forward through the layers of run r: hs[l] (S×DX) for l = 0..L, with st (when given)
+   the activation data of layer l's chunk c at st + (l·nch + c)·S·NQ·CH. */
+static void deep_forward(const real* theta, const real* x, const real* P, int pon, int64_t N,
+                         int64_t S, real* hs, real* st, double* part, int inner) {
+    UNUSED_WITHOUT_OMP(inner);
+    int64_t M = N / LAYERS, nch = nchunks(M);
+    memcpy(hs, x, (size_t)(S * DX) * sizeof(real));
+    for (int layer = 0; layer < LAYERS; layer++) {
+        const real* h = hs + layer * S * DX;
+        OMP(omp parallel for num_threads(inner) schedule(static) if(inner > 1))
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t n0 = c * CH, cn = M - n0 < CH ? M - n0 : CH;
+            real tz[D][CH] __attribute__((aligned(64)));
+            load_chunk(theta + (layer * M + n0) * D, cn, P, pon, tz);
+            output_chunk(tz, cn, h, S, part + c * S * DY,
+                         st ? st + (layer * nch + c) * S * NQ * CH : 0);
+        }
+        real* next = hs + (layer + 1) * S * DX;
+        memcpy(next, h, (size_t)(S * DX) * sizeof(real));
+        add_chunk_sums(next, part, nch, S * DY, (double)N);
+    }
+}
+
+/* One run: forward, cotangent, then layer by layer from the top: force and update of the
+   layer's particles, and the cotangent of its input. */
+static void deep_run(const fused_args* a, int64_t r, real* work, double* part, int inner) {
+    UNUSED_WITHOUT_OMP(inner);
+    int64_t N = a->N, S = a->S, M = N / LAYERS, nch = nchunks(M);
+    real* hs = work;
+    real* st = hs + (LAYERS + 1) * S * DX;
+    real* delta = st + LAYERS * nch * S * NQ * CH;
+    const real* P = a->proj + r * D * D;
+    const real* th_r = a->theta + r * N * D;
+    deep_forward(th_r, a->x + r * S * DX, P, a->proj_on[r], N, S, hs, st, part, inner);
+    real* o = a->out + r * S * DY;
+    memcpy(o, hs + LAYERS * S * DX, (size_t)(S * DY) * sizeof(real));
+    double loss = cotangent(a, r, o, delta);
+    a->loss_acc[r] += loss;
+    if (!__builtin_isfinite(loss) && a->first_bad[r] < 0) a->first_bad[r] = a->step;
+    for (int layer = LAYERS - 1; layer >= 0; layer--) {
+        const real* h = hs + layer * S * DX;
+        OMP(omp parallel for num_threads(inner) schedule(static) if(inner > 1))
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t n0 = layer * M + c * CH, cn = M - c * CH < CH ? M - c * CH : CH;
+            real tz[D][CH] __attribute__((aligned(64)));
+            real g[D][CH] __attribute__((aligned(64)));
+            const real* stc = st + (layer * nch + c) * S * NQ * CH;
+            load_chunk(th_r + n0 * D, cn, P, a->proj_on[r], tz);
+            back_chunk(tz, cn, h, delta, S, stc, g, layer > 0 ? part + c * S * DX : 0);
+            update_chunk(th_r + n0 * D, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D,
+                         P, a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr,
+                         a->wd, a->sigma, a->theta_out + (r * N + n0) * D);
+        }
+        if (layer > 0) add_chunk_sums(delta, part, nch, S * DX, (double)N);
+    }
+}
+
+/* A whole step of R runs of the ResNet, with the arguments (and the contract) of
+   mfsym_fused, N = L·M.  Runs are spread over the threads (dynamic: a run's cost does not
+   depend on the thread it runs on, its numbers neither); a single run spreads the chunks of
+   each layer, when a layer holds enough work to pay for the two joins it costs per layer. */
+int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta,
+                     const real* x, const real* targets, const real* cot_l,
+                     const int8_t* cot_on, double c0, const real* xi, const int64_t* xi_row,
+                     int64_t xi_stride, const real* proj, const int8_t* proj_on,
+                     const real* noise_proj, const int8_t* noise_on, double lr, double wd,
+                     double sigma, real* out, real* theta_out, double* loss_acc,
+                     int64_t* first_bad, int64_t step, real* work, double* partw, int nt) {
+    fused_args a = {N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on, proj_on,
+                    noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd, (real)sigma,
+                    out, theta_out, loss_acc, first_bad, step};
+    int64_t wr, wdb;
+    mfsym_deep_sizes(N, S, &wr, &wdb);
+    int outer = R > 1 && nt > 1 ? nt : 1;
+    int inner = R == 1 && use_threads(1, N / LAYERS, S) ? nt : 1;
+    UNUSED_WITHOUT_OMP(outer);
+    OMP(omp parallel for num_threads(outer) schedule(dynamic, 1) if(outer > 1))
+    for (int64_t r = 0; r < R; r++)
+        deep_run(&a, r, work + THREAD_ID * wr, partw + THREAD_ID * wdb, inner);
+    return 0;
+}
+
+/* Φ(x) (R, S, DY) of each run's (projected) particles; 1 if a buffer cannot be had. */
+int mfsym_deep_output(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
+                      const real* proj, const int8_t* proj_on, real* out, int nt) {
+    UNUSED_WITHOUT_OMP(nt);
+    int64_t nch = nchunks(N / LAYERS), hsz = (LAYERS + 1) * S * DX;
+    real* hs = (real*)malloc((size_t)(R * hsz) * sizeof(real));
+    double* part = (double*)malloc((size_t)(R * nch * S * DY) * sizeof(double));
+    if (!hs || !part) {
+        free(hs);
+        free(part);
+        return 1;
+    }
+    OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if(nt > 1 && R > 1))
+    for (int64_t r = 0; r < R; r++) {
+        real* h = hs + r * hsz;
+        deep_forward(theta + r * N * D, x + r * S * DX, proj + r * D * D, proj_on[r], N, S, h,
+                     0, part + r * nch * S * DY, 1);
+        memcpy(out + r * S * DY, h + LAYERS * S * DX, (size_t)(S * DY) * sizeof(real));
+    }
+    free(hs);
+    free(part);
+    return 0;
+}
+
+/* The compiled variant: v[0..10] = {ABI version, bytes per real, unit, activation, DX, DY,
+   D, CH, OpenMP on, depth L, hidden width (0 but for the mlp unit)}, *slope = SLOPE. */
+void mfsym_deep_variant(int64_t* v, double* slope) {
+    mfsym_variant(v, slope);
+    v[0] = MFSYM_DEEP_ABI;
+    v[9] = LAYERS;
+#if MFSYM_UNIT == 3
+    v[10] = H;
+#else
+    v[10] = 0;
+#endif
+}
