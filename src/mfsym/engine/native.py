@@ -562,7 +562,14 @@ I8, I64, F64 = torch.int8, torch.int64, torch.float64
 
 def check_tensor(name: str, t, dtype: torch.dtype, dims, inner_contiguous: int | None = None):
     """Raise unless ``t`` is a CPU tensor of ``dtype`` and shape ``dims`` (pairs of symbol
-    and size), contiguous (or, with ``inner_contiguous=k``, contiguous in its last k axes)."""
+    and size), contiguous (or, with ``inner_contiguous=k``, contiguous in its last k axes).
+
+    The common case (a contiguous CPU tensor of the right dtype and shape) is decided in a
+    few attribute reads: the checks run on every kernel call, several per training step."""
+    if (inner_contiguous is None and type(t) is torch.Tensor and t.dtype == dtype
+            and t.is_contiguous() and t.device.type == "cpu"
+            and t.shape == tuple(int(n) for _, n in dims)):
+        return
     symbols = "(" + ", ".join(s for s, _ in dims) + ")"
     sizes = tuple(int(n) for _, n in dims)
     if not isinstance(t, torch.Tensor):
