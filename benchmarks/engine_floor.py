@@ -13,7 +13,9 @@ per particle-sample update, from its formulas (forward ``h_k = Σ_l z_kl x_l``,
 
 floor (ns per update on one core) = 16 t_fma + 2 t_exp + 2 t_rcp.  Loads, stores, the
 update (once per particle, not per sample) and the threads' coordination are left out, so
-no kernel reaches it.  With T threads the wall-time floor is floor / T.
+no kernel reaches it.  With T threads the per-lane figures are measured by T threads at
+once (each in its own CPU time), and the wall-time floor is floor / T: cores that share
+execution units or caches raise it.
 
 Kernel.  The native call alone (no sampling, targets or Python bookkeeping): the step kernel
 ``mfsym_steps`` over ``K`` steps in one call, the first kernel ``mfsym_fused`` once per
@@ -35,9 +37,11 @@ from mfsym.engine.kernels import NativeKernel, NativeV1Kernel, Tally, UpdateSpec
 OPS = {"fma": 16, "exp": 2, "reciprocal": 2}
 
 
-def floor_ns(lib, repeat: int = 5, reps: int = 4000) -> tuple[float, dict[str, float]]:
-    """ns per update on one core and the per-lane figures (medians of ``repeat``)."""
-    runs = [lib.floor(reps) for _ in range(repeat)]
+def floor_ns(lib, repeat: int = 5, reps: int = 4000,
+             threads: int = 1) -> tuple[float, dict[str, float]]:
+    """ns per update on one core, with ``threads`` measuring at once, and the per-lane
+    figures (medians of ``repeat``)."""
+    runs = [lib.floor(reps, threads) for _ in range(repeat)]
     per_op = {k: statistics.median(r[k] for r in runs) for k in OPS}
     return sum(OPS[k] * per_op[k] for k in OPS), per_op
 
@@ -80,8 +84,9 @@ def report(threads: int, R: int = 12, N: int = 5000, repeat: int = 5) -> None:
     """Print the floor, both kernels' ns per update and their ratios to the floor."""
     lib = native.load_library(make_unit("matrix", 2, 2, "sigmoid"), torch.float32)
     lanes = native.library_variant(lib.lib)["lanes"]
-    floor, per_op = floor_ns(lib, repeat)
-    print(f"\nfloor of this CPU ({lanes} float lanes per vector; ns per lane, thread CPU time): "
+    floor, per_op = floor_ns(lib, repeat, threads=threads)
+    print(f"\nfloor of this CPU ({lanes} float lanes per vector; ns per lane, each thread's "
+          f"CPU time, {threads} thread(s) at once): "
           + ", ".join(f"{k} {v:.4f}" for k, v in per_op.items()))
     print(f"  paper's unit: {OPS['fma']} FMA + {OPS['exp']} exp + {OPS['reciprocal']} "
           f"reciprocals per update = {floor:.3f} ns per update on one core, "

@@ -531,7 +531,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     ]
     lib.mfsym_sizes.argtypes = [i64, i64, ptr, ptr]
     lib.mfsym_sizes.restype = None
-    lib.mfsym_floor.argtypes = [i64, ptr]
+    lib.mfsym_floor.argtypes = [i64, i32, ptr]
     lib.mfsym_floor.restype = None
     for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
@@ -816,12 +816,14 @@ class NativeLibrary:
         )
         return new
 
-    def floor(self, reps: int = 2000) -> dict[str, float]:
-        """This CPU's throughput for the step kernel's operations, ns per lane in thread CPU
-        time (see ``mfsym_floor``): ``fma``, ``exp`` and ``reciprocal``."""
+    def floor(self, reps: int = 2000, threads: int = 1) -> dict[str, float]:
+        """This CPU's throughput for the step kernel's operations, ns per lane in each
+        thread's CPU time with ``threads`` threads measuring at once (see
+        ``mfsym_floor``): ``fma``, ``exp`` and ``reciprocal``."""
         _positive("reps", reps, "passes")
+        _positive("threads", threads, "threads")
         out = (ctypes.c_double * 3)()
-        self.lib.mfsym_floor(int(reps), ctypes.addressof(out))
+        self.lib.mfsym_floor(int(reps), int(threads), ctypes.addressof(out))
         return dict(zip(("fma", "exp", "reciprocal"), out, strict=True))
 
 class DeepLibrary(NativeLibrary):

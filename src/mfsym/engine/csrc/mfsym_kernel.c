@@ -1082,7 +1082,7 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
 #endif /* MFSYM_UNIT != 3 */
 
 /* ---- the machine's floor for these kernels ----
-   ns per lane, in this thread's CPU time, of: a vector FMA at full throughput (8
+   ns per lane, in the thread's CPU time, of: a vector FMA at full throughput (8
    independent chains), the exponential v_exp, and the reciprocal 1/(1 + v) (the sigmoid's
    division), each over `reps` passes of register- or L1-resident data.  ns[0..2]. */
 static double thread_ns(void) {
@@ -1100,7 +1100,7 @@ static double thread_ns(void) {
 #define KEEP_IN_REGISTER(v) __asm__ __volatile__("" : : "g"(&(v)) : "memory")
 #endif
 
-void mfsym_floor(int64_t reps, double* ns) {
+static void floor_one(int64_t reps, double* ns) {
     enum { CHAINS = 12, LEN = 1024 };
     real buf[LEN] __attribute__((aligned(64)));
     for (int i = 0; i < LEN; i++) buf[i] = (real)(-8.0 + 16.0 * i / LEN);
@@ -1132,6 +1132,38 @@ void mfsym_floor(int64_t reps, double* ns) {
     sink += e[0];
     ns[2] = (t1 - t0) / ((double)reps * LEN);
     (void)sink;
+}
+
+typedef struct {
+    int64_t reps;
+    double ns[3];
+} floor_arg;
+
+static void* floor_worker(void* arg) {
+    floor_arg* f = (floor_arg*)arg;
+    floor_one(f->reps, f->ns);
+    return 0;
+}
+
+/* The floor measured on nt threads at once (each thread's own CPU time, averaged over
+   the threads), so that cores sharing execution units or caches show it: ns[0..2]. */
+void mfsym_floor(int64_t reps, int nt, double* ns) {
+    floor_arg args[64];
+    pthread_t tid[64];
+    int started = 0;
+    if (nt < 1) nt = 1;
+    if (nt > 64) nt = 64;
+    for (int i = 0; i < nt; i++) args[i].reps = reps;
+    for (int i = 1; i < nt; i++) {
+        if (pthread_create(&tid[i], 0, floor_worker, &args[i]) != 0) break;
+        started = i;
+    }
+    floor_worker(&args[0]);
+    for (int i = 1; i <= started; i++) pthread_join(tid[i], 0);
+    for (int k = 0; k < 3; k++) {
+        ns[k] = 0;
+        for (int i = 0; i <= started; i++) ns[k] += args[i].ns[k] / (started + 1);
+    }
 }
 
 /* The compiled variant, for checking a loaded library: v[0..9] = {ABI version, bytes per
