@@ -138,7 +138,10 @@ def test_the_floor_is_measured_on_this_cpu():
     """Per-lane ns of an FMA, the exponential and the reciprocal: positive and finite; an
     exponential (a polynomial of degree 7 and a reduction) costs more than one FMA."""
     kern = native_or_skip(make_unit("matrix", 2, 2, "sigmoid"), F32)
-    got = kern.lib.floor(200)
-    assert set(got) == {"fma", "exp", "reciprocal"}
-    assert all(0 < v < 1e3 and math.isfinite(v) for v in got.values()), got
-    assert got["exp"] > got["fma"], got
+    for threads in (1, 2):
+        got = kern.lib.floor(200, threads)
+        assert set(got) == {"fma", "exp", "reciprocal"}
+        assert all(0 < v < 1e3 and math.isfinite(v) for v in got.values()), got
+        assert got["exp"] > got["fma"], got
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        kern.lib.floor(200, 0)
