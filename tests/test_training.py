@@ -565,39 +565,3 @@ def test_progress_lines_report_rate_and_eta(caplog):
     assert len(lines) == 10  # one per chunk of 4 steps, 40 steps
     assert "step 40/40 (100.0%)" in lines[-1]
     assert all("steps/s" in ln and "ETA" in ln and "ns per particle-sample" in ln for ln in lines)
-
-
-def test_drawing_the_next_chunk_ahead_changes_no_number(monkeypatch, tmp_path):
-    """With two threads the next chunk of samples and noise is drawn on a background
-    thread while this one trains; with one thread it is not.  Same numbers, and a
-    checkpoint written while a chunk was drawn ahead resumes to the same numbers."""
-    from mfsym.engine.blocks import Streams
-
-    drawn_ahead = []
-    original = Streams.next_chunk
-
-    def spy(self, size, prefetch=False):
-        out = original(self, size, prefetch)
-        drawn_ahead.append(self._ahead is not None)
-        return out
-
-    monkeypatch.setattr(Streams, "next_chunk", spy)
-    setting, teachers = c2_paper()
-    before = torch.get_num_threads()
-    try:
-        one = train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(), threads=1)
-        assert not any(drawn_ahead)
-        two = train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(), threads=2)
-        assert any(drawn_ahead)
-        assert_same(one, two)
-        ck = tmp_path / "ahead.ckpt.npz"
-        with monkeypatch.context() as m:
-            interrupt_at(m, 70)
-            with pytest.raises(Interrupt):
-                train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(),
-                      checkpoint_path=ck, threads=2)
-        resumed = train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(),
-                        checkpoint_path=ck, threads=2)
-        assert_same(resumed, one)
-    finally:
-        torch.set_num_threads(before)

@@ -92,9 +92,7 @@ class Streams:
     ``(k, B)`` of a finite group, Haar uniforms ``(k, B, p)`` of a compact one) and noise
     ``ξ (k, N, D)``;
     :meth:`next_chunk` returns them stacked over seeds, in buffers reused from chunk to
-    chunk; with ``prefetch`` it draws the next chunk on a background thread while the
-    caller trains on this one (one run's noise costs about as much as its training, and
-    would otherwise keep the other cores idle).  Seeds are drawn on parallel threads when that pays; each generator is used by
+    chunk.  Seeds are drawn on parallel threads when that pays; each generator is used by
     one thread in a fixed order, so the numbers do not depend on the threading.
     ``draw_dtype`` (default: the training dtype) is the float type the normal numbers are
     drawn in before they are rounded to the training dtype; the group draws ``g`` are
@@ -115,14 +113,11 @@ class Streams:
             gen = torch.Generator(device=device)
             gen.manual_seed(int(s))
             self.gens.append(gen)
-        self._buffers = self._spare = self._ahead = self._state = None
+        self._buffers = None
         self._pool = None
 
     def _draw(self, i: int, size: int) -> None:
-        self._draw_into(self._buffers, i, size)
-
-    def _draw_into(self, buffers, i: int, size: int) -> None:
-        gen, (xb, gb, xib) = self.gens[i], buffers
+        gen, (xb, gb, xib) = self.gens[i], self._buffers
         if self.x_train is not None:
             xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
         else:
@@ -141,86 +136,37 @@ class Streams:
             out.copy_(torch.randn(out.shape, generator=gen, dtype=self.draw_dtype,
                                   device=out.device))
 
-    def _alloc(self, size: int):
+    def next_chunk(self, size: int):
+        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``."""
         S = len(self.gens)
         bsz = self.x_train.shape[0] if self.x_train is not None else self.cfg.batch_size
-        kw = {"device": self.device, "dtype": self.dtype}
-        return (
-            torch.empty(S, size, bsz, self.dx, **kw),
-            self.elements.buffer(S, size, bsz, self.device, self.dtype),
-            torch.empty(S, size, self.n, self.dz, **kw),
-        )
-
-    def _draw_all(self, size: int, parallel: bool) -> None:
-        """Draw the next chunk of every seed into ``self._buffers``."""
-        S = len(self.gens)
+        if self._buffers is None or self._buffers[2].shape[1] < size:
+            kw = {"device": self.device, "dtype": self.dtype}
+            self._buffers = (
+                torch.empty(S, size, bsz, self.dx, **kw),
+                self.elements.buffer(S, size, bsz, self.device, self.dtype),
+                torch.empty(S, size, self.n, self.dz, **kw),
+            )
         threads = min(S, torch.get_num_threads())
         big = size * self.n * self.dz >= self.PARALLEL_MIN
-        if parallel and threads > 1 and self.device.type == "cpu" and big:
-            list(self._executor(threads).map(lambda i: self._draw(i, size), range(S)))
+        if threads > 1 and self.device.type == "cpu" and big:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=threads)
+            list(self._pool.map(lambda i: self._draw(i, size), range(S)))
         else:
             for i in range(S):  # one draw per seed and chunk, not per step or run
                 self._draw(i, size)
-
-    def _executor(self, workers: int) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(workers, 1))
-        return self._pool
-
-    def next_chunk(self, size: int, prefetch: bool = False):
-        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``.
-
-        With ``prefetch`` (a CPU with more than one thread) the chunk after this one is
-        drawn on a background thread into a second set of buffers while the caller trains
-        on this one; each generator still draws its chunks whole and in order, so the
-        numbers are the same, and :meth:`get_state` reports the state after this chunk."""
-        ahead = self._ahead
-        self._ahead = None
-        if ahead is not None and ahead[0] == size:
-            ahead[1].result()
-            self._buffers, self._spare = ahead[2], self._buffers
-        else:
-            if ahead is not None:  # a chunk of another size: draw afresh from its start
-                ahead[1].result()
-                self.set_state(self._state)
-            if self._buffers is None or self._buffers[2].shape[1] < size:
-                self._buffers = self._alloc(size)
-            self._draw_all(size, parallel=True)
-        current = tuple(b[:, :size] for b in self._buffers)
-        self._state = None
-        if prefetch and self.device.type == "cpu" and torch.get_num_threads() > 1:
-            self._state = self.get_state()
-            if self._spare is None or self._spare[2].shape[1] < size:
-                self._spare = self._alloc(size)
-            spare = self._spare
-
-            def draw_ahead():
-                for i in range(len(self.gens)):
-                    self._draw_into(spare, i, size)
-
-            self._ahead = (size, self._executor(1).submit(draw_ahead), spare)
-        return current
+        return tuple(b[:, :size] for b in self._buffers)
 
     def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].result()
-            self.set_state(self._state)
-            self._ahead = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
 
     def get_state(self) -> np.ndarray:
-        """The generators' states after the chunks handed out (a chunk drawn ahead is not
-        counted)."""
-        if self._ahead is not None:
-            return self._state
         return np.stack([g.get_state().cpu().numpy() for g in self.gens])
 
     def set_state(self, states: np.ndarray) -> None:
-        if self._ahead is not None:
-            self._ahead[1].result()
-            self._ahead = None
         for gen, st in zip(self.gens, states, strict=True):
             gen.set_state(torch.from_numpy(np.ascontiguousarray(st)).to(torch.uint8))
 

@@ -660,7 +660,7 @@ class _Engine:
         last_log, step0 = t0, step
         while step < total:
             size = min(chunk, total - step)
-            x_all, g_all, xi_all = self.streams.next_chunk(chunk, prefetch=step + chunk < total)
+            x_all, g_all, xi_all = self.streams.next_chunk(chunk)
             y_all = self.teacher_targets(x_all)
             for b in self.blocks:
                 b.prepare(x_all, g_all, y_all, size)
