@@ -53,9 +53,6 @@ from mfsym.core.teachers import paper_teachers
 from mfsym.core.units import make_unit
 from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
-import engine_floor  # noqa: E402  (beside this file)
-import engine_load  # noqa: E402
-
 GRID_N = (5, 10, 50, 100, 500, 1000, 5000)
 SECTIONS = ("table", "floor", "single", "load", "grid")
 TEACHERS = ("arbitrary", "WI", "SI")
@@ -271,6 +268,9 @@ def main(argv=None):
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-grid", action="store_true", help="same as leaving out section grid")
     args = ap.parse_args(argv)
+    import engine_floor  # beside this file; they use this module's timing helpers
+    import engine_load
+
     if args.quick:
         args.N, args.stacks, args.budget = [100, 1000], [1, 12], 5e7
     if args.no_grid and "grid" in args.sections:
