@@ -42,7 +42,9 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -120,7 +122,7 @@ class Baseline:
 class Timing:
     """Seconds per step: the median of the repeats, their spread (max − min) / median,
     and flags: ``upper_bound`` (a marginal time fell back to the plain time per step),
-    ``busy`` (the process got under :data:`BUSY_SHARE` of its threads' CPU time)."""
+    ``busy`` (other processes used the machine meanwhile, see :class:`CpuShare`)."""
 
     median: float
     spread: float
@@ -134,7 +136,10 @@ class Timing:
         return ("†" if self.upper_bound else "") + ("*" if self.busy else "")
 
 
-#: A measurement is flagged as taken under load below this share of the CPU time.
+#: A measurement is flagged as taken under load when other processes used more than this
+#: share of the machine's cores meanwhile (or, without /proc/stat, when this process got
+#: under BUSY_SHARE of its threads' CPU time).
+OTHERS_SHARE = 0.10
 BUSY_SHARE = 0.85
 
 
@@ -154,25 +159,53 @@ def summarize(samples: list[float], upper_bound: bool = False, busy: bool = Fals
     return Timing(med, (max(samples) - min(samples)) / med, upper_bound, busy)
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used (Linux ``/proc/stat``: user,
+    nice, system, irq, softirq and steal), or None where that cannot be read."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / ticks
+
+
 class CpuShare:
-    """Context manager measuring the share of ``threads`` CPUs this process received."""
+    """Context manager telling whether other processes used the machine meanwhile: the
+    CPU time of the whole machine (``/proc/stat``) minus this process's, over the wall
+    time times the cores, above :data:`OTHERS_SHARE` marks the measurement busy.  (This
+    process's own share says nothing: its kernel threads sleep when idle.)  Where
+    ``/proc/stat`` is missing: this process got under :data:`BUSY_SHARE` of ``threads``
+    CPUs."""
 
     def __init__(self, threads: int):
         self.threads = max(1, threads)
         self.share = 1.0
+        self.others = 0.0
 
     def __enter__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.machine = machine_cpu_seconds()
         return self
 
     def __exit__(self, *exc):
         wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
         if wall > 0:
-            self.share = (time.process_time() - self.cpu) / (wall * self.threads)
+            self.share = cpu / (wall * self.threads)
+            end = machine_cpu_seconds()
+            if self.machine is not None and end is not None:
+                cores = os.cpu_count() or 1
+                self.others = max(0.0, (end - self.machine - cpu) / (wall * cores))
+            else:
+                self.others = None
 
     @property
     def busy(self) -> bool:
-        return self.share < BUSY_SHARE
+        if self.others is None:
+            return self.share < BUSY_SHARE
+        return self.others > OTHERS_SHARE
 
 
 def time_baseline(scheme, R, N, steps, group, teachers, repeat=3, threads=1) -> Timing:
@@ -268,7 +301,10 @@ def main(argv=None):
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-grid", action="store_true", help="same as leaving out section grid")
     args = ap.parse_args(argv)
-    import engine_floor  # beside this file; they use this module's timing helpers
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # the section modules lie beside this file
+        sys.path.insert(0, here)
+    import engine_floor  # they use this module's timing helpers
     import engine_load
 
     if args.quick:
@@ -325,8 +361,8 @@ def table(args, group, unit, teachers, B):
                     line += (f" {cell(base, R * N * B):>21}"
                              f" {base.median / first.median:>7.2f}")
                 print(line, flush=True)
-    print("† upper bound (the marginal time was not positive); * taken under load "
-          f"(under {BUSY_SHARE:.0%} of the threads' CPU time)")
+    print("† upper bound (the marginal time was not positive); * taken under load (other "
+          f"processes used over {OTHERS_SHARE:.0%} of the machine's cores meanwhile)")
 
 
 def grid(args, group, unit, teachers, kw, B):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
 
 
@@ -43,10 +45,26 @@ def test_summary_is_the_median_with_its_spread(bench):
 
 def test_a_short_run_prints_medians_spreads_and_the_legend(bench, capsys):
     bench.main(["--N", "40", "--stacks", "2", "--schemes", "vanilla", "--steps", "32",
-                "--repeat", "2", "--no-grid", "--threads", "1"])
+                "--repeat", "2", "--sections", "table", "--threads", "1"])
     out = capsys.readouterr().out
     row = re.search(r"^\s+40\s+2\s+vanilla\s+32\s+([0-9.]+) \(±(\d+)%\)\S*\s+([0-9.]+) \(±",
                     out, flags=re.M)
     assert row, out
     assert float(row.group(1)) > 0 and float(row.group(3)) > 0
     assert "† upper bound" in out and "* taken under load" in out
+
+
+def test_the_floor_section_prints_the_floor_and_both_kernels_ratios(bench, capsys):
+    """The CPU's floor in ns per update and, for the step kernel and the first kernel,
+    ns per update and the ratio to the floor, from one invocation."""
+    engine_floor = pytest.importorskip("engine_floor")
+    engine_floor.report(1, R=2, N=300, repeat=1)
+    out = capsys.readouterr().out
+    floor = re.search(r"= ([0-9.]+) ns per update on one core", out)
+    assert floor and float(floor.group(1)) > 0, out
+    for name in ("native", "native-v1"):
+        row = re.search(rf"{name}: ([0-9.]+) ns per update \(±\d+%\), ([0-9.]+)× the floor",
+                        out)
+        assert row, out
+        ratio = float(row.group(1)) / float(floor.group(1))
+        assert float(row.group(2)) == pytest.approx(ratio, rel=0.02)
