@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from mfsym.engine.threads import ENV_VARS, limit_threads
+from mfsym.records.threads import ENV_VARS, limit_threads
 
 #: What a job reports of its pools: torch's, every library threadpoolctl finds, the env.
 REPORT = textwrap.dedent("""
@@ -40,7 +40,7 @@ def run_python(code: str, **env) -> dict:
 def test_limit_threads_sets_torch_openmp_and_blas_pools(n):
     """Libraries loaded before the call (numpy's BLAS, torch's OpenMP, the kernel's) and
     the environment for later ones all hold n, whatever the machine's core count."""
-    got = run_python(REPORT + f"from mfsym.engine.threads import limit_threads\n"
+    got = run_python(REPORT + f"from mfsym.records.threads import limit_threads\n"
                      f"limit_threads({n})\nprint(json.dumps(report()))")
     assert got["torch"] == n
     assert got["pools"], "threadpoolctl found no thread pool to check"

@@ -40,7 +40,7 @@ error about one unit in the last place, NaN propagates).  ``mfsym_floor`` measur
 CPU's throughput for those operations (``benchmarks/engine_floor.py``).
 
 Threads.  The step kernel and ``output``/``force``/``step`` run on their own POSIX
-threads, as many as torch's intra-op count (which :func:`mfsym.engine.threads.limit_threads`
+threads, as many as torch's intra-op count (which :func:`mfsym.records.threads.limit_threads`
 sets from a job's ``threads``).  Work items — (run, chunk) pairs of a phase, or whole runs
 when every thread gets as many — are claimed one at a time from a shared counter, so a
 thread the system deschedules holds up only the item it has; the thread finishing a

@@ -87,7 +87,7 @@ from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
 from .models import OutputScaled, ResNet, model_output
 from .stack_inputs import check_stack_arrays
-from .threads import limit_threads
+from ..records.threads import limit_threads
 
 log = logging.getLogger(__name__)
 

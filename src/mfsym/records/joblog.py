@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from mfsym import __version__
-from mfsym.engine.threads import limit_threads
+from mfsym.records.threads import limit_threads
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def describe(rule: str, wildcards: Mapping | None = None) -> str:
 def script_log(job) -> Iterator[logging.Logger]:
     """:func:`job_log` for a workflow script, from the job object its directive injects;
     every thread pool of the job is first limited to the rule's ``threads``
-    (:func:`mfsym.engine.threads.limit_threads`), never the machine's core count."""
+    (:func:`mfsym.records.threads.limit_threads`), never the machine's core count."""
     threads = getattr(job, "threads", None)
     with job_log(
         job.log[0], describe(job.rule, job.wildcards), inputs=list(job.input),

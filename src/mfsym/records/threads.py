@@ -1,4 +1,5 @@
-"""The compute threads of a job: one number for torch, OpenMP, BLAS and the native kernels.
+"""The compute threads of a job: one number for torch, OpenMP, BLAS and the native kernels
+(a record of the job's resources, kept with its log; the engine uses it too).
 
 A pipeline job is given a number of cores by its rule's ``threads`` (Snakemake, SLURM
 ``cpus-per-task``); numerical libraries otherwise size their pools from the machine's core
