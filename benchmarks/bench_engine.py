@@ -44,8 +44,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 

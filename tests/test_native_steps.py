@@ -106,7 +106,7 @@ def test_a_run_is_the_same_whatever_the_threads_and_the_other_runs(dtype):
         sub.noise_proj, sub.noise_row = spec.noise_proj[:R], spec.noise_row[:R]
         for threads in (1, 2, 3, 4):
             tally = new_tally(R)
-            new = with_threads(threads, lambda: kern.advance_many(
+            new = with_threads(threads, lambda R=R, sub=sub, tally=tally: kern.advance_many(
                 theta[:R], x[:, :R], y[:, :R], xi, sub, tally, 0))
             outcomes.append((R, threads, new[0], tally.loss_acc[0]))
     _, _, ref, ref_loss = outcomes[0]

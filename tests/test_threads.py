@@ -25,8 +25,8 @@ REPORT = textwrap.dedent("""
         return {"torch": torch.get_num_threads(),
                 "pools": {f"{p['internal_api']}:{os.path.basename(p['filepath'])}":
                           p["num_threads"] for p in threadpool_info()},
-                "env": {v: os.environ.get(v) for v in %r}}
-""" % (ENV_VARS,))
+                "env": {v: os.environ.get(v) for v in ENV_VARS}}
+""") + f"ENV_VARS = {ENV_VARS!r}\n"
 
 
 def run_python(code: str, **env) -> dict:

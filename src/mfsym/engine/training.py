@@ -80,6 +80,7 @@ from ..core.schemes import DA_MODES, INITS, check_scheme, resolve_scheme, uses_o
 from ..core.settings import build_strict
 from ..core.teachers import Teacher
 from ..core.units import Unit
+from ..records.threads import limit_threads
 from . import checkpoint as ckpt
 from . import kernels
 from .blocks import Block, Streams, group_elements
@@ -87,7 +88,6 @@ from .device import DTYPES, resolve_device, resolve_dtype
 from .kernels import BACKENDS, select_kernel
 from .models import OutputScaled, ResNet, model_output
 from .stack_inputs import check_stack_arrays
-from ..records.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
