@@ -323,3 +323,22 @@ def test_network_simplex_is_rerun_past_its_iteration_cap(monkeypatch):
     monkeypatch.setattr(assignment, "SIMPLEX_RETRIES", 6)
     np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), emd_w2(a, b),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_warm_started_dense_simplex_is_exact_and_its_potentials_feasible(monkeypatch, copies):
+    """The dense network simplex starts from potentials of a subsampled problem: they are
+    dual feasible on the whole matrix, and the optimum does not depend on them."""
+    monkeypatch.setattr(assignment, "WARM_FROM", 100)
+    monkeypatch.setattr(assignment, "WARM_ROWS", 40)
+    rng = np.random.default_rng(17)
+    a = clustered_cloud(rng, 300)
+    b = np.concatenate([clustered_cloud(rng, 300) + 0.3 for _ in range(copies)])
+    cost = cdist(a, b, "sqeuclidean")
+    u, v = assignment._warm_potentials(cost)
+    assert np.all(u[:, None] + v[None, :] <= cost + 1e-12)
+    np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), emd_w2(a, b),
+                               rtol=1e-12)
+    if copies == 1:
+        np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), lsa_w2(a, b),
+                                   rtol=1e-12)

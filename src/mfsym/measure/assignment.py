@@ -105,22 +105,51 @@ INTEGER_RANGE = 2.0**50
 #: Iteration cap of the network simplex's first try (raised tenfold until it is optimal).
 SIMPLEX_ITERATIONS = 10_000_000
 SIMPLEX_RETRIES = 3
+#: The dense network simplex on at least WARM_FROM rows starts from the potentials of the
+#: problem on WARM_ROWS of them (on far-apart N = 5000 clouds: 15-30 % faster).
+WARM_FROM = 2000
+WARM_ROWS = 1000
 #: Rows of the full cost matrix checked at once (BLOCK × m floats, 10 MB at m = 10⁴: 1024
 #: rows, 80 MB, ran four times slower).
 BLOCK = 128
 
 
+def _warm_potentials(cost: np.ndarray):
+    """Dual-feasible potentials (u, v) for the dense network simplex on ``cost (n, m)``:
+    the optimal potentials of the problem on WARM_ROWS random rows and as many columns in
+    proportion, c-transformed to every column and then every row (so ``u_i + v_j ≤ C[i, j]``
+    everywhere); None below WARM_FROM rows or when that small problem is not solved."""
+    n, m = cost.shape
+    if n < WARM_FROM:
+        return None
+    rng = np.random.default_rng(0)
+    k, km = WARM_ROWS, WARM_ROWS * m // n
+    rows = np.sort(rng.choice(n, k, replace=False))
+    cols = np.sort(rng.choice(m, km, replace=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, log = ot.emd2(np.full(k, 1.0 / k), np.full(km, 1.0 / km), cost[np.ix_(rows, cols)],
+                         numItermax=SIMPLEX_ITERATIONS, log=True)
+    if log["result_code"] != 1:
+        return None
+    v = (cost[rows] - np.asarray(log["u"])[:, None]).min(axis=0)
+    u = np.concatenate([(cost[s : s + BLOCK] - v).min(axis=1) for s in range(0, n, BLOCK)])
+    return u, v
+
+
 def _network_simplex(cost: np.ndarray) -> float:
-    """min over couplings of uniform marginals of Σ C·P by the network simplex (``ot.emd2``),
-    refused unless the solver reports optimality: past its iteration cap it returns a
-    feasible, not an optimal, coupling, so the cap is raised tenfold and the solve rerun."""
+    """min over couplings of uniform marginals of Σ C·P by the network simplex (``ot.emd2``,
+    started from :func:`_warm_potentials`), refused unless the solver reports optimality:
+    past its iteration cap it returns a feasible, not an optimal, coupling, so the cap is
+    raised tenfold and the solve rerun."""
     n, m = cost.shape
     cap = SIMPLEX_ITERATIONS
+    warm = _warm_potentials(cost)
     for _ in range(SIMPLEX_RETRIES):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the cap's warning, checked below
             value, log = ot.emd2(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost,
-                                 numItermax=cap, log=True)
+                                 numItermax=cap, log=True, potentials_init=warm)
         if log["result_code"] == 1:  # optimal
             return float(value)
         if "numItermax" not in str(log["warning"]):
