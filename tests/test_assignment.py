@@ -230,6 +230,15 @@ def test_cloud_near_eg_is_certified_by_the_sparse_simplex(monkeypatch, no_dense_
                                    atol=1e-15)
 
 
+def test_images_farther_than_the_spacing_go_to_the_dense_simplex(monkeypatch,
+                                                                   no_sparse_matcher):
+    """A cloud invariant in law but far from E^G against its symmetrisation: the coupling
+    spreads over many atoms, the dense simplex answers (the sparse one is never tried)."""
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+    a, b = near_eg_cloud_and_images(off=0.5)
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+
+
 def clustered_cloud(rng, n, centres=5, width=0.02):
     """Atoms gathered in a few tight clusters (as trained clouds of the arbitrary teacher)."""
     where = 0.5 * rng.standard_normal((centres, 4))
@@ -271,8 +280,8 @@ def test_degenerate_clouds_match_lapjv():
         np.testing.assert_allclose(assignment_cost(spread, a), lsa_w2(spread, a), rtol=1e-12)
 
 
-@pytest.mark.parametrize("off", [0.3, 1e-2])
-def test_clustered_cloud_to_its_symmetrisation_matches_network_simplex(off, no_dense_solver):
+@pytest.mark.parametrize("off", [0.3, 1e-2, 1e-4])
+def test_clustered_cloud_to_its_symmetrisation_matches_network_simplex(off):
     """The N×2N problem of the metrics job on a clustered cloud off or near E^G."""
     rng = np.random.default_rng(16)
     a = clustered_cloud(rng, 400)
