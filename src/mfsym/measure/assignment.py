@@ -307,7 +307,7 @@ def _sparse_transport(a: np.ndarray, b: np.ndarray, src: np.ndarray, dst: np.nda
 def _simplex_rounds(a, b, src, dst, r, tol, max_rounds, deadline) -> float | None:
     """The sparse network simplex, certified on the whole cost matrix (module docstring);
     None when ``max_rounds`` rounds or the time budget pass without a certificate."""
-    n, m = a.shape[0], b.shape[0]
+    m = b.shape[0]
     for k in range(max_rounds):
         if deadline - time.monotonic() <= 0:
             break
