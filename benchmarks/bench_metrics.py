@@ -13,7 +13,8 @@ takes depends on its clouds far more than on N, so the problems are drawn in the
 trained job holds (:data:`KINDS`, clouds in R⁴ of the C₂ swap / matrix-unit setting, E^G
 the range of its Reynolds projector): clouds near E^G (trained from an SI start on the WI
 and SI teachers), clouds gathered in a few tight clusters off E^G (the arbitrary teacher),
-clouds on E^G (EA, FA from an SI start); pairs of schemes from a common start with common
+clouds on E^G (EA, FA from an SI start), clouds off E^G whose law is nearly invariant
+(trained from a WI start); pairs of schemes from a common start with common
 random numbers (near-identity coupling), clustered clouds around different points, a cloud
 off E^G against one on it (every scheme against EA from a WI start), and the independent-
 stream twin of the baseline.  :data:`MIX` gives how many problems of each kind one seed of a
@@ -114,6 +115,9 @@ def kind_problem(kind: str, n: int, group, seed: int = 0) -> tuple[np.ndarray, .
         return (_clustered(rng, n, teacher),)
     if kind == "to ν^G: on E^G":
         return (_spread(rng, n, p_e, 0.0),)
+    if kind == "to ν^G: off E^G, invariant law":
+        mirrored = np.concatenate([teacher, teacher @ group.z[1].T])
+        return (_clustered(rng, n, mirrored, width=0.1),)
     if kind == "pair: near-identity":
         a = _spread(rng, n, p_e, 2e-3)
         return a, a + 2e-3 * rng.standard_normal(a.shape)
@@ -136,9 +140,11 @@ def kind_problem(kind: str, n: int, group, seed: int = 0) -> tuple[np.ndarray, .
 #: teacher) by start and kind, counted on trained N = 1000 run files (upsampled to 5000).
 MIX = {
     "SI": {"to ν^G: near E^G": 4, "to ν^G: clustered, off E^G": 2, "to ν^G: on E^G": 9,
+           "to ν^G: off E^G, invariant law": 0,
            "pair: near-identity": 10, "pair: clustered, apart": 5,
            "pair: off E^G vs on it": 0, "pair: on E^G, 1e-7 apart": 3, "baseline twin": 3},
-    "WI": {"to ν^G: near E^G": 11, "to ν^G: clustered, off E^G": 1, "to ν^G: on E^G": 3,
+    "WI": {"to ν^G: near E^G": 0, "to ν^G: clustered, off E^G": 1, "to ν^G: on E^G": 3,
+           "to ν^G: off E^G, invariant law": 11,
            "pair: near-identity": 6, "pair: clustered, apart": 3,
            "pair: off E^G vs on it": 9, "pair: on E^G, 1e-7 apart": 0, "baseline twin": 3},
 }
@@ -220,7 +226,7 @@ def upsample(runs, factor: int, seed: int = 0):
         frac = rng.uniform(0.0, 0.5, (n, factor, 1))
         frac[:, 0] = 0.0
 
-        def grow(c):
+        def grow(c, nbr=nbr, frac=frac):
             return (c[:, None] + frac * (c[nbr] - c[:, None])).reshape(factor * n, dim)
 
         for sc in range(n_sc):
@@ -257,7 +263,7 @@ def bench_trained(path: str, cfg: dict, seeds: int, factor: int = 1) -> None:
         totals: dict[str, list[float]] = {}
         for kind, label, *t in timed:
             name = kind if key == "kind" else label.split()[0]
-            totals[name] = [x + y for x, y in zip(totals.get(name, [0.0, 0.0]), t)]
+            totals[name] = [x + y for x, y in zip(totals.get(name, [0.0, 0.0]), t, strict=True)]
         print("  per " + key + ": "
               + ", ".join(f"{k} {o:.1f} s -> {w:.1f} s" for k, (o, w) in totals.items()))
     for kind, label, old, new in sorted(timed, key=lambda x: -x[3])[:5]:
@@ -290,7 +296,7 @@ def main(argv=None) -> None:
     grid_n = [int(n) for n in cfg["n_particles"]]
     sizes = sorted(set(args.n) | set(grid_n))
     print(f"median [min-max] seconds of {args.repeat} solves per problem")
-    print(f"{'N':>5} {'kind':28s} {'old path':>24s} {'new path':>24s} {'ratio':>6}")
+    print(f"{'N':>5} {'kind':31s} {'old path':>24s} {'new path':>24s} {'ratio':>6}")
     total = {name: 0.0 for name in PATHS}
     for n in sizes:
         job = {name: 0.0 for name in PATHS}
@@ -300,12 +306,12 @@ def main(argv=None) -> None:
             for name in PATHS:
                 job[name] += share * int(cfg["seeds_per_job"]) * statistics.median(times[name])
             ratio = statistics.median(times["new"]) / statistics.median(times["old"])
-            print(f"{n:>5} {kind:28s} {spread(times['old']):>24s} {spread(times['new']):>24s} "
+            print(f"{n:>5} {kind:31s} {spread(times['old']):>24s} {spread(times['new']):>24s} "
                   f"{ratio:6.2f}", flush=True)
         if n in grid_n:
             for name in PATHS:
                 total[name] += job[name]
-        print(f"{n:>5} {'all jobs of this N':28s} {job['old']:>14.1f} s {'':9s}"
+        print(f"{n:>5} {'all jobs of this N':31s} {job['old']:>14.1f} s {'':9s}"
               f"{job['new']:>14.1f} s {'':9s}{job['new'] / job['old']:6.2f}", flush=True)
     print(f"paper grid ({Path(args.config).name}): {n_jobs} metrics jobs per N, each "
           f"{per_job['sym']} N×2N and {per_job['assign']} N×N problems; projected on one "
