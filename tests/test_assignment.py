@@ -1,7 +1,8 @@
 """The certified sparse assignment against independent exact solvers.
 
-The network simplex of POT (``ot.emd2``, an LP solver on the transport polytope) and a
-brute force over permutations serve as references; the sparse solver is forced through
+The network simplex of POT (``ot.emd2``, an LP solver on the transport polytope), LAPJV
+(``scipy.optimize.linear_sum_assignment``) and a brute force over permutations serve as
+references; both sparse solvers (the sparse network simplex and LAPJVsp) are forced through
 several rounds of candidate growth with ``neighbours=1`` and far-apart clouds.
 """
 
@@ -10,6 +11,7 @@ from itertools import permutations
 import numpy as np
 import ot
 import pytest
+from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 import mfsym.measure.assignment as assignment
@@ -27,11 +29,24 @@ def sparse_path_for_small_problems(monkeypatch):
 
 @pytest.fixture
 def no_sparse_matcher(monkeypatch):
-    """Fail the test if the sparse matcher is called."""
+    """Fail the test if either sparse solver is called."""
     def no_sparse(*args, **kwargs):
-        raise AssertionError("the sparse matcher was called")
+        raise AssertionError("a sparse solver was called")
 
     monkeypatch.setattr(assignment, "match", no_sparse)
+    monkeypatch.setattr(assignment, "_sparse_transport", no_sparse)
+
+
+@pytest.fixture
+def no_dense_solver(monkeypatch):
+    """Fail the test if the dense solver answers: the sparse path must certify."""
+    def no_dense(*args, **kwargs):
+        raise AssertionError("the dense solver was called")
+
+    monkeypatch.setattr(assignment, "dense_assignment_cost", no_dense)
+
+
+SOLVERS = pytest.mark.parametrize("solver", assignment.SPARSE_SOLVERS)
 
 
 def emd_w2(a, b):
@@ -40,32 +55,36 @@ def emd_w2(a, b):
                    numItermax=10_000_000)
 
 
+@SOLVERS
 @pytest.mark.parametrize("shift", [0.0, 3.0])
 @pytest.mark.parametrize("neighbours", [1, 4])
-def test_square_matches_network_simplex(shift, neighbours):
+def test_square_matches_network_simplex(shift, neighbours, solver):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((300, 4))
     b = a[rng.permutation(300)] + 0.3 * rng.standard_normal((300, 4)) + shift
-    got = assignment_cost(a, b, neighbours=neighbours)
+    got = assignment_cost(a, b, neighbours=neighbours, solver=solver)
     np.testing.assert_allclose(got, emd_w2(a, b), rtol=1e-12, atol=1e-12)
 
 
+@SOLVERS
 @pytest.mark.parametrize("copies", [2, 3])
-def test_multiple_matches_network_simplex(copies):
+def test_multiple_matches_network_simplex(copies, solver):
     """N against r·N atoms: the symmetrised-cloud problem (and a 3-fold one)."""
     rng = np.random.default_rng(2)
     a = 0.5 * rng.standard_normal((200, 4))
     b = np.concatenate([a[:, ::-1] * (k + 1) for k in range(copies)])
-    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2), emd_w2(a, b),
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2, solver=solver), emd_w2(a, b),
                                rtol=1e-12, atol=1e-12)
 
 
-def test_small_case_equals_brute_force_over_permutations():
+@SOLVERS
+def test_small_case_equals_brute_force_over_permutations(solver):
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((7, 3)), rng.standard_normal((7, 3))
     cost = cdist(a, b, "sqeuclidean")
     best = min(cost[range(7), list(p)].mean() for p in permutations(range(7)))
-    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), best, rtol=1e-12)
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1, solver=solver), best,
+                               rtol=1e-12)
 
 
 def test_exact_duplicates_cost_zero():
@@ -76,7 +95,14 @@ def test_exact_duplicates_cost_zero():
     assert assignment_cost(a, np.concatenate([a, a[:, [2, 3, 0, 1]]])) == 0.0
 
 
-def test_candidate_growth_rounds_are_needed(monkeypatch):
+def far_apart_clouds():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((250, 2))
+    b = np.concatenate([rng.standard_normal((125, 2)) - 4, rng.standard_normal((125, 2)) + 4])
+    return a, b
+
+
+def test_candidate_growth_rounds_are_needed(monkeypatch, no_dense_solver):
     """Far-apart clouds defeat the first candidate graph: the certificate must add edges."""
     calls, allowed = [], []
     real = assignment.match
@@ -87,20 +113,36 @@ def test_candidate_growth_rounds_are_needed(monkeypatch):
         return real(data, indices, indptr, m, timeout)
 
     monkeypatch.setattr(assignment, "match", counting)
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((250, 2))
-    b = np.concatenate([rng.standard_normal((125, 2)) - 4, rng.standard_normal((125, 2)) + 4])
-    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), emd_w2(a, b),
-                               rtol=1e-12, atol=1e-12)
+    a, b = far_apart_clouds()
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1, solver="lapjvsp"),
+                               emd_w2(a, b), rtol=1e-12, atol=1e-12)
     assert len(calls) >= 2 and calls[-1] > calls[0]
     # the rounds share one time budget: each matching is allowed what the earlier ones left
     assert allowed[0] <= assignment.timeout(250) and np.all(np.diff(allowed) < 0)
 
 
-def test_falls_back_to_dense_when_rounds_run_out():
+def test_sparse_simplex_grows_its_graph_until_certified(monkeypatch, no_dense_solver):
+    """The sparse network simplex on the first graph is not optimal on the full matrix:
+    rounds add the violated edges until the potentials are feasible everywhere."""
+    edges = []
+    real = assignment._sparse_transport
+
+    def counting(a, b, src, dst):
+        edges.append(src.size)
+        return real(a, b, src, dst)
+
+    monkeypatch.setattr(assignment, "_sparse_transport", counting)
+    a, b = far_apart_clouds()
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=1), emd_w2(a, b),
+                               rtol=1e-12, atol=1e-12)
+    assert len(edges) >= 2 and np.all(np.diff(edges) > 0)
+
+
+@SOLVERS
+def test_falls_back_to_dense_when_rounds_run_out(solver):
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal((120, 2)), rng.standard_normal((120, 2)) + 5
-    got = assignment_cost(a, b, neighbours=1, max_rounds=0)
+    got = assignment_cost(a, b, neighbours=1, max_rounds=0, solver=solver)
     np.testing.assert_allclose(got, emd_w2(a, b), rtol=1e-12)
 
 
@@ -109,12 +151,15 @@ def test_sizes_must_be_whole_multiples():
         assignment_cost(np.zeros((3, 2)), np.zeros((7, 2)))
 
 
-def test_sparse_solver_that_does_not_return_falls_back_to_dense(monkeypatch):
-    """A killed (or failed) sparse matching is answered by the dense exact solver."""
+@SOLVERS
+def test_sparse_solver_that_does_not_return_falls_back_to_dense(monkeypatch, solver):
+    """A killed (or failed) sparse matching, or a sparse simplex that reports no optimum, is
+    answered by the dense exact solver."""
     monkeypatch.setattr(assignment, "match", lambda *args: None)
+    monkeypatch.setattr(assignment, "_sparse_transport", lambda *args: None)
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal((150, 3)), rng.standard_normal((300, 3))
-    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+    np.testing.assert_allclose(assignment_cost(a, b, solver=solver), emd_w2(a, b), rtol=1e-12)
 
 
 def test_sparse_matching_process_is_killed_past_its_timeout():
@@ -126,12 +171,13 @@ def test_sparse_matching_process_is_killed_past_its_timeout():
     np.testing.assert_array_equal(match(np.ones(4), eye, np.arange(5), 4, timeout=60), eye)
 
 
-def test_tied_candidate_graph_is_solved_or_answered_densely():
+@SOLVERS
+def test_tied_candidate_graph_is_solved_or_answered_densely(solver):
     """Rounded coordinates give many tied costs, where the sparse solver can stall."""
     rng = np.random.default_rng(8)
     a = np.round(rng.standard_normal((295, 2)), 1)
     b = np.round(rng.standard_normal((295, 2)), 1)
-    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2), emd_w2(a, b),
+    np.testing.assert_allclose(assignment_cost(a, b, neighbours=2, solver=solver), emd_w2(a, b),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -158,15 +204,90 @@ def test_cloud_on_eg_against_its_symmetrisation_needs_no_matching(no_sparse_matc
     assert 0 <= want <= got <= want + 2 * assignment.CERTIFICATE_TOL
 
 
+def near_eg_cloud_and_images(seed=7, n=400, off=1e-3):
+    """A cloud ``off`` away from E^G of the coordinate swap, and its symmetrisation."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 2))
+    a = np.c_[x[:, 0], x[:, 1], x[:, 1], x[:, 0]] + off * rng.standard_normal((n, 4))
+    return a, np.concatenate([a, a[:, ::-1]])
+
+
 def test_cloud_near_eg_goes_to_the_network_simplex(monkeypatch, no_sparse_matcher):
     """Images nearer their own atoms than atoms to each other (a cloud 1e-3 off E^G):
-    near-duplicate columns, answered by the network simplex, not the sparse matcher."""
+    near-duplicate columns, answered by the dense network simplex, not LAPJVsp."""
     monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((400, 2))
-    a = np.c_[x[:, 0], x[:, 1], x[:, 1], x[:, 0]] + 1e-3 * rng.standard_normal((400, 4))
-    b = np.concatenate([a, a[:, ::-1]])
-    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-15)
+    a, b = near_eg_cloud_and_images()
+    np.testing.assert_allclose(assignment_cost(a, b, solver="lapjvsp"), emd_w2(a, b),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_cloud_near_eg_is_certified_by_the_sparse_simplex(monkeypatch, no_dense_solver):
+    """The same near-tied problem on the sparse network simplex, which does not stall."""
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+    for off in (1e-2, 1e-3, 1e-5):
+        a, b = near_eg_cloud_and_images(off=off)
+        np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12,
+                                   atol=1e-15)
+
+
+def test_images_farther_than_the_spacing_go_to_the_dense_simplex(monkeypatch,
+                                                                   no_sparse_matcher):
+    """A cloud invariant in law but far from E^G against its symmetrisation: the coupling
+    spreads over many atoms, the dense simplex answers (the sparse one is never tried)."""
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+    a, b = near_eg_cloud_and_images(off=0.5)
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
+
+
+def clustered_cloud(rng, n, centres=5, width=0.02):
+    """Atoms gathered in a few tight clusters (as trained clouds of the arbitrary teacher)."""
+    where = 0.5 * rng.standard_normal((centres, 4))
+    return where[rng.integers(0, centres, n)] + width * rng.standard_normal((n, 4))
+
+
+def lsa_w2(a, b):
+    cost = cdist(a, b, "sqeuclidean")
+    rows, cols = linear_sum_assignment(cost)
+    return cost[rows, cols].mean()
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-6, 1e-3, 3e-2])
+def test_near_identity_pairs_match_lapjv(noise, no_dense_solver):
+    """Two schemes from a common start with common random numbers end close: the identity
+    coupling is optimal or nearly so; the certified value is LAPJV's (and the simplex's)."""
+    rng = np.random.default_rng(13)
+    a = clustered_cloud(rng, 600)
+    b = a + noise * rng.standard_normal(a.shape)
+    got = assignment_cost(a, b)
+    np.testing.assert_allclose(got, lsa_w2(a, b), rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(got, emd_w2(a, b), rtol=1e-12, atol=1e-16)
+
+
+def test_permuted_copy_and_duplicate_atoms_cost_zero(no_dense_solver):
+    """Zero-cost edges must stay in the sparse graph; duplicated atoms make ties."""
+    rng = np.random.default_rng(14)
+    a = np.repeat(clustered_cloud(rng, 150), 4, axis=0)  # every atom four times
+    assert assignment_cost(a, a[rng.permutation(len(a))]) == 0.0
+
+
+def test_degenerate_clouds_match_lapjv():
+    """All atoms at one point, or on one line, against a spread cloud (and ties)."""
+    rng = np.random.default_rng(15)
+    spread = rng.standard_normal((300, 4))
+    line = np.outer(np.round(rng.standard_normal(300), 1), [1.0, -1.0, 0.5, 0.0])
+    for a in (np.zeros((300, 4)), line):
+        np.testing.assert_allclose(assignment_cost(a, spread), lsa_w2(a, spread), rtol=1e-12)
+        np.testing.assert_allclose(assignment_cost(spread, a), lsa_w2(spread, a), rtol=1e-12)
+
+
+@pytest.mark.parametrize("off", [0.3, 1e-2, 1e-4])
+def test_clustered_cloud_to_its_symmetrisation_matches_network_simplex(off):
+    """The N×2N problem of the metrics job on a clustered cloud off or near E^G."""
+    rng = np.random.default_rng(16)
+    a = clustered_cloud(rng, 400)
+    a = a @ np.diag([1.0, 1.0, off, off])  # (u1, u2, w1, w2): w = 0 is E^G-like
+    b = np.concatenate([a, a * np.array([1.0, 1.0, -1.0, -1.0])])
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-16)
 
 
 def test_spent_time_budget_goes_to_the_dense_solver(monkeypatch, no_sparse_matcher):
@@ -211,3 +332,22 @@ def test_network_simplex_is_rerun_past_its_iteration_cap(monkeypatch):
     monkeypatch.setattr(assignment, "SIMPLEX_RETRIES", 6)
     np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), emd_w2(a, b),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_warm_started_dense_simplex_is_exact_and_its_potentials_feasible(monkeypatch, copies):
+    """The dense network simplex starts from potentials of a subsampled problem: they are
+    dual feasible on the whole matrix, and the optimum does not depend on them."""
+    monkeypatch.setattr(assignment, "WARM_FROM", 100)
+    monkeypatch.setattr(assignment, "WARM_ROWS", 40)
+    rng = np.random.default_rng(17)
+    a = clustered_cloud(rng, 300)
+    b = np.concatenate([clustered_cloud(rng, 300) + 0.3 for _ in range(copies)])
+    cost = cdist(a, b, "sqeuclidean")
+    u, v = assignment._warm_potentials(cost)
+    assert np.all(u[:, None] + v[None, :] <= cost + 1e-12)
+    np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), emd_w2(a, b),
+                               rtol=1e-12)
+    if copies == 1:
+        np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), lsa_w2(a, b),
+                                   rtol=1e-12)

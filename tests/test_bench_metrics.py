@@ -59,6 +59,58 @@ def test_bench_on_a_run_file_prints_totals_and_the_job_projection(bench, run_fil
     path, _ = run_file
     bench.main(["--runs", str(path), "--seeds", "1", "--config", str(ROOT / "config.yaml")])
     out = capsys.readouterr().out
-    assert "N = 6, 1 of 2 seeds, 22 problems" in out
-    assert re.search(r"per kind: to ν\^G [0-9.]+ s, pair [0-9.]+ s, baseline [0-9.]+ s", out)
-    assert re.search(r"the job's 2 seeds: [0-9]+ s", out)
+    assert "N = 6, 1 of 2 seeds, 22 problems, seconds old -> new" in out
+    num = r"[0-9.]+ s -> [0-9.]+ s"
+    assert re.search(rf"per kind: to ν\^G {num}, pair {num}, baseline {num}", out)
+    assert re.search(r"the job's 2 seeds: [0-9]+ s -> [0-9]+ s", out)
+
+
+def test_upsampled_clouds_keep_couplings_and_the_fixed_subspace(bench, run_file):
+    """Equal clouds stay equal, a cloud on E^G stays on it, every atom is kept."""
+    _, ds = run_file
+    final = ds["final_particles"].values.copy()
+    p_e = bench.c2_group().reynolds()
+    final[:, 2] = final[:, 1]  # FA = DA
+    final[:, 3] = final[:, 3] @ p_e  # EA on E^G
+    ds = ds.assign(final_particles=(ds["final_particles"].dims, final))
+    big = bench.upsample(ds, 3)
+    cloud = big["final_particles"].transpose("teacher", "scheme", "seed", "particle",
+                                              "coord").values
+    assert cloud.shape == (2, 4, 2, 18, 4)
+    np.testing.assert_array_equal(cloud[:, 2], cloud[:, 1])
+    np.testing.assert_allclose(cloud[:, 3] @ p_e, cloud[:, 3], atol=1e-12)
+    np.testing.assert_array_equal(cloud[..., ::3, :], final)
+    assert big["baseline_final_particles"].shape == (2, 2, 18, 4)
+    assert list(big["scheme"].values) == list(ds["scheme"].values)
+    assert list(big["seed"].values) == [3, 4] and big.attrs["N"] == 18
+
+
+def test_old_path_settings_hold_inside_the_block_only(bench):
+    import mfsym.measure.assignment as assignment
+    import mfsym.measure.transport as transport
+
+    before = (assignment.DENSE_UP_TO, assignment.WARM_FROM, assignment.BLOCK,
+              transport.assignment_cost)
+    with bench.solver_path("old"):
+        assert (assignment.DENSE_UP_TO, assignment.BLOCK) == (4000, 1024)
+        assert transport.assignment_cost.keywords == {"solver": "lapjvsp"}
+    assert (assignment.DENSE_UP_TO, assignment.WARM_FROM, assignment.BLOCK,
+            transport.assignment_cost) == before
+
+
+def test_problem_kinds_are_solved_alike_on_both_paths_and_projected(bench, tmp_path, capsys):
+    """Every kind at small N on both paths (time_paths checks that they agree), and the
+    projection of a small grid."""
+    import yaml
+
+    cfg = {"teachers": ["arbitrary", "WI", "SI"], "schemes": ["vanilla", "DA", "FA", "EA"],
+           "inits": ["SI", "WI"], "n_particles": [5, 40], "seeds": [0, 1, 2],
+           "seeds_per_job": 2, "metrics": {"pairs": PAIRS}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    bench.main(["--n", "5", "--repeat", "2", "--config", str(path)])
+    out = capsys.readouterr().out
+    for kind in bench.KINDS:
+        assert len(re.findall(rf"^ +(5|40) {re.escape(kind)} ", out, flags=re.M)) == 2
+    assert re.search(r"projected on one core: old [0-9]+ s = [0-9.]+ h, new [0-9]+ s", out)
+    assert sum(bench.MIX["SI"].values()) == sum(bench.MIX["WI"].values()) == 15 + 18 + 3
