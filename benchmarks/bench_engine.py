@@ -327,7 +327,7 @@ def main(argv=None):
                                             unit, teachers, B)
     if "load" in args.sections:
         engine_load.oversubscription(args.backends, ((12, 5000), (1, 1000)), args.threads,
-                                     64, args.repeat, group, unit, teachers, B)
+                                     args.repeat, group, unit, teachers, B)
     if "grid" in args.sections:
         kw = {"backend": args.backends[0], "dtype": args.dtype, "device": "cpu"}
         grid(args, group, unit, teachers, kw, B)

@@ -56,13 +56,16 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def oversubscription(backends, cases, threads, steps, repeat, group, unit, teachers, B):
-    """Print quiet and busy ns per update and the slowdown, per backend and (R, N)."""
+def oversubscription(backends, cases, threads, repeat, group, unit, teachers, B,
+                     budget=2e8):
+    """Print quiet and busy ns per update and the slowdown, per backend and (R, N); each
+    measurement runs about ``budget`` updates (256 to 4096 steps)."""
     c = cores()
     bound = (threads + c) / c if threads <= c else float("nan")
     print(f"\noversubscription: {threads} thread(s) beside {c} busy process(es) on {c} "
           f"core(s); fair-share bound on the slowdown {bound:.2f}×")
     for R, N in cases:
+        steps = int(min(4096, max(256, budget // (R * N * B))))
         for backend in backends:
             kw = {"backend": backend, "dtype": "float32", "device": "cpu"}
             runs = engine_runs("vanilla", R)

@@ -208,8 +208,13 @@ def test_the_deep_library_is_cached_with_its_record_and_reused(tmp_path, monkeyp
         "v", list(native.FLAGS), shallow.sources)
 
 
-@pytest.mark.parametrize("act", ACTIVATIONS)
-@pytest.mark.parametrize("name", ["matrix", "mlp"])
+#: Every activation with the matrix unit; the mlp unit with one smooth and one piecewise
+#: activation (the activation code is the one-layer kernels', compiled in every variant by
+#: test_kernels.py).
+DEEP_VARIANTS = [("matrix", a) for a in ACTIVATIONS] + [("mlp", "tanh"), ("mlp", "relu")]
+
+
+@pytest.mark.parametrize(("name", "act"), DEEP_VARIANTS)
 def test_deep_source_compiles_without_warnings(name, act, tmp_path):
     """-Wall -Wextra -Werror with the loader's flags and macros, with and without OpenMP."""
     cc = native.find_compiler()

@@ -62,8 +62,11 @@ def test_presets_are_bit_identical_to_the_enumerated_groups(key):
            "reynolds": sha(g.reynolds())}
     if "final_particles" in want:
         teacher = random_teacher(g, "WI", 3, np.random.default_rng(0), 0.5)
+        # native-v1: the kernel the hashes were recorded with (the step kernel sums over
+        # particles in another order, so its bits differ by rounding)
         cfg = TrainConfig.from_dict({"T": 0.5, "n_snapshots": 2, "n_eval": 64,
-                                     "dtype": "float64", "checkpoint_every": 0})
+                                     "dtype": "float64", "checkpoint_every": 0,
+                                     "backend": "native-v1"})
         res = train_stack(g, unit, {"WI": teacher},
                           [RunSpec("WI", s, 0) for s in ("vanilla", "DA", "FA", "EA")], 10,
                           "WI", cfg)
