@@ -343,13 +343,20 @@ class NativeKernel(EagerKernel):
         return self.advance_many(theta, x[None], targets[None], xi[:, None], spec, tally,
                                  tally.step)
 
-    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
-        """K whole steps in one native call (``mfsym_steps``); returns the new particles."""
+    def _step_inputs(self, theta, x, targets, spec: UpdateSpec):
+        """What a whole-step call needs: R, N, D, the dense θ, x and targets, the
+        projectors, flags and noise rows, the cotangent matrices and flags, the threads."""
         R, N, D = self._run_dims(theta)
         theta, x, targets = self._dense(theta, x, targets)
         proj, on, nproj, non, rows = self._native_spec(spec, R, D)
         mats, cot_on = self._cot_spec(spec, R, self.unit.dy)
-        threads = self._threads()
+        return (R, N, D, theta, x, targets, proj, on, nproj, non, rows, mats, cot_on,
+                self._threads())
+
+    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
+        """K whole steps in one native call (``mfsym_steps``); returns the new particles."""
+        R, N, D, theta, x, targets, proj, on, nproj, non, rows, mats, cot_on, threads = \
+            self._step_inputs(theta, x, targets, spec)
         S = x.shape[2] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1
         work, partw = self._workspace(
             ("steps", R, N, S, threads), self.lib.steps_workspace(R, N, max(S, 1), threads)
@@ -390,11 +397,8 @@ class NativeV1Kernel(NativeKernel):
 
     def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
         """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
-        R, N, D = self._run_dims(theta)
-        theta, x, targets = self._dense(theta, x, targets)
-        proj, on, nproj, non, rows = self._native_spec(spec, R, D)
-        mats, cot_on = self._cot_spec(spec, R, self.unit.dy)
-        threads = self._threads()
+        R, N, D, theta, x, targets, proj, on, nproj, non, rows, mats, cot_on, threads = \
+            self._step_inputs(theta, x, targets, spec)
         S = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 3 else 1
         reals, doubles = self.lib.workspace_sizes(N, max(S, 1))
         work, partw = self._workspace(("fused", N, S, threads),
