@@ -854,7 +854,7 @@ typedef struct {
     real *out, *tmp, *work;
     double *loss_acc, *partw;
     int64_t* first_bad;
-    int by_run, nt;
+    int by_run;
     /* scheduling: items claimed (ticket), items done, the open phase, sleeping threads */
     int64_t ticket, done, phase;
     int sleepers;
@@ -869,7 +869,6 @@ typedef struct {
 
 /* The particles step k reads and writes: θ, then out and tmp alternately so that the
    last step writes out. */
-static const real* theta_src(const steps_ctx* c, int64_t k);
 static real* theta_dst(const steps_ctx* c, int64_t k) {
     return ((c->K - 1 - k) % 2 == 0) ? c->out : c->tmp;
 }
