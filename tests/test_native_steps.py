@@ -145,3 +145,73 @@ def test_the_floor_is_measured_on_this_cpu():
         assert got["exp"] > got["fma"], got
     with pytest.raises(ValueError, match="threads must be at least 1"):
         kern.lib.floor(200, 0)
+
+
+def _mixed_inputs(dtype):
+    """The kernel and the mixed stack of 3 runs at N = 2000, 4 steps."""
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, dtype)
+    theta, x, y, xi = chunk_inputs(unit, dtype, R=3, N=2000, K=4, m=2, B=10, seed=9)
+    return kern, theta, x, y, xi, fa_spec(unit, dtype)
+
+
+def _advance(inputs):
+    """One call on torch's thread count: θ after it and the losses."""
+    kern, theta, x, y, xi, spec = inputs
+    tally = new_tally(3)
+    new = kern.advance_many(theta, x, y, xi, spec, tally, 0)
+    return new, tally.loss_acc.clone()
+
+
+def test_calls_from_several_threads_at_once_give_the_bits_of_one_call():
+    """The kernel keeps one team of worker threads; a call made while another thread's
+    call holds it runs on its calling thread alone.  Twelve calls of two threads each
+    from four Python threads at once give the bits of a lone call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = _mixed_inputs(F32)
+
+    def calls():
+        ref = _advance(inputs)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return ref, list(pool.map(lambda _: _advance(inputs), range(12)))
+
+    (ref, ref_loss), got = with_threads(2, calls)
+    for new, loss in got:
+        assert torch.equal(new, ref)
+        assert torch.equal(loss, ref_loss)
+
+
+def _child_call(conn, inputs):  # pragma: no cover - runs in a forked child
+    new, loss = _advance(inputs)
+    conn.send((new.numpy().tobytes(), loss.numpy().tobytes()))
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_forked_child_runs_the_kernel_after_its_parent_did():
+    """After fork() the child has none of the parent's worker threads: its first call
+    with two threads starts a team of its own (instead of waiting for a worker that does
+    not exist) and gives the parent's bits.  (The child makes no other torch call that
+    could use torch's own thread pool, which is not fork-safe.)"""
+    import multiprocessing as mp
+
+    inputs = _mixed_inputs(F32)
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+
+    def fork_after_a_call():
+        ref = _advance(inputs)  # the parent's team exists now
+        proc = ctx.Process(target=_child_call, args=(child, inputs))
+        proc.start()
+        return ref, proc
+
+    (ref, ref_loss), proc = with_threads(2, fork_after_a_call)
+    ready = parent.poll(120)
+    proc.join(5 if ready else 0)
+    if proc.is_alive():
+        proc.kill()
+    assert ready, "the forked child's kernel call did not return within 120 s"
+    data, loss = parent.recv()
+    assert data == ref.numpy().tobytes()
+    assert loss == ref_loss.numpy().tobytes()

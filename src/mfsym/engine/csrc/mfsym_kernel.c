@@ -351,8 +351,92 @@ static inline int use_threads(int64_t R, int64_t N, int64_t S) {
     return R * N * S >= 32768;
 }
 
+/* ---- a team of worker threads kept from call to call ----
+   team_run(nt, fn, arg) runs fn(arg, id) on this thread (id 0) and on up to nt − 1 workers
+   (ids 1, 2, …) that sleep on a condition variable between calls, so a call pays no thread
+   creation.  fn must take its work from shared counters, so that it is right with any
+   number of ids taking part: a worker that wakes after the work is gone does nothing, and
+   the call waits only for the workers that joined it, never for one the scheduler has not
+   yet run (on a busy machine that wait would be a time slice).  A call that finds the team
+   in use by another thread of the process runs alone (id 0 only).  After fork() the child
+   starts with an empty team. */
+typedef void (*team_fn)(void* arg, int id);
+#define TEAM_MAX 256
+static struct {
+    pthread_mutex_t use; /* held by the thread whose call owns the team */
+    pthread_mutex_t mu;  /* guards the fields below */
+    pthread_cond_t go, gone;
+    int size;            /* workers started: ids 1..size */
+    uint64_t gen;        /* calls so far; a worker joins each new one at most once */
+    uint64_t born[TEAM_MAX];
+    int open, want, active;
+    team_fn fn;
+    void* arg;
+} team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, {0}, 0, 0, 0, 0, 0};
+static pthread_once_t team_once = PTHREAD_ONCE_INIT;
+
+static void team_after_fork(void) {
+    pthread_mutex_init(&team.use, 0);
+    pthread_mutex_init(&team.mu, 0);
+    pthread_cond_init(&team.go, 0);
+    pthread_cond_init(&team.gone, 0);
+    team.size = 0, team.open = 0, team.active = 0;
+}
+static void team_init(void) { pthread_atfork(0, 0, team_after_fork); }
+
+static void* team_worker(void* p) {
+    int id = (int)(intptr_t)p;
+    pthread_mutex_lock(&team.mu);
+    uint64_t seen = team.born[id];
+    for (;;) {
+        while (team.gen == seen) pthread_cond_wait(&team.go, &team.mu);
+        seen = team.gen;
+        if (!team.open || id >= team.want) continue;
+        team.active++;
+        team_fn fn = team.fn;
+        void* arg = team.arg;
+        pthread_mutex_unlock(&team.mu);
+        fn(arg, id);
+        pthread_mutex_lock(&team.mu);
+        if (--team.active == 0) pthread_cond_signal(&team.gone);
+    }
+    return 0;
+}
+
+static void team_run(int nt, team_fn fn, void* arg) {
+    if (nt > TEAM_MAX) nt = TEAM_MAX;
+    pthread_once(&team_once, team_init);
+    if (nt <= 1 || pthread_mutex_trylock(&team.use) != 0) {
+        fn(arg, 0);
+        return;
+    }
+    pthread_mutex_lock(&team.mu);
+    while (team.size < nt - 1) {
+        int id = team.size + 1;
+        pthread_attr_t attr;
+        pthread_t tid;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        team.born[id] = team.gen;
+        int failed = pthread_create(&tid, &attr, team_worker, (void*)(intptr_t)id);
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        team.size = id;
+    }
+    team.fn = fn, team.arg = arg, team.want = nt, team.open = 1, team.gen++;
+    pthread_cond_broadcast(&team.go);
+    pthread_mutex_unlock(&team.mu);
+    fn(arg, 0);
+    pthread_mutex_lock(&team.mu);
+    team.open = 0;
+    while (team.active > 0) pthread_cond_wait(&team.gone, &team.mu);
+    pthread_mutex_unlock(&team.mu);
+    pthread_mutex_unlock(&team.use);
+}
+
 /* Items w = 0..W-1 of fn on up to nt threads (this one included), each claimed from a
-   shared counter: no thread waits for another except at the final join, which sleeps. */
+   shared counter. */
 typedef void (*item_fn)(void* ctx, int64_t w);
 typedef struct {
     item_fn fn;
@@ -360,25 +444,19 @@ typedef struct {
     int64_t W, next;
 } item_job;
 
-static void* item_worker(void* arg) {
+static void item_worker(void* arg, int id) {
     item_job* job = (item_job*)arg;
+    (void)id;
     for (;;) {
         int64_t w = __atomic_fetch_add(&job->next, 1, __ATOMIC_SEQ_CST);
-        if (w >= job->W) return 0;
+        if (w >= job->W) return;
         job->fn(job->ctx, w);
     }
 }
 
 static void parallel_items(int nt, int64_t W, item_fn fn, void* ctx) {
     item_job job = {fn, ctx, W, 0};
-    pthread_t tid[256];
-    int started = 0;
-    for (int i = 1; i < nt && i < W && i < 256; i++) {
-        if (pthread_create(&tid[i], 0, item_worker, &job) != 0) break;
-        started = i;
-    }
-    item_worker(&job);
-    for (int i = 1; i <= started; i++) pthread_join(tid[i], 0);
+    team_run(nt < W ? nt : (int)W, item_worker, &job);
 }
 
 /* The arguments of mfsym_output, mfsym_force and mfsym_step, whose items are (run,
@@ -862,11 +940,6 @@ typedef struct {
     pthread_cond_t cv;
 } steps_ctx;
 
-typedef struct {
-    steps_ctx* c;
-    int id;
-} worker_arg;
-
 /* The particles step k reads and writes: θ, then out and tmp alternately so that the
    last step writes out. */
 static real* theta_dst(const steps_ctx* c, int64_t k) {
@@ -1008,11 +1081,10 @@ static void phased(steps_ctx* c) {
     }
 }
 
-static void* steps_worker(void* arg) {
-    worker_arg* w = (worker_arg*)arg;
-    if (w->c->by_run) whole_runs(w->c, w->id);
-    else phased(w->c);
-    return 0;
+static void steps_worker(void* arg, int id) {
+    steps_ctx* c = (steps_ctx*)arg;
+    if (c->by_run) whole_runs(c, id);
+    else phased(c);
 }
 
 /* How mfsym_steps splits work among nt threads: whole runs when every thread gets as many
@@ -1062,20 +1134,10 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
     int want = steps_threads(R, N, S, nt);
     pthread_mutex_init(&c.mu, 0);
     pthread_cond_init(&c.cv, 0);
-    pthread_t tid[256];
-    worker_arg args[256];
-    int started = 0;
-    for (int i = 1; i < want && i < 256; i++) {
-        args[i].c = &c, args[i].id = i;
-        if (pthread_create(&tid[i], 0, steps_worker, &args[i]) != 0) break;
-        started = i;
-    }
-    args[0].c = &c, args[0].id = 0;
-    steps_worker(&args[0]);
-    for (int i = 1; i <= started; i++) pthread_join(tid[i], 0);
+    team_run(want, steps_worker, &c);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
-    return started + 1;
+    return want;
 }
 
 #endif /* MFSYM_UNIT != 3 */
