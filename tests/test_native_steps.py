@@ -147,39 +147,48 @@ def test_the_floor_is_measured_on_this_cpu():
         kern.lib.floor(200, 0)
 
 
-def _mixed_inputs(dtype):
-    """The kernel and the mixed stack of 3 runs at N = 2000, 4 steps."""
+def _mixed_inputs(dtype, copies=1):
+    """The unit and ``copies`` times the mixed stack of 3 runs at N = 2000, 4 steps (2
+    copies: 6 runs, which two threads share as whole runs; 1: (run, chunk) items)."""
     unit = make_unit("matrix", 2, 2, "sigmoid")
-    kern = native_or_skip(unit, dtype)
-    theta, x, y, xi = chunk_inputs(unit, dtype, R=3, N=2000, K=4, m=2, B=10, seed=9)
-    return kern, theta, x, y, xi, fa_spec(unit, dtype)
+    native_or_skip(unit, dtype)
+    R = 3 * copies
+    theta, x, y, xi = chunk_inputs(unit, dtype, R=R, N=2000, K=4, m=2, B=10, seed=9)
+    spec = fa_spec(unit, dtype)
+    for name in ("proj", "proj_on", "noise_proj", "noise_on", "noise_row", "cot_l", "cot_on"):
+        setattr(spec, name, getattr(spec, name).repeat(copies, *[1] * (getattr(spec, name).dim() - 1)))
+    return unit, theta, x, y, xi, spec
 
 
 def _advance(inputs):
-    """One call on torch's thread count: θ after it and the losses."""
-    kern, theta, x, y, xi, spec = inputs
-    tally = new_tally(3)
+    """One call on torch's thread count, by a kernel object of its own (one object keeps
+    one workspace, so it serves one thread): θ after it and the losses."""
+    unit, theta, x, y, xi, spec = inputs
+    kern = native_or_skip(unit, theta.dtype)
+    tally = new_tally(theta.shape[0])
     new = kern.advance_many(theta, x, y, xi, spec, tally, 0)
     return new, tally.loss_acc.clone()
 
 
 def test_calls_from_several_threads_at_once_give_the_bits_of_one_call():
     """The kernel keeps one team of worker threads; a call made while another thread's
-    call holds it runs on its calling thread alone.  Twelve calls of two threads each
-    from four Python threads at once give the bits of a lone call."""
+    call holds it runs on its calling thread alone.  Calls of two threads each from four
+    Python threads at once (64 calls), sharing (run, chunk) items or whole runs, give the bits of a
+    lone call."""
     from concurrent.futures import ThreadPoolExecutor
 
-    inputs = _mixed_inputs(F32)
+    for copies in (1, 2):
+        inputs = _mixed_inputs(F32, copies)
 
-    def calls():
-        ref = _advance(inputs)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return ref, list(pool.map(lambda _: _advance(inputs), range(12)))
+        def calls(inputs=inputs):
+            ref = _advance(inputs)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                return ref, list(pool.map(lambda _: _advance(inputs), range(64)))
 
-    (ref, ref_loss), got = with_threads(2, calls)
-    for new, loss in got:
-        assert torch.equal(new, ref)
-        assert torch.equal(loss, ref_loss)
+        (ref, ref_loss), got = with_threads(2, calls)
+        for new, loss in got:
+            assert torch.equal(new, ref), copies
+            assert torch.equal(loss, ref_loss), copies
 
 
 def _child_call(conn, inputs):  # pragma: no cover - runs in a forked child
