@@ -72,7 +72,7 @@ rule rotation_quadrature:
     params:
         section=ROTATION_CFG,
         training=CFG["training"],
-    threads: ROTATION_RESOURCES["threads"]
+    threads: config["rotation"]["quadrature"].get("threads", ROTATION_RESOURCES["threads"])
     resources:
         mem_mb=ROTATION_RESOURCES["mem_mb"],
         runtime=ROTATION_RESOURCES["runtime"],
