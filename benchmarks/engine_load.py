@@ -20,6 +20,7 @@ import os
 import time
 
 from bench_engine import CpuShare, cell, engine_runs, summarize
+
 from mfsym.engine.training import TrainConfig, train_stack
 
 

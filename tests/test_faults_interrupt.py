@@ -166,6 +166,9 @@ def test_killed_job_skips_damaged_checkpoints_and_ends_identical(
     # equal when the kill lands after the newest checkpoint's rename, before its sidecar:
     # then only .prev verifies, and the damaged newest is skipped all the same
     assert 0 < previous <= newest and (wf / CKPT).exists()
+    # a kill between writing the staged checkpoint and its rename leaves a complete
+    # ``.new``: the loader tries it first and resumes from it, damaging nothing it needs
+    staged = checkpoint_step(wf / STAGED) if verified(wf / STAGED) else None
     truncate(wf / CKPT)
     if damage == "both damaged":
         scramble(wf / PREV)
@@ -176,7 +179,9 @@ def test_killed_job_skips_damaged_checkpoints_and_ends_identical(
     skipped = re.findall(r"skipping checkpoint: (.*)", log)
     resumed = resumed_steps(log)
     assert log.count("start train") == 2 and "has no done or failed line" in log, log[-3000:]
-    if damage == "newest truncated":
+    if staged is not None:
+        assert skipped == [] and resumed == [staged], log[-3000:]
+    elif damage == "newest truncated":
         assert len(skipped) == 1 and "unreadable" in skipped[0], log[-3000:]
         assert resumed == [previous], log[-3000:]
     else:

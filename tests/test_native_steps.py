@@ -156,7 +156,8 @@ def _mixed_inputs(dtype, copies=1):
     theta, x, y, xi = chunk_inputs(unit, dtype, R=R, N=2000, K=4, m=2, B=10, seed=9)
     spec = fa_spec(unit, dtype)
     for name in ("proj", "proj_on", "noise_proj", "noise_on", "noise_row", "cot_l", "cot_on"):
-        setattr(spec, name, getattr(spec, name).repeat(copies, *[1] * (getattr(spec, name).dim() - 1)))
+        value = getattr(spec, name)
+        setattr(spec, name, value.repeat(copies, *[1] * (value.dim() - 1)))
     return unit, theta, x, y, xi, spec
 
 
