@@ -1108,7 +1108,8 @@ void mfsym_steps_sizes(int64_t R, int64_t N, int64_t S, int nt, int64_t* reals,
    DY) at targets + k·t_step and ξ of run r at xi + xi_row[r]·xi_stride + k·xi_step (N·D
    contiguous); the rest as mfsym_fused.  θ_out receives the particles after the K steps
    (tmp (R, N, D) is scratch); loss_acc gets each step's loss, first_bad the step index
-   step0 + k of a run's first non-finite loss.  Returns the number of threads that ran. */
+   step0 + k of a run's first non-finite loss.  Returns the number of threads offered the
+   work (this one and team workers; one that wakes after the work is gone takes none). */
 int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
                 const real* x, int64_t x_step, const real* targets, int64_t t_step,
                 const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
