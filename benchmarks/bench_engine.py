@@ -235,6 +235,13 @@ def engine_runs(scheme, R):
     return [RunSpec(TEACHERS[i % 3], scheme, i // 3) for i in range(R)]
 
 
+def loop_config(n_steps: int, N: int, **cfg_kw) -> TrainConfig:
+    """A timed training: ``n_steps`` steps at N, two snapshots of 16 inputs, no divergence
+    checks or progress lines inside the loop."""
+    return TrainConfig(T=n_steps / N, n_snapshots=2, n_eval=16, check_every=10**9,
+                       log_every_s=1e9, **cfg_kw)
+
+
 def time_engine(runs, N, steps, group, unit, teachers, repeat=3, threads=1,
                 **cfg_kw) -> Timing:
     """Seconds per step of ``train_stack`` in its step loop over ``repeat`` measurements.
@@ -246,14 +253,9 @@ def time_engine(runs, N, steps, group, unit, teachers, repeat=3, threads=1,
     chunk = TrainConfig().rng_chunk
     k = max(chunk, -(-steps // chunk) * chunk)
 
-    def cfg(n_steps):
-        return TrainConfig(
-            T=n_steps / N, n_snapshots=2, n_eval=16, check_every=10**9, log_every_s=1e9,
-            **cfg_kw,
-        )
-
     def wall(n_steps):
-        return train_stack(group, unit, teachers, runs, N, "SI", cfg(n_steps)).wall_time_s
+        cfg = loop_config(n_steps, N, **cfg_kw)
+        return train_stack(group, unit, teachers, runs, N, "SI", cfg).wall_time_s
 
     wall(4)  # warm-up: kernel build or load, allocations
     samples, bounded = [], False

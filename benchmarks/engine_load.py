@@ -19,9 +19,9 @@ import multiprocessing as mp
 import os
 import time
 
-from bench_engine import CpuShare, cell, engine_runs, summarize
+from bench_engine import CpuShare, cell, engine_runs, loop_config, summarize
 
-from mfsym.engine.training import TrainConfig, train_stack
+from mfsym.engine.training import train_stack
 
 
 def _spin(stop) -> None:  # pragma: no cover - runs in a child process
@@ -60,10 +60,8 @@ def loop_time(runs, N, steps, group, unit, teachers, repeat, threads, **cfg_kw):
     Whole runs rather than the marginal ``(wall(2k) − wall(k)) / k`` of ``time_engine``:
     with other processes on the cores a difference of two noisy times is noisier still,
     and here the fixed costs are well under 1 % of a run."""
-    cfg = TrainConfig(T=steps / N, n_snapshots=2, n_eval=16, check_every=10**9,
-                      log_every_s=1e9, **cfg_kw)
-    warm = TrainConfig(T=64 / N, n_snapshots=2, n_eval=16, **cfg_kw)
-    train_stack(group, unit, teachers, runs, N, "SI", warm)  # kernel build or load
+    cfg = loop_config(steps, N, **cfg_kw)
+    train_stack(group, unit, teachers, runs, N, "SI", loop_config(64, N, **cfg_kw))  # warm-up
     samples = []
     with CpuShare(threads) as cpu:
         for _ in range(repeat):
