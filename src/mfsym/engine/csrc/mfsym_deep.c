@@ -35,22 +35,23 @@
 #define LAYERS MFSYM_DEPTH
 #define MFSYM_DEEP_ABI 1
 
+/* The chunk phases of a layer: the matrix unit has the step kernel's vector code
+   (v_load_chunk, v_output_chunk, v_update_chunk and v_back_chunk below: VL particles per
+   instruction, the force rows in registers over the samples), the mlp unit the 8-lane
+   code of mfsym_fused. */
 #if MFSYM_UNIT == 1
-/* Lanes n..n+7 of one sample, z (DY×DX), w_k = act'(pre_k) δ_k: the force
-   g[k·DX + l] += w_k h_l and, with vjp, the input cotangent acc[l][i] += Σ_k w_k z[k, l]. */
-static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
-                              const real* hs, const real* ds, real g[D][CH], real acc[DX][8],
-                              int vjp) {
-    for (int i = 0; i < 8; i++)
-        for (int k = 0; k < DY; k++) {
-            real w = st[k][n + i] * ds[k];
-            for (int l = 0; l < DX; l++) {
-                g[k * DX + l][n + i] += w * hs[l];
-                if (vjp) acc[l][i] += w * tz[k * DX + l][n + i];
-            }
-        }
-}
+#define LOAD_CHUNK v_load_chunk
+#define OUTPUT_CHUNK v_output_chunk
+#define UPDATE_CHUNK v_update_chunk
+#define BACK_CHUNK v_back_chunk
 #else
+#define LOAD_CHUNK load_chunk
+#define OUTPUT_CHUNK output_chunk
+#define UPDATE_CHUNK update_chunk
+#define BACK_CHUNK back_chunk
+#endif
+
+#if MFSYM_UNIT == 3
 /* Lanes n..n+7 of one sample, mlp unit: the force (mlp_terms) and, with vjp, the input
    cotangent acc[l][i] += Σ_j w_j W1[j, l], w_j = act'(pre_j) (Σ_k W2[k, j] δ_k). */
 static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
@@ -63,7 +64,6 @@ static inline void back_block(real tz[D][CH], int64_t n, const real (*st)[CH],
                 for (int l = 0; l < DX; l++) acc[l][i] += w * tz[j * DX + l][n + i];
         }
 }
-#endif
 
 /* One pass over the chunk's samples and particles (lanes beyond cn hold z = 0): the force
    g[d][n] = Σ_s (J_z σ*(h_s, z_n)ᵀ δ_s)_d and, when part is given, the input cotangent's
@@ -89,6 +89,66 @@ static void back_chunk(real tz[D][CH], int64_t cn, const real* hr, const real* d
     }
 }
 
+#else
+/* Samples per tile of v_back_chunk's input-cotangent sums (TS·DX vectors on the stack). */
+#define TS 32
+
+/* back_chunk with vectors (matrix unit): for each block of VL particles, its D force rows
+   stay in registers over the samples, g[k·DX + l] += w_k h_l with w_k = act'(pre_k) δ_k
+   (st[s][k][n]), in sample order as back_chunk; with part, the input cotangent's partial
+   sums part[s, l] = Σ_n Σ_k w_k z_n[k, l] are summed lane-wise over the blocks in block
+   order, then over the VL lanes pairwise in float64 (vsum).  Lanes cn..CH-1 hold z = 0
+   and add nothing.  Samples go in tiles of TS so the lane sums fit on the stack; the tiling
+   changes no sum's order. */
+static inline void back_tile(real tz[D][CH], int64_t nb, const real* hr, const real* dr,
+                             int64_t s0, int64_t s1, const real* st, real g[D][CH],
+                             real acc[TS][DX][VL], const int vjp) {
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t n = b * VL;
+        vreal gv[D], zv[D];
+        for (int d = 0; d < D; d++) {
+            gv[d] = vload(&g[d][n]);
+            zv[d] = vload(&tz[d][n]);
+        }
+        for (int64_t s = s0; s < s1; s++) {
+            const real* hs = hr + s * DX;
+            const real* ds = dr + s * DY;
+            const real* sts = st + s * NQ * CH;
+            vreal w[DY];
+            for (int k = 0; k < DY; k++) w[k] = vload(sts + k * CH + n) * ds[k];
+            for (int k = 0; k < DY; k++)
+                for (int l = 0; l < DX; l++) gv[k * DX + l] += w[k] * hs[l];
+            if (vjp)
+                for (int l = 0; l < DX; l++) {
+                    vreal a = vload(acc[s - s0][l]);
+                    for (int k = 0; k < DY; k++) a += w[k] * zv[k * DX + l];
+                    vstore(acc[s - s0][l], a);
+                }
+        }
+        for (int d = 0; d < D; d++) vstore(&g[d][n], gv[d]);
+    }
+}
+
+static void v_back_chunk(real tz[D][CH], int64_t cn, const real* hr, const real* dr,
+                         int64_t S, const real* st, real g[D][CH], double* part) {
+    int64_t nb = (cn + VL - 1) / VL;
+    real acc[TS][DX][VL] __attribute__((aligned(64)));
+    for (int d = 0; d < D; d++)
+        for (int64_t n = 0; n < nb * VL; n++) g[d][n] = 0;
+    for (int64_t s0 = 0; s0 < S; s0 += TS) {
+        int64_t s1 = s0 + TS < S ? s0 + TS : S;
+        if (!part) {
+            back_tile(tz, nb, hr, dr, s0, s1, st, g, acc, 0);
+            continue;
+        }
+        memset(acc, 0, sizeof acc);
+        back_tile(tz, nb, hr, dr, s0, s1, st, g, acc, 1);
+        for (int64_t s = s0; s < s1; s++)
+            for (int l = 0; l < DX; l++) part[s * DX + l] = vsum(vload(acc[s - s0][l]));
+    }
+}
+#endif
+
 /* v[q] += (Σ_c part[c·len + q]) / div for q < len: the chunks' partial sums in chunk order. */
 static void add_chunk_sums(real* v, const double* part, int64_t nch, int64_t len, double div) {
     for (int64_t q = 0; q < len; q++) {
@@ -107,7 +167,9 @@ void mfsym_deep_sizes(int64_t N, int64_t S, int64_t* reals, int64_t* doubles) {
 }
 
 /* Forward through the layers of run r: hs[l] (S×DX) for l = 0..L, with st (when given)
-   the activation data of layer l's chunk c at st + (l·nch + c)·S·NQ·CH. */
+   the activation data of layer l's chunk c at st + (l·nch + c)·S·NQ·CH.  A training step
+   (st given) runs the unit's chunk code (OUTPUT_CHUNK); the output-only forward, which
+   keeps nothing, the 8-lane output_chunk (the two agree to rounding). */
 static void deep_forward(const real* theta, const real* x, const real* P, int pon, int64_t N,
                          int64_t S, real* hs, real* st, double* part, int inner) {
     UNUSED_WITHOUT_OMP(inner);
@@ -119,9 +181,11 @@ static void deep_forward(const real* theta, const real* x, const real* P, int po
         for (int64_t c = 0; c < nch; c++) {
             int64_t n0 = c * CH, cn = M - n0 < CH ? M - n0 : CH;
             real tz[D][CH] __attribute__((aligned(64)));
-            load_chunk(theta + (layer * M + n0) * D, cn, P, pon, tz);
-            output_chunk(tz, cn, h, S, part + c * S * DY,
-                         st ? st + (layer * nch + c) * S * NQ * CH : 0);
+            LOAD_CHUNK(theta + (layer * M + n0) * D, cn, P, pon, tz);
+            if (st)
+                OUTPUT_CHUNK(tz, cn, h, S, part + c * S * DY, st + (layer * nch + c) * S * NQ * CH);
+            else
+                output_chunk(tz, cn, h, S, part + c * S * DY, 0);
         }
         real* next = hs + (layer + 1) * S * DX;
         memcpy(next, h, (size_t)(S * DX) * sizeof(real));
@@ -153,9 +217,9 @@ static void deep_run(const fused_args* a, int64_t r, real* work, double* part, i
             real tz[D][CH] __attribute__((aligned(64)));
             real g[D][CH] __attribute__((aligned(64)));
             const real* stc = st + (layer * nch + c) * S * NQ * CH;
-            load_chunk(th_r + n0 * D, cn, P, a->proj_on[r], tz);
-            back_chunk(tz, cn, h, delta, S, stc, g, layer > 0 ? part + c * S * DX : 0);
-            update_chunk(th_r + n0 * D, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D,
+            LOAD_CHUNK(th_r + n0 * D, cn, P, a->proj_on[r], tz);
+            BACK_CHUNK(tz, cn, h, delta, S, stc, g, layer > 0 ? part + c * S * DX : 0);
+            UPDATE_CHUNK(th_r + n0 * D, cn, g, a->xi + a->xi_row[r] * a->xi_stride + n0 * D,
                          P, a->proj_on[r], a->noise_proj + r * D * D, a->noise_on[r], a->lr,
                          a->wd, a->sigma, a->theta_out + (r * N + n0) * D);
         }
@@ -163,10 +227,30 @@ static void deep_run(const fused_args* a, int64_t r, real* work, double* part, i
     }
 }
 
+/* Whole runs claimed one at a time from a shared counter by the threads of the team
+   (thread id's workspace slot). */
+typedef struct {
+    const fused_args* a;
+    real* work;
+    double* partw;
+    int64_t wr, wdb, R, next;
+} deep_job;
+
+static void deep_runs(void* arg, int id) {
+    deep_job* j = (deep_job*)arg;
+    for (;;) {
+        int64_t r = __atomic_fetch_add(&j->next, 1, __ATOMIC_SEQ_CST);
+        if (r >= j->R) return;
+        deep_run(j->a, r, j->work + id * j->wr, j->partw + id * j->wdb, 1);
+    }
+}
+
 /* A whole step of R runs of the ResNet, with the arguments (and the contract) of
-   mfsym_fused, N = L·M.  Runs are spread over the threads (dynamic: a run's cost does not
-   depend on the thread it runs on, its numbers neither); a single run spreads the chunks of
-   each layer, when a layer holds enough work to pay for the two joins it costs per layer. */
+   mfsym_fused, N = L·M.  Runs are claimed by the threads of the team (see team_run: a
+   run's numbers do not depend on the thread that runs it, and no thread waits for one
+   the system has not scheduled); a single run spreads the chunks of each layer over
+   OpenMP threads, when a layer holds enough work to pay for the two joins it costs per
+   layer. */
 int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta,
                      const real* x, const real* targets, const real* cot_l,
                      const int8_t* cot_on, double c0, const real* xi, const int64_t* xi_row,
@@ -177,14 +261,14 @@ int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* the
     fused_args a = {N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on, proj_on,
                     noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd, (real)sigma,
                     out, theta_out, loss_acc, first_bad, step};
-    int64_t wr, wdb;
-    mfsym_deep_sizes(N, S, &wr, &wdb);
-    int outer = R > 1 && nt > 1 ? nt : 1;
-    int inner = R == 1 && use_threads(1, N / LAYERS, S) ? nt : 1;
-    UNUSED_WITHOUT_OMP(outer);
-    OMP(omp parallel for num_threads(outer) schedule(dynamic, 1) if(outer > 1))
-    for (int64_t r = 0; r < R; r++)
-        deep_run(&a, r, work + THREAD_ID * wr, partw + THREAD_ID * wdb, inner);
+    deep_job job = {&a, work, partw, 0, 0, R, 0};
+    mfsym_deep_sizes(N, S, &job.wr, &job.wdb);
+    if (R > 1 && nt > 1) {
+        team_run(nt < R ? nt : (int)R, deep_runs, &job);
+    } else {
+        int inner = R == 1 && use_threads(1, N / LAYERS, S) ? nt : 1;
+        for (int64_t r = 0; r < R; r++) deep_run(&a, r, work, partw, inner);
+    }
     return 0;
 }
 
