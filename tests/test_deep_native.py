@@ -28,12 +28,19 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from test_kernels import fa_spec, new_tally
+from test_native_steps import chunk_inputs
 
 from mfsym.core.groups import c2_swap
 from mfsym.core.teachers import paper_teachers, random_teacher
 from mfsym.core.units import ACTIVATIONS, make_unit
 from mfsym.engine import native
-from mfsym.engine.kernels import DeepNativeKernel, NativeStepwiseKernel, select_kernel
+from mfsym.engine.kernels import (
+    DeepNativeKernel,
+    NativeStepwiseKernel,
+    NativeV1Kernel,
+    select_kernel,
+)
 from mfsym.engine.models import ResNet, repeat_layers
 from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
@@ -143,6 +150,45 @@ def test_native_bits_do_not_depend_on_threads_or_on_the_stack(label, n):
         np.testing.assert_array_equal(res.final_particles, one.final_particles[idx])
         np.testing.assert_array_equal(res.train_loss, one.train_loss[idx])
         np.testing.assert_array_equal(res.population_risk, one.population_risk[idx])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("label", ["resnet2", "resnet2-mlp"])
+def test_k_deep_steps_in_one_call_equal_k_calls_of_one_step(label, threads):
+    """``mfsym_deep_steps`` (K = 6 steps in one call, the engine's path) against six calls
+    of the one-step ``mfsym_deep_fused``: projected model, drift and noise, an FA-like
+    cotangent over 2 views, noise rows shared by runs, 350 particles per layer (two chunks):
+    the same bits, losses and divergence marks; a NaN target at step 3 of run 1 marks that
+    run alone, at its step."""
+    model = setting(label)[0]
+    needs_native(model)
+    kern = DeepNativeKernel(model, F64)
+    theta, x, y, xi = chunk_inputs(model, F64, N=700)
+    spec = fa_spec(model, F64)
+    bad = y.clone()
+    bad[3, 1, 0, 0] = float("nan")
+
+    def run(targets):
+        many = new_tally(3)
+        got = kern.advance_many(theta, x, targets, xi, spec, many, 40)
+        one, th = new_tally(3, step=40), theta
+        for k in range(x.shape[0]):
+            one.step = 40 + k
+            th = NativeV1Kernel.advance(kern, th, x[k], targets[k], xi[:, k], spec, one)
+        return got, th, many, one
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        (got, th, many, one), (_, bad_th, bad_many, _) = run(y), run(bad)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, th)
+    assert torch.equal(many.loss_acc, one.loss_acc)
+    assert torch.isfinite(got).all() and not torch.equal(got, theta)
+    assert many.first_bad.tolist() == [-1, -1, -1]
+    assert bad_many.first_bad.tolist() == [-1, 43, -1]
+    assert torch.isnan(bad_th[1]).all() and torch.equal(bad_th[[0, 2]], th[[0, 2]])
 
 
 @pytest.mark.parametrize("label", ["resnet2", "resnet4", "resnet2-mlp", "mlp"])

@@ -421,14 +421,18 @@ class NativeStepwiseKernel(NativeV1Kernel):
 
 
 class DeepNativeKernel(NativeStepwiseKernel):
-    """The fused C step of the mean-ODE ResNet (``mfsym_deep_fused``, see
+    """The fused C steps of the mean-ODE ResNet (``mfsym_deep_steps``, see
     :mod:`mfsym.engine.native`): θ (R, L·M, D) layer-major, x and targets (R, S, d).
 
-    :meth:`advance` is :class:`NativeKernel`'s (one call: forward through the L layers,
-    the scheme's cotangent, the back-propagated δ_l, each layer's force and update) and
-    :meth:`output` the C forward of the (projected) model; the per-particle pull-back
-    (``output_and_pullback``, ``forward``/``force``/``update``) is the eager reference.
+    :meth:`advance_many` is :class:`NativeKernel`'s (one call for K steps, each: forward
+    through the L layers, the scheme's cotangent, the back-propagated δ_l, each layer's
+    force and update) and :meth:`output` the C forward of the (projected) model; the
+    per-particle pull-back (``output_and_pullback``, ``forward``/``force``/``update``) is
+    the eager reference.
     """
+
+    advance = NativeKernel.advance
+    advance_many = NativeKernel.advance_many
 
     def __init__(self, model: ResNet, dtype: torch.dtype):
         EagerKernel.__init__(self, model)

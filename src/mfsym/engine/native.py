@@ -536,22 +536,31 @@ def _declare(lib: ctypes.CDLL) -> None:
     for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
     if hasattr(lib, "mfsym_steps"):  # the step kernel (matrix and uv units)
-        lib.mfsym_steps.argtypes = [
-            i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64,
-            i64, ptr, ptr, ptr, ptr, f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
-        ]
-        lib.mfsym_steps.restype = i32
-        lib.mfsym_steps_sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
-        lib.mfsym_steps_sizes.restype = None
+        _declare_steps(lib.mfsym_steps, lib.mfsym_steps_sizes)
+
+
+def _declare_steps(fn, sizes) -> None:
+    """The arguments of ``mfsym_steps`` and ``mfsym_steps_sizes`` (and of the ResNet's
+    ``mfsym_deep_steps``, ``mfsym_deep_steps_sizes``)."""
+    i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+    fn.argtypes = [
+        i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64,
+        i64, ptr, ptr, ptr, ptr, f64, f64, f64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i32,
+    ]
+    fn.restype = i32
+    sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
+    sizes.restype = None
 
 
 def _declare_deep(lib: ctypes.CDLL) -> None:
     """The ResNet's ``mfsym_deep_{output,fused,sizes}`` take the arguments of the one-layer
-    ``mfsym_{output,fused,sizes}`` (which the library also holds)."""
+    ``mfsym_{output,fused,sizes}`` (which the library also holds), ``mfsym_deep_steps``
+    those of ``mfsym_steps``."""
     _declare(lib)
     for name in ("output", "fused", "sizes"):
         one, deep = getattr(lib, f"mfsym_{name}"), getattr(lib, f"mfsym_deep_{name}")
         deep.argtypes, deep.restype = one.argtypes, one.restype
+    _declare_steps(lib.mfsym_deep_steps, lib.mfsym_deep_steps_sizes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -829,14 +838,16 @@ class NativeLibrary:
 class DeepLibrary(NativeLibrary):
     """The compiled kernels of a mean-ODE ResNet (``models.ResNet``) behind the checked
     methods of :class:`NativeLibrary`: :meth:`output` (Φ(x) = h_L, (R, S, d)),
-    :meth:`workspace_sizes` and :meth:`fused` (a whole step, ``mfsym_deep_fused``), with
+    :meth:`workspace_sizes` and :meth:`fused` (a whole step, ``mfsym_deep_fused``),
+    :meth:`steps_workspace` and :meth:`steps` (K whole steps, ``mfsym_deep_steps``), with
     particles ``theta (R, N, D)``, N = L·M layer-major.  The per-particle pull-back of a
     one-layer model (``force``, ``step``) has no meaning here."""
 
     def __init__(self, lib: ctypes.CDLL, model, dtype: torch.dtype):
         symbols = SimpleNamespace(
             mfsym_output=lib.mfsym_deep_output, mfsym_fused=lib.mfsym_deep_fused,
-            mfsym_sizes=lib.mfsym_deep_sizes,
+            mfsym_sizes=lib.mfsym_deep_sizes, mfsym_steps=lib.mfsym_deep_steps,
+            mfsym_steps_sizes=lib.mfsym_deep_steps_sizes,
         )
         super().__init__(symbols, model, dtype)
         self.depth = model.depth
@@ -850,10 +861,17 @@ class DeepLibrary(NativeLibrary):
             )
         return R, N, S
 
-    def workspace_sizes(self, N: int, S: int) -> tuple[int, int]:
+    def _layered(self, N: int) -> None:
         if N % self.depth:
             raise ValueError(f"N = {N} is not a multiple of the depth L = {self.depth}")
+
+    def workspace_sizes(self, N: int, S: int) -> tuple[int, int]:
+        self._layered(N)
         return super().workspace_sizes(N, S)
+
+    def steps_workspace(self, R: int, N: int, S: int, threads: int) -> tuple[int, int]:
+        self._layered(N)
+        return super().steps_workspace(R, N, S, threads)
 
     def force(self, *args, **kwargs):
         raise NotImplementedError("a ResNet has no per-particle native pull-back")

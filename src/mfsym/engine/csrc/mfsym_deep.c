@@ -272,6 +272,91 @@ int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* the
     return 0;
 }
 
+/* K whole steps (mfsym_deep_steps): step k of run r is deep_run with the inputs,
+   targets and noise of step k, the particles ping-ponging between tmp and out so that the
+   last step writes out (as mfsym_steps). */
+typedef struct {
+    fused_args a;  /* step 0's arguments */
+    int64_t R, K, x_step, t_step, xi_step;
+    real* tmp;
+    real* work;
+    double* partw;
+    int64_t wr, wdb, next;
+    int inner;
+} deep_steps_job;
+
+/* The arguments of step k: those of step 0 moved to step k's inputs, targets, noise and
+   particle buffers. */
+static void deep_step_args(const deep_steps_job* j, int64_t k, fused_args* a) {
+    *a = j->a;
+    real* out = j->a.theta_out;
+    a->theta_out = (j->K - 1 - k) % 2 == 0 ? out : j->tmp;
+    if (k > 0) a->theta = (j->K - k) % 2 == 0 ? out : j->tmp;
+    a->x = j->a.x + k * j->x_step;
+    a->targets = j->a.targets + k * j->t_step;
+    a->xi = j->a.xi + k * j->xi_step;
+    a->step = j->a.step + k;
+}
+
+/* Run r's K steps on workspace slot `slot`. */
+static void deep_steps_run(const deep_steps_job* j, int64_t r, int64_t slot, int inner) {
+    fused_args a;
+    for (int64_t k = 0; k < j->K; k++) {
+        deep_step_args(j, k, &a);
+        deep_run(&a, r, j->work + slot * j->wr, j->partw + slot * j->wdb, inner);
+    }
+}
+
+static void deep_steps_runs(void* arg, int id) {
+    deep_steps_job* j = (deep_steps_job*)arg;
+    for (;;) {
+        int64_t r = __atomic_fetch_add(&j->next, 1, __ATOMIC_SEQ_CST);
+        if (r >= j->R) return;
+        deep_steps_run(j, r, id, 1);
+    }
+}
+
+/* Threads of mfsym_deep_steps: the team over whole runs when R > 1, else one thread (a
+   lone run spreads each layer's chunks over OpenMP threads when worth it). */
+static int deep_steps_threads(int64_t R, int nt) { return R > 1 && nt > 1 ? (nt < R ? nt : (int)R) : 1; }
+
+/* Workspace of mfsym_deep_steps with nt threads: reals (a slot of mfsym_deep_sizes per
+   thread, then the outputs Φ (R, S, DY) of the step in progress) and doubles. */
+void mfsym_deep_steps_sizes(int64_t R, int64_t N, int64_t S, int nt, int64_t* reals,
+                            int64_t* doubles) {
+    int64_t wr, wdb, slots = deep_steps_threads(R, nt);
+    mfsym_deep_sizes(N, S, &wr, &wdb);
+    *reals = slots * wr + R * S * DY;
+    *doubles = slots * wdb;
+}
+
+/* K whole steps of R runs of the ResNet, with the arguments (and the contract) of
+   mfsym_steps, N = L·M: the same numbers as K calls of mfsym_deep_fused. */
+int mfsym_deep_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
+                     const real* x, int64_t x_step, const real* targets, int64_t t_step,
+                     const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
+                     const int64_t* xi_row, int64_t xi_stride, int64_t xi_step,
+                     const real* proj, const int8_t* proj_on, const real* noise_proj,
+                     const int8_t* noise_on, double lr, double wd, double sigma,
+                     real* theta_out, real* tmp, double* loss_acc, int64_t* first_bad,
+                     int64_t step0, real* work, double* partw, int nt) {
+    if (K < 1 || R < 1) return 0;
+    deep_steps_job j = {{N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on,
+                         proj_on, noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd,
+                         (real)sigma, 0, theta_out, loss_acc, first_bad, step0},
+                        R, K, x_step, t_step, xi_step, tmp, work, partw, 0, 0, 0, 1};
+    mfsym_deep_sizes(N, S, &j.wr, &j.wdb);
+    int want = deep_steps_threads(R, nt);
+    j.a.out = work + want * j.wr;
+    if (want > 1) {
+        team_run(want, deep_steps_runs, &j);
+    } else {
+        int inner = use_threads(1, N / LAYERS, S) ? nt : 1;
+        for (int64_t r = 0; r < R; r++) deep_steps_run(&j, r, 0, inner);
+    }
+    return want;
+}
+
 /* Φ(x) (R, S, DY) of each run's (projected) particles; 1 if a buffer cannot be had. */
 int mfsym_deep_output(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                       const real* proj, const int8_t* proj_on, real* out, int nt) {
