@@ -18,13 +18,8 @@
    and are updated at once (θ ← θ − lr·Π_d[F + wd·θ] + σ·Π_n ξ), and the cotangent moves
    down, δ_l = δ_{l+1} + (1/(L·M)) Σ_i J_x σ*(h_l, z_{l,i})ᵀ δ_{l+1}.  All sums over
    particles are per chunk (float64 per chunk, added in chunk order), so the numbers do
-   not depend on the number of threads or on the other runs of the call.
+   not depend on the number of threads or on the other runs of the call. */
 
-   In float64 with AVX-512 the sigmoid's and tanh's reciprocal is the refined hardware
-   estimate (MFSYM_FAST_RECIPROCAL, see v_recip): within about one ulp of the division,
-   at a quarter of its cost, which was half of the float64 floor per update. */
-
-#define MFSYM_FAST_RECIPROCAL 1
 #include "mfsym_kernel.c"
 
 #ifndef MFSYM_DEPTH
