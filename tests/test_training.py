@@ -424,6 +424,32 @@ def test_resumed_training_equals_the_uninterrupted_one(
     assert_same(res, uninterrupted)
 
 
+def test_a_finished_stack_leaves_its_final_state_and_trains_no_step_when_rerun(
+    monkeypatch, tmp_path, caplog, uninterrupted
+):
+    """A stack that ends (120 steps, checkpoints every 16) saves its finished state; run
+    again on the same path (a job of several stacks stopped after this one), it resumes at
+    step 120 of 120, trains no step and gives the uninterrupted records."""
+    setting, teachers = c2_paper()
+    ck = tmp_path / "stack.ckpt.npz"
+    first = train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(), checkpoint_path=ck)
+    with np.load(ck) as data:
+        assert int(data["counters"][0]) == 120
+    steps = []
+    original = Block.steps
+
+    def counting(self, j0, j1, xi_all, step0):
+        steps.extend(range(step0, step0 + j1 - j0))
+        return original(self, j0, j1, xi_all, step0)
+
+    monkeypatch.setattr(Block, "steps", counting)
+    again = resume(ck, caplog)
+    assert "resumed at step 120 of 120" in caplog.text
+    assert steps == []
+    assert_same(first, uninterrupted)
+    assert_same(again, uninterrupted)
+
+
 def test_a_truncated_checkpoint_is_skipped_for_the_previous_one(
     monkeypatch, tmp_path, caplog, uninterrupted
 ):
@@ -501,8 +527,9 @@ def _counters(values):
     (_retype_risk, "'b0_risk' is float32"), (_plant_nan, "'b0_dist' holds non-finite"),
     (_counters([-16, 0, 0]), "impossible for a run of 120 steps"),
     (_counters([240, 6, 120]), "impossible"), (_counters([64, 1, 0]), "impossible"),
+    (_counters([120, 6, 120]), "impossible"),
 ], ids=["missing-key", "wrong-shape", "wrong-dtype", "non-finite", "negative-step", "past-the-end",
-        "snapshots-behind"])
+        "snapshots-behind", "end-past-its-last-snapshot"])
 def test_a_checkpoint_that_cannot_be_this_run_starts_afresh_with_a_warning(
     monkeypatch, tmp_path, caplog, uninterrupted, change, named
 ):

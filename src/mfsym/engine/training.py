@@ -572,8 +572,8 @@ class _Engine:
     def state_problem(self, state: Mapping[str, np.ndarray]) -> str | None:
         """Why the arrays of a checkpoint cannot be this engine's state (None: they can).
 
-        A checkpoint is written only inside the loop, at a step 0 < s < N·T, after the
-        snapshots at steps < s were recorded: so its counters must be
+        A checkpoint is written inside the loop, at a step 0 < s < N·T, or when the loop
+        ends (s = N·T), after the snapshots at steps < s were recorded: so its counters must be
         ``(s, #{snapshots < s}, last snapshot step < s, or 0)``, its keys, shapes and
         dtypes those of this engine's own state (:meth:`_save`), and its numbers finite
         (a state is checked for divergence before it is saved). Finite values cannot be
@@ -594,10 +594,10 @@ class _Engine:
         total = self.cfg.total_steps(self.n)
         k_want = int(np.searchsorted(self.snap_steps, step, side="left"))
         prev_want = int(self.snap_steps[k_want - 1]) if k_want else 0
-        if not 0 < step < total or (k_next, prev_snap) != (k_want, prev_want):
+        if not 0 < step <= total or (k_next, prev_snap) != (k_want, prev_want):
             return (f"its counters (step {step}, next snapshot {k_next}, last snapshot at "
                     f"{prev_snap}) are impossible for a run of {total} steps (a checkpoint "
-                    f"at step s has 0 < s < {total} and the snapshots before s behind it)")
+                    f"at step s has 0 < s ≤ {total} and the snapshots before s behind it)")
         return None
 
     def run(self, checkpoint_path=None, label=""):
@@ -697,6 +697,10 @@ class _Engine:
             if ck_every and step % ck_every == 0 and step < total:
                 self._save(checkpoint_path, meta, step, k_next, prev_snap)
         self._check(step, prev_snap)
+        if ck_every and step > step0:
+            # the finished state too: a job of several stacks that is stopped later resumes
+            # past this one (the caller removes the file once its output is written)
+            self._save(checkpoint_path, meta, step, k_next, prev_snap)
         while k_next < len(snaps):
             self._record(k_next, step, prev_snap)
             prev_snap = step
@@ -736,7 +740,10 @@ def train_stack(
     ``subspace`` (D, D): an orthogonal projector replacing P_E wherever non-EA runs project
     their noise (SI-type starts), e.g. the candidate subspace E_j of the discovery heuristic.
     With ``checkpoint_path`` the state is saved every ``config.checkpoint_every`` steps and
-    a valid checkpoint there is resumed from (same final result as an uninterrupted run).
+    once more when the training ends, and a valid checkpoint there is resumed from (same
+    final result as an uninterrupted run; a finished one trains no further step): a job
+    that trains several stacks and is stopped resumes past the stacks it finished.  The
+    caller removes the file once its output is written.
 
     ``n_particles`` is any integer ≥ 1 (Python or NumPy); ``config.T`` must give at least
     one step (``N·T ≥ 1``).  Wrong shapes, empty samples and non-finite values in the
