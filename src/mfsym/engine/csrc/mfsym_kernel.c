@@ -754,32 +754,11 @@ static inline vreal v_exp(vreal v) {
     return p * (vreal)e;
 }
 
-/* 1/v lane-wise for v ≥ 1 (the sigmoid's and tanh's 1 + e^t).  With AVX-512: the hardware
-   estimate (relative error below 2^-14) refined by Newton steps y ← y + y (1 − v y), one
-   in float32 and two in float64 (each squares the error): within one ulp of the division
-   (checked over v from 1 to the largest finite 1 + e^t), at 0.09 against 0.23 ns per
-   float32 lane and 0.19 against 0.72 per float64 lane on the machine it was written on.
-   Elsewhere the division.  NaN stays NaN. */
-#if MFSYM_VBYTES == 64 && defined(__AVX512F__)
-#include <immintrin.h>
-static inline vreal v_recip(vreal v) {
-#if MFSYM_DOUBLE
-    vreal y = (vreal)_mm512_rcp14_pd((__m512d)v);
-    y = y + y * ((real)1 - v * y);
-#else
-    vreal y = (vreal)_mm512_rcp14_ps((__m512)v);
-#endif
-    return y + y * ((real)1 - v * y);
-}
-#else
-static inline vreal v_recip(vreal v) { return (real)1 / v; }
-#endif
-
 #if MFSYM_ACT == 1
-#define VACT(h) (v_recip((real)1 + v_exp(-(h))))
+#define VACT(h) ((real)1 / ((real)1 + v_exp(-(h))))
 #define VDACT(h, a) ((a) * ((real)1 - (a)))
 #elif MFSYM_ACT == 2
-#define VACT(h) ((real)1 - (real)2 * v_recip((real)1 + v_exp((real)2 * (h))))
+#define VACT(h) ((real)1 - (real)2 / ((real)1 + v_exp((real)2 * (h))))
 #define VDACT(h, a) ((real)1 - (a) * (a))
 #elif MFSYM_ACT == 3
 #define VACT(h) vsel((h) < (real)0, vset(0), (h))
@@ -1166,8 +1145,8 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
 
 /* ---- the machine's floor for these kernels ----
    ns per lane, in the thread's CPU time, of: a vector FMA at full throughput (8
-   independent chains), the exponential v_exp, and the reciprocal 1/(1 + v) (v_recip, the
-   sigmoid's), each over `reps` passes of register- or L1-resident data.  ns[0..2]. */
+   independent chains), the exponential v_exp, and the reciprocal 1/(1 + v) (the sigmoid's
+   division), each over `reps` passes of register- or L1-resident data.  ns[0..2]. */
 static double thread_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -1210,7 +1189,7 @@ static void floor_one(int64_t reps, double* ns) {
     e = vset(0);
     t0 = thread_ns();
     for (int64_t it = 0; it < reps; it++)
-        for (int i = 0; i < LEN; i += VL) e += v_recip((real)1 + vload(buf + i) * vload(buf + i));
+        for (int i = 0; i < LEN; i += VL) e += (real)1 / ((real)1 + vload(buf + i) * vload(buf + i));
     t1 = thread_ns();
     sink += e[0];
     ns[2] = (t1 - t0) / ((double)reps * LEN);
