@@ -376,6 +376,10 @@ def test_pipeline_resolves_the_number_of_steps_at_run_time(tmp_path):
     cfg = merged(repo_config(), {"heuristic": {
         "N": 16, "thresholds": [0.0], "tolerance": 0.9, "max_steps": 3, "training": TINY_TRAIN,
     }})
+    # the two settings whose chains are checked (a third would only add jobs)
+    cfg["heuristic"]["settings"] = [s for s in cfg["heuristic"]["settings"]
+                                    if s["name"] in ("C2-matrix", "S3-uv")]
+    assert [s["name"] for s in cfg["heuristic"]["settings"]] == ["C2-matrix", "S3-uv"]
     cfg["heuristic"]["settings"][0]["start"] = np.eye(4).tolist()
     wf = sandbox(tmp_path / "wf", cfg)
     targets = ("results/heuristic.nc", "results/figures/fig_heuristic.png")
