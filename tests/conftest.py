@@ -115,3 +115,41 @@ def sorted_atoms(a: np.ndarray) -> np.ndarray:
     """Rows of a in lexicographic order (the canonical form of an exact empirical measure)."""
     a = np.asarray(a)
     return a[np.lexsort(a.T[::-1])]
+
+
+# ---- the default target, run twice from scratch ------------------------------------------
+@pytest.fixture(scope="session")
+def default_target_runs(tmp_path_factory, request):
+    """The two runs of ``pipeline_sandbox.DefaultTargetRuns``, the first with the manuscript
+    where LaTeX is installed.  Each run that a collected test asks for (through the two
+    fixtures below) starts here, so that both share the machine instead of following each
+    other.  Tests using them carry ``xdist_group("default_target")``: one worker runs them
+    all, on one pair of runs."""
+    from pipeline_sandbox import DefaultTargetRuns
+
+    from mfsym.paper.build import missing_latex_programs
+
+    runs = DefaultTargetRuns(tmp_path_factory.mktemp("default_target"),
+                             with_paper=not missing_latex_programs())
+    asked = {name for item in request.session.items for name in item.fixturenames}
+    runs.start(*(folder for folder, name in ((runs.first, "default_target_run"),
+                                             (runs.second, "second_default_target_run"))
+                 if name in asked))
+    try:
+        yield runs
+    finally:
+        runs.stop()
+
+
+@pytest.fixture(scope="session")
+def default_target_run(default_target_runs):
+    """The folder of the first run, finished (with paper/ms.pdf where LaTeX is installed);
+    read only."""
+    return default_target_runs.result(default_target_runs.first)
+
+
+@pytest.fixture(scope="session")
+def second_default_target_run(default_target_runs):
+    """The folder of the second run, finished.  Only ``test_pipeline.py`` reruns jobs
+    there, after ``default_target_runs.digests`` recorded what the run wrote."""
+    return default_target_runs.result(default_target_runs.second)

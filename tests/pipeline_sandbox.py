@@ -9,6 +9,7 @@ group, so a test can interrupt it like a user or a batch system would).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -73,6 +74,100 @@ def tiny_config(overrides: Mapping | None = None) -> dict:
     return merged(merged(repo_config(), TINY), overrides or {})
 
 
+#: :data:`TINY` with two widths (so that the manuscript's slopes exist) and small heuristic
+#: and Noether studies, so that the whole default target and the manuscript run in minutes
+SMALL_STUDIES = {
+    "n_particles": [6, 12],
+    "heuristic": {"N": 24, "max_steps": 2, "training": {"T": 1.0, "batch_size": 24}},
+    "noether": {
+        "n_eval": 64,
+        "drift": {"activations": ["relu", "tanh"], "etas": [0.04, 0.02], "flow_time": 0.2,
+                  "langevin_betas": [1.0e-4, 1.0e-2], "decay_lambdas": [0.5]},
+        "invariance": {"flow_time": 0.2, "n_snapshots": 3},
+        "attraction": {"lambdas": [0.0, 0.3], "flow_time": 0.4, "n_snapshots": 3},
+    },
+    "figures": {"dpi": 40},
+}
+#: what every run of :class:`DefaultTargetRuns` builds: the default target and the
+#: manuscript's numbers (claims.json, numbers.tex, claims.tex)
+DEFAULT_TARGETS = ("all", "paper_numbers")
+
+
+#: run-time records, not results: they differ between any two runs
+TIMING = ("logs", "benchmarks")
+
+
+def result_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under results/ and paper/output/, logs and timings aside."""
+    out = {}
+    for sub in ("results", "paper/output"):
+        for path in sorted((folder / sub).rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and not (rel.parts[0] == "results" and rel.parts[1] in TIMING):
+                out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+class DefaultTargetRuns:
+    """Two runs from scratch of :data:`DEFAULT_TARGETS` on the :data:`SMALL_STUDIES`
+    configuration, in two folders holding one snapshot of the pipeline and the library.
+
+    The first run also builds the manuscript (``paper``) when ``with_paper`` is set; the
+    second builds exactly :data:`DEFAULT_TARGETS`.  Runs that :meth:`start` starts run at
+    the same time; :meth:`result` waits for one (starting it first if needed), fails with
+    the end of its output if it failed, and records :func:`result_digests` of the folder
+    as the run left it (in :attr:`digests`), before any test reruns something there.
+    """
+
+    def __init__(self, root: Path, with_paper: bool):
+        self.config = tiny_config(SMALL_STUDIES)
+        self.with_paper = with_paper
+        self.first = sandbox(root / "first", self.config, with_library=True)
+        self.second = shutil.copytree(self.first, root / "second")
+        self.digests: dict[Path, dict[str, str]] = {}
+        self._procs: dict[Path, subprocess.Popen] = {}
+
+    def targets(self, folder: Path) -> tuple[str, ...]:
+        paper = ("paper",) if self.with_paper and folder == self.first else ()
+        return (*DEFAULT_TARGETS, *paper)
+
+    def start(self, *folders: Path) -> None:
+        for folder in folders:
+            if folder in self._procs:
+                continue
+            env = library_env(folder)
+            env.pop("SOURCE_DATE_EPOCH", None)  # the date then comes from no checkout: none
+            self._procs[folder] = start_snakemake(
+                folder, *local(*self.targets(folder)), log=self.log(folder), env=env)
+
+    def log(self, folder: Path) -> Path:
+        """Snakemake's output of the run in ``folder``."""
+        return folder.parent / f"{folder.name}.log"
+
+    def result(self, folder: Path, timeout: float = 1800) -> Path:
+        if folder in self.digests:
+            return folder
+        self.start(folder)
+        proc = self._procs[folder]
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            raise AssertionError(f"snakemake in {folder} ran past {timeout:.0f} s") from None
+        if rc != 0:
+            raise AssertionError(
+                f"snakemake {' '.join(self.targets(folder))} failed ({rc}) in {folder}:\n"
+                f"{self.log(folder).read_text(errors='replace')[-8000:]}")
+        self.digests[folder] = result_digests(folder)
+        return folder
+
+    def stop(self) -> None:
+        """Stop runs still going (a test failed before waiting for them)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                signal_group(proc, signal.SIGKILL)
+
+
 def sandbox(dest: Path, config: Mapping, with_library: bool = False) -> Path:
     """A copy of the pipeline in ``dest`` whose config.yaml is ``config``; with
     ``with_library``, also a copy of the library in ``dest/src`` (run with
@@ -120,13 +215,15 @@ def local(*args: str) -> tuple[str, ...]:
     return ("--workflow-profile", "none", "--cores", "2", *args)
 
 
-def start_snakemake(folder: Path, *args: str, log: Path) -> subprocess.Popen:
+def start_snakemake(
+    folder: Path, *args: str, log: Path, env: Mapping | None = None
+) -> subprocess.Popen:
     """Start Snakemake in the background as the leader of a new process group."""
     out = open(log, "wb")  # noqa: SIM115 (handed to the child)
     try:
         return subprocess.Popen(
             snakemake_argv(*args), cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env=None if env is None else dict(env), start_new_session=True,
         )
     finally:
         out.close()

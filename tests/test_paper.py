@@ -796,32 +796,24 @@ def test_ci_installs_the_tex_packages_the_error_message_names():
 # ---------------------------------------------------------------------------------------
 # end to end: `snakemake paper` on a tiny configuration
 # ---------------------------------------------------------------------------------------
-#: two widths (so slopes exist), a one-setting heuristic at small N, short Noether studies
-TINY_PAPER = {
-    "n_particles": [6, 12],
-    "heuristic": {"N": 24, "max_steps": 3, "training": {"T": 1.0, "batch_size": 40}},
-    "noether": {
-        "drift": {"activations": ["relu", "tanh"], "etas": [0.02, 0.01], "flow_time": 0.5,
-                  "decay_eta": 0.01, "langevin_eta": 0.01, "langevin_betas": [1e-4, 1e-3]},
-        "invariance": {"flow_time": 1.0, "n_snapshots": 5},
-        "attraction": {"lambdas": [0.0, 0.3], "flow_time": 2.0, "n_snapshots": 3},
-    },
-}
-
-
 @pytest.mark.slow
 @pytest.mark.latex
 @pytest.mark.skipif(_latex_skip_reason() is not None, reason=str(_latex_skip_reason()))
-def test_snakemake_paper_builds_the_pdf_from_a_tiny_configuration(tmp_path):
-    from pipeline_sandbox import local, repo_config, sandbox, snakemake, tiny_config
+@pytest.mark.xdist_group("default_target")
+def test_snakemake_paper_builds_the_pdf_from_a_tiny_configuration(default_target_run, tmp_path):
+    """The first run of ``conftest.default_target_runs`` (two widths, so slopes exist, and
+    small heuristic and Noether studies) built ``paper`` besides the default target."""
+    from pipeline_sandbox import SMALL_STUDIES, local, sandbox, snakemake, tiny_config
 
-    settings = repo_config()["heuristic"]["settings"][:1]
-    cfg = tiny_config({**TINY_PAPER, "heuristic": {**TINY_PAPER["heuristic"],
-                                                   "settings": settings}})
-    wf = sandbox(tmp_path / "wf", cfg)
-    plain = snakemake(wf, *local("-n", "--quiet", "rules"))
+    fresh = sandbox(tmp_path / "fresh", tiny_config(SMALL_STUDIES))
+    plain = snakemake(fresh, *local("-n", "--quiet", "rules"))
     assert "paper" not in plain.stdout.split(), "the default target must not need LaTeX"
-    snakemake(wf, *local("paper"), timeout=1800)
+    # `snakemake paper` alone, from scratch, plans every job the manuscript needs (the run
+    # below also asked for the default target)
+    alone = snakemake(fresh, *local("paper", "-n", "--quiet", "rules")).stdout
+    planned = set(re.findall(r"^(\w+)\s+\d+$", alone.split("Job stats:")[1], re.M))
+    assert {"paper", "paper_numbers", *PAPER_FIGURES} <= planned, sorted(planned)
+    wf = default_target_run
 
     claims = json.loads((wf / "paper" / "output" / "claims.json").read_text())
     assert {c["claim"] for c in claims} == {1, 2, 3, 4}

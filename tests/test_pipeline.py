@@ -1,13 +1,15 @@
 """The Snakemake pipeline: DAGs of the shipped configs, a bad config stopping it before any
 job, and a tiny end-to-end run (results, figures, nothing to redo, targeted reruns).
 
-Every run happens in a copy of the workflow in a temporary folder.
+Every run happens in a copy of the workflow in a temporary folder.  The end-to-end checks
+read a run of the default target (the second of ``conftest.default_target_runs``, on the
+``pipeline_sandbox.SMALL_STUDIES`` configuration), of which the grid is a part, and make
+their reruns in its folder.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from pipeline_sandbox import library_env
 
 from mfsym.pipeline.config import grid_of
 from mfsym.records.results import read_dataset
@@ -132,6 +135,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 # ---- end to end -------------------------------------------------------------------------
 def tiny_config() -> dict:
+    """A tiny grid (the failing-job test's; the end-to-end checks read a shared run)."""
     cfg = copy.deepcopy(CONFIG)
     cfg.update(n_particles=[5, 10], seeds=[0, 1], seeds_per_job=2)
     cfg["training"].update(T=2.0, n_eval=256, n_snapshots=5, checkpoint_every=0)
@@ -140,28 +144,29 @@ def tiny_config() -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_end_to_end(tmp_path):
-    """One run (a single test, so parallel workers never repeat it), then its checks.
+@pytest.mark.xdist_group("default_target")
+def test_tiny_pipeline_end_to_end(default_target_runs, second_default_target_run, tmp_path):
+    """The checks of one finished run (shared with the reproducibility test, so parallel
+    workers never repeat it), then reruns in its folder.
 
-    Figure modules come from a private copy of the library, so that editing one does not
-    touch the installed package.
+    The run has a private copy of the library, so that editing a figure module there does
+    not touch the installed package.
     """
-    wf = copy_workflow(tmp_path / "wf", with_library=True)
-    (wf / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(wf / "src"))
-    smk(wf, "--cores", "2", "grid", env=env)
-    check_logs(wf)
-    check_summary(wf)
+    wf, cfg = second_default_target_run, default_target_runs.config
+    check_logs(wf, cfg, default_target_runs.log(wf).read_text())
+    check_summary(wf, cfg)
     check_files(wf)
+    env = library_env(wf)
+    check_grid_dag(wf, env, cfg)
     check_report(wf, env, tmp_path / "report.zip")
-    check_reruns(wf, env)
+    check_reruns(wf, env, cfg)
 
 
-def check_summary(wf: Path) -> None:
-    cfg = tiny_config()
+def check_summary(wf: Path, cfg: dict) -> None:
     ds = read_dataset(wf / "results" / "summary.nc")
+    assert cfg["n_particles"] == [6, 12] and cfg["training"]["n_snapshots"] == 4
     assert dict(ds.sizes) == {"init": 2, "N": 2, "teacher": 3, "scheme": len(cfg["schemes"]),
-                              "seed": 2, "pair": len(cfg["metrics"]["pairs"]), "time": 5}
+                              "seed": 2, "pair": len(cfg["metrics"]["pairs"]), "time": 4}
     assert list(ds["scheme"].values) == cfg["schemes"]
     assert list(ds["pair"].values) == cfg["metrics"]["pairs"]
     for name in ("rmd_projected", "rmd_symmetrized", "population_risk"):
@@ -178,7 +183,7 @@ def check_summary(wf: Path) -> None:
     assert set(map(str, np.unique(ds["training_dtype"].values))) <= allowed
     assert all(str(b) for b in ds["training_backend"].values.ravel())
     assert ds.attrs["Conventions"].startswith("CF")
-    assert yaml.safe_load(ds.attrs["config_json"])["n_particles"] == [5, 10]
+    assert yaml.safe_load(ds.attrs["config_json"])["n_particles"] == [6, 12]
     assert len(ds.attrs["config_sha256"]) == 64
     assert "torch==" in ds.attrs["package_versions"] and ds.attrs["git_commit"]
     si = ds.sel(init="SI")
@@ -227,11 +232,16 @@ def check_files(wf: Path) -> None:
     assert not list((wf / "results").rglob("*.npz"))  # checkpoints are gone after success
 
 
-def check_logs(wf: Path) -> None:
-    """One log per job of ``snakemake grid``, each holding what its job did, start to end."""
+def check_logs(wf: Path, cfg: dict, run_log: str) -> None:
+    """One log per job that ran (the target rule ``all`` has none), each holding what its
+    job did, start to end; the grid's rules ran the jobs ``snakemake grid`` needs."""
     logs = sorted(p for p in (wf / "results" / "logs").rglob("*") if p.is_file())
-    ran = sum(grid_counts(tiny_config()).values())
-    assert len(logs) == ran, [str(p.relative_to(wf)) for p in logs]
+    finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", run_log, re.M)
+    ran = [rule for rule in finished if rule != "all"]
+    assert len(ran) == len(finished) - 1, finished
+    assert len(logs) == len(ran), [str(p.relative_to(wf)) for p in logs]
+    grid = grid_counts(cfg)
+    assert {rule: ran.count(rule) for rule in grid} == grid
     for path in logs:
         text = path.read_text()
         lines = text.splitlines()
@@ -241,6 +251,13 @@ def check_logs(wf: Path) -> None:
         assert "Traceback" not in text, (path, text)
 
 
+def check_grid_dag(wf: Path, env, cfg: dict) -> None:
+    """From scratch, ``snakemake grid`` runs exactly the grid's jobs."""
+    out = smk(wf, "grid", "-n", "--forceall", "--quiet", "rules", env=env)
+    counts = {k: v for k, v in job_counts(out).items() if k not in ("grid", "total")}
+    assert counts == grid_counts(cfg), counts
+
+
 def check_report(wf: Path, env, path: Path) -> None:
     smk(wf, "grid", "--report", str(path), env=env)
     names = zipfile.ZipFile(path).namelist()
@@ -248,16 +265,16 @@ def check_report(wf: Path, env, path: Path) -> None:
         assert any(n.endswith(f"{name}.png") for n in names), names
 
 
-def check_reruns(wf: Path, env) -> None:
+def check_reruns(wf: Path, env, cfg: dict) -> None:
     assert "Nothing to be done" in smk(wf, "--cores", "2", "grid", env=env)
     # editing a plotting module reruns only the figures drawn by it
     module = wf / "src" / "mfsym" / "figures" / "rmd.py"
     module.write_text(module.read_text() + "\n# edited\n")
-    assert set(planned(wf, env, lambda c: None)) == {"fig_rmd_si_init", "fig_rmd_wi_init"}
+    assert set(planned(wf, env, cfg, lambda c: None)) == {"fig_rmd_si_init", "fig_rmd_wi_init"}
     smk(wf, "--cores", "2", "grid", env=env)
     # a figure setting reruns the figures only; a training hyperparameter the whole chain
-    assert set(planned(wf, env, lambda c: c["figures"].update(dpi=41))) == set(FIGURES)
-    counts = planned(wf, env, lambda c: c["training"].update(alpha=40.0))
+    assert set(planned(wf, env, cfg, lambda c: c["figures"].update(dpi=41))) == set(FIGURES)
+    counts = planned(wf, env, cfg, lambda c: c["training"].update(alpha=40.0))
     assert counts["train"] == 2 * 2 and counts["metrics"] == 4 and counts["summary"] == 1
     assert "teachers" not in counts and "initial_particles" not in counts
 
@@ -283,10 +300,10 @@ def test_a_failing_job_writes_its_traceback_to_its_log(tmp_path):
     assert not list((wf / "results" / "figures").glob("fig_heuristic.*"))
 
 
-def planned(wf: Path, env, edit) -> dict[str, int]:
-    """Jobs a dry run plans after ``edit`` of the tiny config (its keys sorted, which alone
-    must change nothing), the target rule left out."""
-    cfg = tiny_config()
+def planned(wf: Path, env, cfg: dict, edit) -> dict[str, int]:
+    """Jobs a dry run plans after ``edit`` of the run's config (its keys sorted, which
+    alone must change nothing), the target rule left out."""
+    cfg = copy.deepcopy(cfg)
     edit(cfg)
     path = wf / "edited.yaml"
     path.write_text(yaml.safe_dump(cfg))
