@@ -33,6 +33,28 @@ else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mfsym"))
 
 
+#: xdist groups of slow tests, longest first (the default target is run twice at once)
+LONG_GROUPS = ("default_target", "faults_interrupt", "faults_finished")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long tests first: under ``pytest -n 2`` (``--dist loadgroup``, pyproject.toml) each
+    test, or each ``xdist_group`` of tests, goes to the next free worker in this order, so
+    the end-to-end runs start at once on both workers and the many short tests even out
+    the end.  The groups of :data:`LONG_GROUPS` come first, then the other ``slow`` tests,
+    each list in collection order."""
+    def rank(item) -> tuple[int, int]:
+        if item.get_closest_marker("slow") is None:
+            return (2, 0)
+        group = item.get_closest_marker("xdist_group")
+        if group is None:
+            return (1, 0)
+        name = group.args[0] if group.args else group.kwargs.get("name", "default")
+        return (0, LONG_GROUPS.index(name) if name in LONG_GROUPS else len(LONG_GROUPS))
+
+    items.sort(key=rank)
+
+
 @dataclass(frozen=True)
 class Setting:
     """A unit together with the full group it induces from a group on X and Y."""

@@ -63,6 +63,7 @@ def finished(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("damage", [garble, truncate], ids=["garbled", "truncated"])
 @pytest.mark.parametrize("kind", sorted(DAMAGED))
+@pytest.mark.xdist_group("faults_finished")  # one worker, one finished grid for all cases
 def test_a_damaged_input_fails_its_job_fast_naming_the_file(finished, tmp_path, kind, damage):
     """The rerun of the job that reads a damaged file fails within seconds, its log names
     the file and says its checksum does not match; nothing downstream is rewritten."""

@@ -32,7 +32,8 @@ from pipeline_sandbox import (
 
 from mfsym.records.atomic import ChecksumError, verify_file
 
-pytestmark = pytest.mark.slow
+#: every test resumes against the same uninterrupted run: one worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults_interrupt")]
 
 #: one training job (init SI, N = 100, one seed) of N·T = 2000 steps, checkpointed every 256
 CONFIG = {

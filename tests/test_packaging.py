@@ -89,6 +89,8 @@ def test_pytest_markers_are_registered(pyproject):
     names = {m.split(":", 1)[0] for m in opts["markers"]}
     assert {"slow", "slurm", "latex"} <= names
     assert "--strict-markers" in opts["addopts"]
+    # xdist_group keeps tests that share a pipeline run on one worker only under loadgroup
+    assert "--dist loadgroup" in opts["addopts"]
 
 
 # ---- the CI entry point ----------------------------------------------------------------------
