@@ -401,14 +401,8 @@ def assert_same(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-def test_resumed_training_equals_the_uninterrupted_one(
-    monkeypatch, tmp_path, caplog, uninterrupted
-):
-    """Interrupted at step 70 with checkpoints every 16 steps: the rerun resumes from the
-    checkpoint of step 64 and runs steps 64..119 only, once per block."""
-    ck = interrupted_checkpoint(monkeypatch, tmp_path, at_step=70)  # checkpoints at 16..64
-    with np.load(ck) as data:
-        assert int(data["counters"][0]) == 64
+def counted_steps(monkeypatch) -> list[int]:
+    """The global steps every block trains from now on, collected as they run."""
     steps = []
     original = Block.steps
 
@@ -417,6 +411,18 @@ def test_resumed_training_equals_the_uninterrupted_one(
         return original(self, j0, j1, xi_all, step0)
 
     monkeypatch.setattr(Block, "steps", counting)
+    return steps
+
+
+def test_resumed_training_equals_the_uninterrupted_one(
+    monkeypatch, tmp_path, caplog, uninterrupted
+):
+    """Interrupted at step 70 with checkpoints every 16 steps: the rerun resumes from the
+    checkpoint of step 64 and runs steps 64..119 only, once per block."""
+    ck = interrupted_checkpoint(monkeypatch, tmp_path, at_step=70)  # checkpoints at 16..64
+    with np.load(ck) as data:
+        assert int(data["counters"][0]) == 64
+    steps = counted_steps(monkeypatch)
     res = resume(ck, caplog)
     assert "resumed at step 64 of 120" in caplog.text
     n_blocks = 2  # m = 1 (vanilla, EA) and m = |G| (FA)
@@ -435,14 +441,7 @@ def test_a_finished_stack_leaves_its_final_state_and_trains_no_step_when_rerun(
     first = train(setting, teachers, RESUME_RUNS, 12, "SI", resume_cfg(), checkpoint_path=ck)
     with np.load(ck) as data:
         assert int(data["counters"][0]) == 120
-    steps = []
-    original = Block.steps
-
-    def counting(self, j0, j1, xi_all, step0):
-        steps.extend(range(step0, step0 + j1 - j0))
-        return original(self, j0, j1, xi_all, step0)
-
-    monkeypatch.setattr(Block, "steps", counting)
+    steps = counted_steps(monkeypatch)
     again = resume(ck, caplog)
     assert "resumed at step 120 of 120" in caplog.text
     assert steps == []
