@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 from mfsym.figures.deep import deep_rmd_job
@@ -66,6 +67,43 @@ def test_datasets_follow_the_common_schema(deep_files):
     pooled = res.rmd_projected.sel(depth=2)
     assert (pooled <= two.max("layer") + 1e-12).all() and (pooled >= two.min("layer") - 1e-12).all()
     assert not list((paths["mlp"].parent / "ck").glob("*.npz"))  # checkpoints removed
+
+
+def test_the_floor_is_a_second_run_from_the_same_start_with_its_own_streams(deep_files):
+    """rmd_baseline of (SI start, L = 2, M = 8, SI teacher, seed 1) equals the RMD between
+    two vanilla runs of that cell trained here on their own (one on the seed's stream, one
+    on the stream tagged "baseline"); it is NaN where no floor was asked for (arbitrary
+    teacher) and positive elsewhere."""
+    from mfsym.core.teachers import Teacher
+    from mfsym.engine.models import ResNet, repeat_layers
+    from mfsym.engine.training import RunSpec, train_stack
+    from mfsym.measure.layers import layered_rmd
+    from mfsym.pipeline.deep import deep_problem, deep_training
+
+    cfg, paths = deep_files
+    ds = read_dataset(paths["resnet"])
+    floor = ds.rmd_baseline.sel(init="SI")
+    assert np.isnan(floor.sel(teacher="arbitrary")).all()
+    assert (floor.sel(teacher=["WI", "SI"]) > 1e-8).all()
+    assert ds.attrs["baseline"] == "vanilla"
+    problem = deep_problem(cfg["deep"], "resnet")
+    teacher = Teacher("SI", repeat_layers(problem.teachers["SI"].particles, 2))
+    res = train_stack(problem.group, ResNet(problem.unit, 2), {"SI": teacher},
+                      [RunSpec("SI", "vanilla", 1), RunSpec("SI", "vanilla", 1, "baseline")],
+                      16, "SI", deep_training(cfg["training"], cfg["deep"], "resnet"),
+                      threads=1)
+    own = res.final_particles.reshape(2, 2, 8, -1)
+    assert float(floor.sel(depth=2, M=8, teacher="SI", seed=1)) == pytest.approx(
+        layered_rmd(own[0], own[1])[0], rel=1e-12)
+
+
+def test_a_floor_scheme_outside_the_schemes_is_named():
+    cfg = default_config()
+    cfg["deep"].update(schemes=["vanilla", "DA"], pairs=["vanilla-DA"],
+                       baseline={"scheme": "FA", "inits": ["SI"], "teachers": ["SI"]})
+    with pytest.raises(DeepError, match=r"deep.baseline.scheme = 'FA' is not among the "
+                                        r"schemes \['vanilla', 'DA'\]"):
+        check_section(cfg["deep"], cfg["training"])
 
 
 def test_si_start_stays_on_eg_and_claims_rows(deep_files):
@@ -145,26 +183,69 @@ def test_pooled_rmd_is_the_layer_preserving_transport():
     np.testing.assert_allclose(per_layer, [rmd(a[k], b[k]) for k in range(L)], rtol=1e-12)
 
 
-def test_collapsed_pairs_do_not_decide_the_free_schemes_row():
-    """A pair at rounding level at every size (orbit-DA vs FA) has collapsed already: its
-    fitted slope (noise) is ignored; a pair that grows with the size is not."""
-    import xarray as xr
-
-    from mfsym.paper.claims import NOT_SUPPORTED
-    from mfsym.paper.claims.deep import claim_deep_schemes_agree
+def schemes_agree_dataset(between: dict, floor) -> xr.Dataset:
+    """A mlp-stage dataset: seed-constant curves ``between`` (pair → values over N) and the
+    floor ``floor`` (values over N; None for a stage without one)."""
 
     n = np.array([10, 20, 40])
-    shrink = 0.5 / np.sqrt(n)
-    between = {"vanilla-DA": shrink, "vanilla-FA": shrink, "DA-FA": 1e-16 * n}
     data = np.stack([between[p] for p in between], 0)  # (pair, N)
     ds = xr.Dataset(
         {"rmd_between": (("init", "N", "teacher", "pair", "seed"),
                          np.broadcast_to(data.T[None, :, None, :, None], (1, 3, 2, 3, 2)))},
         coords={"init": ["SI"], "N": n, "teacher": ["WI", "SI"], "pair": list(between),
                 "seed": [0, 1]})
-    claim = claim_deep_schemes_agree(ds, Criteria(), Context(stage="mlp"))
-    assert claim.verdict == SUPPORTED and claim.values[-1][1] == pytest.approx(-0.5)
-    grown = ds.copy(deep=True)
-    grown["rmd_between"].loc[{"pair": "DA-FA"}] = 1e-3 * n[:, None, None]
+    if floor is not None:
+        ds["rmd_baseline"] = (("init", "N", "teacher", "seed"),
+                              np.broadcast_to(np.asarray(floor)[None, :, None, None],
+                                              (1, 3, 2, 2)).copy())
+    return ds
+
+
+def test_collapsed_pairs_do_not_decide_the_free_schemes_row():
+    """A pair at rounding level at every size (orbit-DA vs FA) has collapsed already: its
+    fitted slope (noise) and its ratio to the floor are ignored; a pair that grows with the
+    size is not."""
+    from mfsym.paper.claims import NOT_SUPPORTED
+    from mfsym.paper.claims.deep import claim_deep_schemes_agree
+
+    n = np.array([10, 20, 40])
+    shrink = 0.5 / np.sqrt(n)
+    floor = 0.8 / n ** 0.25  # ratio 0.625 N^-1/4: falls, 0.248 at N = 40
+    between = {"vanilla-DA": shrink, "vanilla-FA": shrink, "DA-FA": 1e-16 * n}
     mlp = Context(stage="mlp")
-    assert claim_deep_schemes_agree(grown, Criteria(), mlp).verdict == NOT_SUPPORTED
+    claim = claim_deep_schemes_agree(schemes_agree_dataset(between, floor), Criteria(), mlp)
+    values = dict(claim.values)
+    assert claim.verdict == SUPPORTED and values["largest slope"] == pytest.approx(-0.5)
+    assert values["largest slope of the ratio"] == pytest.approx(-0.25)
+    assert values[r"ratio to the floor at $N$$_{\max}$, largest"] == pytest.approx(
+        0.625 * 40 ** -0.25)
+    grown = dict(between, **{"DA-FA": 1e-3 * n})
+    assert claim_deep_schemes_agree(schemes_agree_dataset(grown, floor), Criteria(),
+                                    mlp).verdict == NOT_SUPPORTED
+
+
+def test_the_free_schemes_row_is_decided_against_the_floor():
+    """Claim 1 as revised: shrinking with the size is not enough; the ratio to the
+    same-scheme floor must fall and end at most floor_ratio_max; without a floor the row is
+    not measured."""
+    from mfsym.paper.claims import NOT_MEASURED, NOT_SUPPORTED
+    from mfsym.paper.claims.deep import claim_deep_schemes_agree
+
+    n = np.array([10, 20, 40])
+    between = {"vanilla-DA": 0.5 / np.sqrt(n), "vanilla-FA": 0.5 / np.sqrt(n),
+               "DA-FA": 1e-16 * n}
+    mlp, crit = Context(stage="mlp"), Criteria()
+    # the floor shrinks faster than the schemes' distance: the ratio grows (slope +0.25)
+    faster = claim_deep_schemes_agree(schemes_agree_dataset(between, 2.0 / n ** 0.75),
+                                      crit, mlp)
+    assert faster.verdict == NOT_SUPPORTED
+    assert dict(faster.values)["largest slope of the ratio"] == pytest.approx(0.25)
+    # the ratio falls but stays above 1 at N_max
+    above = claim_deep_schemes_agree(schemes_agree_dataset(between, 0.1 / n ** 0.25),
+                                     crit, mlp)
+    assert above.verdict == NOT_SUPPORTED
+    assert dict(above.values)["largest slope of the ratio"] < 0
+    assert claim_deep_schemes_agree(schemes_agree_dataset(between, None), crit,
+                                    mlp).verdict == NOT_MEASURED
+
+

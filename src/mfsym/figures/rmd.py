@@ -57,14 +57,18 @@ def _draw(ax, n_values, values, color, label, spread, floor, style="-"):
                     alpha=0.2, lw=0)
 
 
-def _baseline(ax, ds, var, teacher, n_values, quantity, spread, floor, size_dim="N"):
-    """The same-scheme floor ``var`` (N, seed) as a dashed black line with its band."""
+def _baseline(ax, ds, var, teacher, n_values, quantity, spread, floor, size_dim="N",
+              sel=None, suffix="", style="--"):
+    """The same-scheme floor ``var`` (N, seed) as a black line with its band (``sel``: the
+    line's label of a line axis such as depth); nothing where it was not trained (NaN)."""
     if var not in ds:
         return
-    vals = ds[var].sel(teacher=teacher).transpose(size_dim, "seed").values
+    vals = ds[var].sel(teacher=teacher, **(sel or {})).transpose(size_dim, "seed").values
+    if np.isnan(vals).all():
+        return
     mean, lo, hi = seed_band(_power(vals, quantity) if quantity else vals, spread)
-    label = f"{ds.attrs.get('baseline', 'same scheme')} twin (own stream)"
-    ax.plot(n_values, np.maximum(mean, floor), "--", color="black", lw=1.2, label=label)
+    label = f"{ds.attrs.get('baseline', 'same scheme')} twin (own stream){suffix}"
+    ax.plot(n_values, np.maximum(mean, floor), style, color="black", lw=1.2, label=label)
     ax.fill_between(n_values, np.maximum(lo, floor), np.maximum(hi, floor), color="black",
                     alpha=0.08, lw=0)
 
@@ -134,10 +138,9 @@ def plot_rmd(
                                   .transpose(size_dim, "seed").values, quantity)
                     _draw(axes[r, c], n_values, vals, pcolors[pair], pair + suffix, spread,
                           log_floor, style)
+                _baseline(axes[r, c], ds, "rmd_baseline", teacher, n_values, quantity, spread,
+                          log_floor, size_dim, sel, suffix, style if line_dim else "--")
         ax.set_title(f"teacher: {teacher}")
-        for r in range(1, len(rows) + 1):
-            _baseline(axes[r, c], ds, "rmd_baseline", teacher, n_values, quantity, spread,
-                      log_floor, size_dim)
         if l2:
             ax = axes[-1, c]
             for pair in ds["pair"].values:

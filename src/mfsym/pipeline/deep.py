@@ -16,6 +16,7 @@ from ..records.results import write_dataset
 from ..studies.deep import (
     STAGES,
     DeepError,
+    DeepFloor,
     DeepGrid,
     DeepProblem,
     nonfinite_variables,
@@ -37,7 +38,15 @@ def deep_grid(deep: Mapping, stage: str) -> DeepGrid:
     depths = (1,) if stage == "mlp" else sec["depths"]
     return DeepGrid(stage, tuple(sizes), tuple(depths), tuple(deep["inits"]),
                     tuple(deep["teachers"]), tuple(deep["schemes"]), tuple(deep["seeds"]),
-                    tuple(deep["pairs"]))
+                    tuple(deep["pairs"]), deep_floor(deep.get("baseline")))
+
+
+def deep_floor(baseline: Mapping | None) -> DeepFloor | None:
+    """The floor of ``deep.baseline`` (None for ``scheme: none`` or no section)."""
+    if not baseline or baseline.get("scheme", "none") == "none":
+        return None
+    return DeepFloor(baseline["scheme"], tuple(baseline.get("inits", ())),
+                     tuple(baseline.get("teachers", ())))
 
 
 def deep_training(training: Mapping, deep: Mapping, stage: str):
@@ -80,10 +89,11 @@ def deep_job(stage: str, deep: Mapping, training: Mapping, output, config: Mappi
     grid = deep_grid(deep, stage)
     ckpts = []
 
-    def checkpoint(init, depth, size):
+    def checkpoint(init, depth, size, part=""):
         if checkpoint_dir is None:
             return None
-        ckpts.append(Path(checkpoint_dir) / f"{stage}_{init}_L{depth}_{size}.npz")
+        tail = f"_{part}" if part else ""
+        ckpts.append(Path(checkpoint_dir) / f"{stage}_{init}_L{depth}_{size}{tail}.npz")
         return ckpts[-1]
 
     ds = run_stage(deep_problem(deep, stage), grid, deep_training(training, deep, stage),

@@ -11,9 +11,15 @@ stack (so every scheme starts from its seed's common initial cloud):
 After training, from the final clouds (per layer l, and pooled over layers as in
 :mod:`mfsym.measure.layers`): ``rmd_projected`` = RMD(ν, P_E#ν), ``rmd_symmetrized`` =
 RMD(ν, ν^G), ``rmd_between`` = RMD(ν_A, ν_B) per scheme pair, and the final population
-risk.  The dataset has dims ``(init, N, teacher, scheme|pair, seed)`` for ``mlp`` and
-``(init, depth, M, teacher, scheme|pair, seed)`` for ``resnet``, whose per-layer variables
-``*_layer`` add a ``layer`` axis (0 … max L − 1; NaN at layers a depth does not have).
+risk.  With a floor (:class:`DeepFloor`), each listed (start, teacher, seed) is trained a
+second time with the floor's scheme, from the same initial cloud but with random streams of
+its own (stream tag ``"baseline"``), in a stack of its own after the size's stack; then
+``rmd_baseline`` = RMD(ν, ν') between the two runs, the same-scheme floor of claim 1
+(PAPER.md §1), NaN at starts and teachers without a floor.  The dataset has dims
+``(init, N, teacher, scheme|pair, seed)`` for ``mlp`` and ``(init, depth, M, teacher,
+scheme|pair, seed)`` for ``resnet`` (``rmd_baseline``: neither scheme nor pair), whose
+per-layer variables ``*_layer`` add a ``layer`` axis (0 … max L − 1; NaN at layers a
+depth does not have).
 """
 
 from __future__ import annotations
@@ -47,9 +53,19 @@ class DeepError(ValueError):
 
 
 @dataclass(frozen=True)
+class DeepFloor:
+    """The same-scheme floor: ``scheme`` trained twice per (start, teacher, seed) for the
+    starts of ``inits`` and the teachers of ``teachers`` that the stage trains."""
+
+    scheme: str
+    inits: tuple[str, ...]
+    teachers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeepGrid:
     """What one stage trains: sizes (N or M), depths (resnet; (1,) for mlp), starts,
-    teachers, schemes, seeds and the scheme pairs "A-B" compared."""
+    teachers, schemes, seeds, the scheme pairs "A-B" compared and the floor (or None)."""
 
     stage: str
     sizes: tuple[int, ...]
@@ -59,6 +75,7 @@ class DeepGrid:
     schemes: tuple[str, ...]
     seeds: tuple[int, ...]
     pairs: tuple[str, ...]
+    floor: DeepFloor | None = None
 
     def __post_init__(self):
         where = f"deep.{self.stage}"
@@ -81,6 +98,18 @@ class DeepGrid:
             missing = [s for s in parse_pair(pair) if s not in self.schemes]
             _need(not missing, f"{where}.pairs: {pair!r} names {missing}, not among the "
                   f"schemes {list(self.schemes)}")
+        if self.floor is not None:
+            _need(self.floor.scheme in self.schemes,
+                  f"deep.baseline.scheme = {self.floor.scheme!r} is not among the schemes "
+                  f"{list(self.schemes)}; allowed: one of them, or none")
+
+    def floor_runs(self, init: str) -> tuple[tuple[str, ...], str] | None:
+        """(teachers, scheme) of the floor's stack at start ``init``, or None."""
+        f = self.floor
+        if f is None or init not in f.inits:
+            return None
+        teachers = tuple(t for t in self.teachers if t in f.teachers)
+        return (teachers, f.scheme) if teachers else None
 
     @property
     def size_dim(self) -> str:
@@ -110,15 +139,27 @@ def model_for(grid: DeepGrid, unit: Unit, depth: int):
     return unit if grid.stage == "mlp" else ResNet(unit, depth)
 
 
+#: Stream tag of the floor's runs: random streams of their own, the initial cloud shared.
+FLOOR_STREAM = "baseline"
+
+
 def train_size(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig, init: str, depth: int,
-               size: int, threads: int | None = None, checkpoint_path=None) -> StackResult:
-    """Train every (teacher, scheme, seed) of one (init, depth, size) in one stack."""
+               size: int, threads: int | None = None, checkpoint_path=None,
+               floor: bool = False) -> StackResult:
+    """Train every (teacher, scheme, seed) of one (init, depth, size) in one stack; with
+    ``floor``, the floor's runs of that cell instead (:meth:`DeepGrid.floor_runs`)."""
     model = model_for(grid, problem.unit, depth)
     teachers = {k: Teacher(k, repeat_layers(problem.teachers[k].particles, depth))
                 for k in grid.teachers}
-    runs = [RunSpec(t, s, int(seed)) for t in grid.teachers for s in grid.schemes
-            for seed in grid.seeds]
-    label = f"{grid.stage} init={init} L={depth} {grid.size_dim}={size}"
+    if floor:
+        names, scheme = grid.floor_runs(init)
+        runs = [RunSpec(t, scheme, int(seed), stream=FLOOR_STREAM) for t in names
+                for seed in grid.seeds]
+    else:
+        runs = [RunSpec(t, s, int(seed)) for t in grid.teachers for s in grid.schemes
+                for seed in grid.seeds]
+    label = (f"{grid.stage} init={init} L={depth} {grid.size_dim}={size}"
+             + (" floor" if floor else ""))
     return train_stack(problem.group, model, teachers, runs, depth * size, init, cfg,
                        threads=threads, label=label, checkpoint_path=checkpoint_path)
 
@@ -147,18 +188,46 @@ def stack_metrics(res: StackResult, grid: DeepGrid, group: FiniteGroup, depth: i
     return out
 
 
+def floor_metrics(res: StackResult, twin: StackResult | None, grid: DeepGrid, init: str,
+                  depth: int, dim_z: int) -> np.ndarray:
+    """``rmd_baseline`` (teacher, seed): the pooled RMD between each floor run of ``twin``
+    and the run of the same (teacher, scheme, seed) in ``res``; NaN without a floor."""
+    T, S, K = len(grid.teachers), len(grid.schemes), len(grid.seeds)
+    out = np.full((T, K), np.nan)
+    if twin is None:
+        return out
+    names, scheme = grid.floor_runs(init)
+    final = res.final_particles.reshape(T, S, K, depth, -1, dim_z)
+    twins = twin.final_particles.reshape(len(names), K, depth, -1, dim_z)
+    s = grid.schemes.index(scheme)
+    for j, name in enumerate(names):
+        t = grid.teachers.index(name)
+        for k in range(K):
+            out[t, k] = layered_rmd(final[t, s, k], twins[j, k])[0]
+    return out
+
+
 def run_stage(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig,
               threads: int | None = None, checkpoint=None) -> xr.Dataset:
     """Train the whole grid of one stage and return its dataset (module docstring).
 
-    ``checkpoint(init, depth, size)`` gives each stack's checkpoint path (or None)."""
+    ``checkpoint(init, depth, size, part)`` gives each stack's checkpoint path (or None);
+    ``part`` is ``""`` for the size's stack and ``"floor"`` for its floor's stack."""
     max_depth = max(grid.depths)
     shape = (len(grid.inits), len(grid.depths), len(grid.sizes))
     cells: dict[str, np.ndarray] = {}
     for (i, init), (d, depth), (n, size) in _cells(grid):
-        path = checkpoint(init, depth, size) if checkpoint else None
-        res = train_size(problem, grid, cfg, init, depth, size, threads, path)
-        for name, arr in stack_metrics(res, grid, problem.group, depth).items():
+        def train(part, init=init, depth=depth, size=size):
+            path = checkpoint(init, depth, size, part) if checkpoint else None
+            return train_size(problem, grid, cfg, init, depth, size, threads, path,
+                              floor=part == "floor")
+        res = train("")
+        twin = train("floor") if grid.floor_runs(init) else None
+        metrics = stack_metrics(res, grid, problem.group, depth)
+        if grid.floor is not None:
+            metrics["rmd_baseline"] = floor_metrics(res, twin, grid, init, depth,
+                                                    problem.group.dim_z)
+        for name, arr in metrics.items():
             if name.endswith("_layer"):
                 padded = np.full((*arr.shape[:-1], max_depth), np.nan)
                 padded[..., :depth] = arr
@@ -180,13 +249,16 @@ def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig
     lead = ("init", "depth", grid.size_dim, "teacher")
     long = {**QUANTITIES, "rmd_between": "RMD between the final particles of two schemes",
             "population_risk": "population risk of the trained network"}
+    if "rmd_baseline" in cells:
+        long["rmd_baseline"] = (f"RMD between two {grid.floor.scheme} runs from one start "
+                                "with independent streams (NaN: no floor trained)")
     data = {}
     for name, text in long.items():
-        mid = "pair" if name == "rmd_between" else "scheme"
-        data[name] = variable((*lead, mid, "seed"), cells[name], text + " (pooled over layers)"
+        mid = {"rmd_between": ("pair",), "rmd_baseline": ()}.get(name, ("scheme",))
+        data[name] = variable((*lead, *mid, "seed"), cells[name], text + " (pooled over layers)"
                               if grid.stage == "resnet" and name != "population_risk" else text)
         if f"{name}_layer" in cells:
-            data[f"{name}_layer"] = variable((*lead, mid, "seed", "layer"),
+            data[f"{name}_layer"] = variable((*lead, *mid, "seed", "layer"),
                                              cells[f"{name}_layer"], text + ", per layer")
     coords = {"init": list(grid.inits), "depth": list(grid.depths),
               grid.size_dim: list(grid.sizes), "teacher": list(grid.teachers),
@@ -197,13 +269,15 @@ def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig
         ds = ds.isel(depth=0, layer=0, drop=True)
         ds = ds.drop_vars([v for v in ds.data_vars if v.endswith("_layer")])
     ds.attrs.update({"stage": grid.stage, "alpha": cfg.alpha, "T": cfg.T,
-                     "da_mode": cfg.da_mode, "quantity": "RMD (not squared)"})
+                     "da_mode": cfg.da_mode, "quantity": "RMD (not squared)",
+                     "baseline": grid.floor.scheme if grid.floor else ""})
     return ds
 
 
 def nonfinite_variables(ds: xr.Dataset) -> tuple[str, ...]:
-    """Per-layer variables: NaN marks layers a depth does not have."""
-    return tuple(v for v in ds.data_vars if v.endswith("_layer"))
+    """Per-layer variables (NaN marks layers a depth does not have) and the floor (NaN
+    marks starts and teachers without one)."""
+    return tuple(v for v in ds.data_vars if v.endswith("_layer") or v == "rmd_baseline")
 
 
 def sizes_of(ds: xr.Dataset) -> Sequence[int]:

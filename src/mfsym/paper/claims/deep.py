@@ -12,10 +12,15 @@ For each stage (``mlp``: size N; ``resnet``: size M at every depth L), SI start,
   when the stage averaged DA over the orbit (``da_mode = orbit``); above the tolerance the
   worst run is rerun in both float types and the rounding test decides
   (:func:`~mfsym.paper.claims.grid.precision_swap`);
-* the schemes collapse: the largest slope of ``m(RMD)`` between vanilla–DA, vanilla–FA and
-  DA–FA (symmetric teachers) is ``≤ decay_slope_max``; a curve at most ``exact_tol`` at
-  every size (orbit-DA and FA, both on E^G, differ by rounding) has already collapsed and
-  its slope, a fit to rounding noise, does not count.
+* the schemes collapse (claim 1 against the same-scheme floor, PAPER.md §1 revised): the
+  largest slope of ``m(RMD)`` between vanilla–DA, vanilla–FA and DA–FA (symmetric
+  teachers) is ``≤ decay_slope_max``, and the ratio r = m(RMD between) / m(RMD floor)
+  (``rmd_baseline``: two runs of one scheme from one start, independent streams) falls with
+  the size — the largest log-log slope of r over (pair, teacher[, depth]) is ``< 0`` — and
+  ``max r`` at the largest size is ``≤ floor_ratio_max``.  A curve at most ``exact_tol`` at
+  every size (orbit-DA and FA, both on E^G, differ by rounding) has already collapsed: its
+  slope and its ratio, fits to rounding noise, do not count.  Without a floor the row is
+  "not measured".
 
 RMDs of the ResNet are pooled over layers (:mod:`mfsym.measure.layers`).  The stage is
 ``ctx.stage``.
@@ -23,13 +28,16 @@ RMDs of the ResNet are pooled over layers (:mod:`mfsym.measure.layers`).  The st
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
+import numpy as np
 import xarray as xr
 
 from ..tex import escape_tex, format_exact, macro_name
 from .base import (
     FREE_PAIRS,
+    NOT_MEASURED,
     NOT_SUPPORTED,
     ROUNDING,
     SI,
@@ -41,8 +49,9 @@ from .base import (
     seed_mean,
     verdict,
 )
-from .grid import decay_claim, precision_swap, worst_cell
+from .grid import curves_over_n, decay_claim, precision_swap, worst_cell
 from .registry import Context, row, rows
+from .stats import largest_slope
 
 #: stage → (size axis, its TeX symbol)
 SIZES = {"mlp": ("N", "$N$"), "resnet": ("M", "$M$")}
@@ -146,11 +155,50 @@ def claim_deep_schemes_agree(ds: xr.Dataset, crit: Criteria, ctx: Context) -> Cl
     statement = (rf"{STAGE_TEXT[stage]}: vanilla, DA and FA approach one dynamics as {sym} "
                  r"grows (symmetric teachers, SI start).")
     criterion = (r"largest slope of $m(\mathrm{RMD})$ between vanilla--DA, vanilla--FA, DA--FA "
-                 rf"against {sym} $\le$ {format_exact(crit.decay_slope_max)}")
+                 rf"against {sym} $\le$ {format_exact(crit.decay_slope_max)}; its ratio to "
+                 r"the same-scheme floor (two vanilla runs, independent streams) falls with "
+                 rf"{sym} (largest slope $<0$) and is $\le$ {format_exact(crit.floor_ratio_max)}"
+                 rf" at {sym}$_{{\max}}$")
     key = macro_name("Deep", stage, "FreeAgree", prefix="")
-    return _size_decay(ds, crit, stage, 1, key, statement, criterion,
-                       ("rmd_between", "pair", FREE_PAIRS), "no SI runs of the free pairs",
-                       lambda m: not_collapsed(m, crit.exact_tol))
+    claim = _size_decay(ds, crit, stage, 1, key, statement, criterion,
+                        ("rmd_between", "pair", FREE_PAIRS), "no SI runs of the free pairs",
+                        lambda m: not_collapsed(m, crit.exact_tol))
+    if claim.verdict == NOT_MEASURED:
+        return claim
+    ratios = floor_ratio(ds, stage, crit.exact_tol)
+    if ratios is None:
+        values = (*claim.values, ("largest ratio to the floor", math.nan))
+        return Claim(1, key, statement, values, criterion, NOT_MEASURED)
+    at_max = float(ratios.isel(N=-1).max())
+    trend = largest_slope(ratios.N.values, curves_over_n(ratios))
+    worst = ratios.where(ratios == ratios.max(), drop=True)
+    where = ", ".join(escape_tex(str(worst[d].values[0])) + (" teacher" if d == "teacher" else "")
+                      if d != "depth" else f"L = {int(worst[d].values[0])}"
+                      for d in ratios.dims if d != "N")
+    values = (*claim.values,
+              (rf"ratio to the floor at {sym}$_{{\max}}$, largest", at_max),
+              ("largest slope of the ratio", trend),
+              (rf"largest ratio over {sym} ({where})", float(ratios.max())),
+              (rf"its {sym}", int(worst.N.values[0])))
+    ok = (claim.verdict != NOT_SUPPORTED and not math.isnan(trend) and trend < 0
+          and at_max <= crit.floor_ratio_max)
+    return Claim(1, key, statement, values, criterion, verdict(ok))
+
+
+def floor_ratio(ds: xr.Dataset, stage: str, tol: float) -> xr.DataArray | None:
+    """r = m(RMD between) / m(RMD floor), SI start, symmetric teachers, free pairs not
+    collapsed (at most ``tol`` at every size, :func:`not_collapsed`); dims N, teacher,
+    pair (and depth).  None without a floor or where a floor is not positive."""
+    if "rmd_baseline" not in ds.data_vars:
+        return None
+    teachers = present(ds, "teacher", SYMMETRIC_TEACHERS)
+    between = _as_n(ds.rmd_between.sel(init=SI, teacher=teachers,
+                                       pair=present(ds, "pair", FREE_PAIRS)), stage)
+    live = [p for p in between.pair.values
+            if bool((between.sel(pair=p) > tol).any())] or list(between.pair.values)
+    floor = _as_n(ds.rmd_baseline.sel(init=SI, teacher=teachers), stage)
+    ratio = between.sel(pair=live) / floor.where(floor > 0)
+    return ratio if bool(np.isfinite(ratio).all()) else None
 
 
 def deep_claims(ds: xr.Dataset, stage: str, crit: Criteria, ctx: Context | None = None
