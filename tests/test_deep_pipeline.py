@@ -249,3 +249,22 @@ def test_the_free_schemes_row_is_decided_against_the_floor():
                                     mlp).verdict == NOT_MEASURED
 
 
+
+
+def test_the_stays_row_counts_every_teacher():
+    """FA's and orbit-DA's drift is equivariant whatever the data, so the arbitrary teacher's
+    runs count too: FA above the tolerance there alone takes the row to the rounding test
+    (not run here: no rerun is given)."""
+    from mfsym.paper.claims.deep import claim_deep_stays
+
+    teachers, schemes = ["arbitrary", "WI", "SI"], ["vanilla", "DA", "FA", "EA"]
+    vals = np.zeros((1, 2, 3, 4, 2))
+    vals[0, 0, 0, 2, 1] = 1e-3  # FA, arbitrary teacher, smallest N, seed 1
+    ds = xr.Dataset({"rmd_projected": (("init", "N", "teacher", "scheme", "seed"), vals)},
+                    coords={"init": ["SI"], "N": [10, 20], "teacher": teachers,
+                            "scheme": schemes, "seed": [0, 1]},
+                    attrs={"da_mode": "orbit"})
+    claim = claim_deep_stays(ds, Criteria(), Context(stage="mlp"))
+    values = dict(claim.values)
+    assert values["largest RMD, FA"] == 1e-3 and values[r"worst run: $N$"] == 10
+    assert claim.verdict != SUPPORTED
