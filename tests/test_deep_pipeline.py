@@ -268,3 +268,16 @@ def test_the_stays_row_counts_every_teacher():
     values = dict(claim.values)
     assert values["largest RMD, FA"] == 1e-3 and values[r"worst run: $N$"] == 10
     assert claim.verdict != SUPPORTED
+
+
+def test_scheme_none_trains_no_floor():
+    """``deep.baseline.scheme: none`` leaves the floor out (and the FreeAgree rows then read
+    "not measured"); a listed start the stage does not train gets no floor stack."""
+    from mfsym.pipeline.deep import deep_grid
+
+    cfg = default_config()
+    cfg["deep"]["baseline"] = {"scheme": "none", "inits": ["SI"], "teachers": ["SI"]}
+    assert deep_grid(cfg["deep"], "mlp").floor is None
+    cfg["deep"]["baseline"] = {"scheme": "vanilla", "inits": ["WI"], "teachers": ["SI"]}
+    grid = deep_grid(cfg["deep"], "resnet")
+    assert grid.floor_runs("SI") is None and grid.floor_runs("WI") == (("SI",), "vanilla")
