@@ -29,7 +29,6 @@ RMDs of the ResNet are pooled over layers (:mod:`mfsym.measure.layers`).  The st
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -50,9 +49,8 @@ from .base import (
     seed_mean,
     verdict,
 )
-from .grid import curves_over_n, decay_claim, precision_swap, worst_cell
+from .grid import decay_claim, floor_claim, precision_swap, worst_cell
 from .registry import Context, row, rows
-from .stats import largest_slope
 
 #: stage → (size axis, its TeX symbol)
 SIZES = {"mlp": ("N", "$N$"), "resnet": ("M", "$M$")}
@@ -165,24 +163,16 @@ def claim_deep_schemes_agree(ds: xr.Dataset, crit: Criteria, ctx: Context) -> Cl
                         lambda m: not_collapsed(m, crit.exact_tol))
     if claim.verdict == NOT_MEASURED:
         return claim
-    ratios = floor_ratio(ds, stage, crit.exact_tol)
-    if ratios is None:
-        values = (*claim.values, ("largest ratio to the floor", math.nan))
-        return Claim(1, key, statement, values, criterion, NOT_MEASURED)
-    at_max = float(ratios.isel(N=-1).max())
-    trend = largest_slope(ratios.N.values, curves_over_n(ratios))
-    worst = ratios.where(ratios == ratios.max(), drop=True)
-    where = ", ".join(escape_tex(str(worst[d].values[0])) + (" teacher" if d == "teacher" else "")
-                      if d != "depth" else f"L = {int(worst[d].values[0])}"
-                      for d in ratios.dims if d != "N")
-    values = (*claim.values,
-              (rf"ratio to the floor at {sym}$_{{\max}}$, largest", at_max),
-              ("largest slope of the ratio", trend),
-              (rf"largest ratio over {sym} ({where})", float(ratios.max())),
-              (rf"its {sym}", int(worst.N.values[0])))
-    ok = (claim.verdict != NOT_SUPPORTED and not math.isnan(trend) and trend < 0
-          and at_max <= crit.floor_ratio_max)
-    return Claim(1, key, statement, values, criterion, verdict(ok))
+
+    def over_n(worst):
+        where = ", ".join(f"L = {int(worst[d].values[0])}" if d == "depth"
+                          else escape_tex(str(worst[d].values[0]))
+                          + (" teacher" if d == "teacher" else "")
+                          for d in worst.dims if d != "N")
+        return rf"largest ratio over {sym} ({where})"
+
+    return floor_claim(claim, floor_ratio(ds, stage, crit.exact_tol), crit,
+                       rf"ratio to the floor at {sym}$_{{\max}}$, largest", over_n, rf"its {sym}")
 
 
 def floor_ratio(ds: xr.Dataset, stage: str, tol: float) -> xr.DataArray | None:

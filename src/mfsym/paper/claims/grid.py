@@ -32,7 +32,7 @@ mean over seeds; N_max the largest N.  The criteria (PAPER.md §1, revised; thre
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -151,21 +151,34 @@ def _agree_claim(ds, crit, init, key) -> Claim:
         return claim
     teachers = present(ds, "teacher", SYMMETRIC_TEACHERS)
     ratios = floor_ratio(ds, init, teachers, present(ds, "pair", FREE_PAIRS))
+
+    def over_n(worst):
+        pair, teacher = (escape_tex(str(worst[d].values[0])) for d in ("pair", "teacher"))
+        return rf"largest ratio over $N$ ({pair}, {teacher} teacher)"
+
+    return floor_claim(claim, ratios, crit,
+                       r"ratio to the floor at $N_{\max}$, largest over pairs and teachers",
+                       over_n, r"its $N$")
+
+
+def floor_claim(claim: Claim, ratios: xr.DataArray | None, crit: Criteria, at_max_label: str,
+                over_n: Callable[[xr.DataArray], str], its_n_label: str) -> Claim:
+    """Claim 1's floor test on top of ``claim`` (its slope test, already decided): the
+    ratios r (N, ...) of the between-scheme distance to the floor fall with N (largest
+    log-log slope < 0) and ``max r(N_max) ≤ floor_ratio_max``; "not measured" when
+    ``ratios`` is None.  Shown: r at N_max, the slope, the largest r over N (labelled by
+    ``over_n(worst)``, the cell of the largest r) and its N."""
     if ratios is None:
         values = (*claim.values, ("largest ratio to the floor", math.nan))
-        return Claim(1, key, statement, values, criterion, NOT_MEASURED)
+        return replace(claim, values=values, verdict=NOT_MEASURED)
     at_max = float(ratios.isel(N=-1).max())
     trend = largest_slope(ratios.N.values, curves_over_n(ratios))
     worst = ratios.where(ratios == ratios.max(), drop=True)
-    pair, teacher = (escape_tex(str(worst[d].values[0])) for d in ("pair", "teacher"))
-    values = (*claim.values,
-              (r"ratio to the floor at $N_{\max}$, largest over pairs and teachers", at_max),
-              ("largest slope of the ratio", trend),
-              (rf"largest ratio over $N$ ({pair}, {teacher} teacher)", float(ratios.max())),
-              (r"its $N$", int(worst.N.values[0])))
+    values = (*claim.values, (at_max_label, at_max), ("largest slope of the ratio", trend),
+              (over_n(worst), float(ratios.max())), (its_n_label, int(worst.N.values[0])))
     ok = (claim.verdict != NOT_SUPPORTED and not math.isnan(trend) and trend < 0
           and at_max <= crit.floor_ratio_max)
-    return Claim(1, key, statement, values, criterion, verdict(ok))
+    return replace(claim, values=values, verdict=verdict(ok))
 
 
 @row("grid")
