@@ -278,6 +278,11 @@ class RunSpec:
     stream: str = ""
 
 
+#: Stream tag of a same-scheme floor run: the start of its (teacher, scheme, seed), random
+#: streams of its own (the second run that claim 1's floor compares with).
+BASELINE_STREAM = "baseline"
+
+
 @dataclass
 class StackResult:
     """What a stack of R runs records; arrays are NumPy float64, run-major.

@@ -36,7 +36,7 @@ import xarray as xr
 
 from ..core.teachers import read_teachers
 from ..engine import checkpoint as ckpt
-from ..engine.training import RunSpec, StackResult, snapshot_times, train_stack
+from ..engine.training import BASELINE_STREAM, RunSpec, StackResult, snapshot_times, train_stack
 from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 from ..records.source_hash import source_sha256
@@ -51,8 +51,6 @@ CURVES = {
 }
 
 
-#: Stream tag of the baseline runs (a second run of one scheme with its own randomness).
-BASELINE_STREAM = "baseline"
 
 
 #: The modules a training job starts from (``workflow/scripts/train.py`` imports them);

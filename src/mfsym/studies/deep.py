@@ -35,7 +35,7 @@ from ..core.schemes import INITS, SCHEMES, parse_pair
 from ..core.teachers import TEACHER_KINDS, Teacher
 from ..core.units import Unit
 from ..engine.models import ResNet, repeat_layers
-from ..engine.training import RunSpec, StackResult, TrainConfig, train_stack
+from ..engine.training import BASELINE_STREAM, RunSpec, StackResult, TrainConfig, train_stack
 from ..measure.layers import layered_rmd, layered_rmd_to_projected, layered_rmd_to_symmetrized
 from ..records.results import variable
 
@@ -139,10 +139,6 @@ def model_for(grid: DeepGrid, unit: Unit, depth: int):
     return unit if grid.stage == "mlp" else ResNet(unit, depth)
 
 
-#: Stream tag of the floor's runs: random streams of their own, the initial cloud shared.
-FLOOR_STREAM = "baseline"
-
-
 def train_size(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig, init: str, depth: int,
                size: int, threads: int | None = None, checkpoint_path=None,
                floor: bool = False) -> StackResult:
@@ -153,7 +149,7 @@ def train_size(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig, init: str
                 for k in grid.teachers}
     if floor:
         names, scheme = grid.floor_runs(init)
-        runs = [RunSpec(t, scheme, int(seed), stream=FLOOR_STREAM) for t in names
+        runs = [RunSpec(t, scheme, int(seed), stream=BASELINE_STREAM) for t in names
                 for seed in grid.seeds]
     else:
         runs = [RunSpec(t, s, int(seed)) for t in grid.teachers for s in grid.schemes
