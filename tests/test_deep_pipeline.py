@@ -249,8 +249,6 @@ def test_the_free_schemes_row_is_decided_against_the_floor():
                                     mlp).verdict == NOT_MEASURED
 
 
-
-
 def test_the_stays_row_counts_every_teacher():
     """FA's and orbit-DA's drift is equivariant whatever the data, so the arbitrary teacher's
     runs count too: FA above the tolerance there alone takes the row to the rounding test
