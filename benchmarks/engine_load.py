@@ -8,7 +8,12 @@ engine can do better than a slowdown of (T + h)/c, which is printed beside it (2
 2 threads and 2 busy processes on 2 cores).
 
 One run against a stack.  ns per particle-sample update of one run at N = 1000 and 5000
-and of a stack of 12 runs at N = 5000, per backend, through ``train_stack``.
+and of a stack of 12 runs at N = 5000, per backend, through ``train_stack``; one run both
+with its next chunk drawn ahead (its default) and drawn in turn.  Beside them, the draws
+of one run alone (its stream's inputs and noise, ``Streams.next_chunk``) per update: one
+run draws its own noise, 4 normal numbers per particle and step, where the runs of a
+stack share their seed's, so on two cores one run cannot go below (its kernel's CPU time
++ its draws) / 2 per update, whatever the overlap.
 
 Both time whole step loops (:func:`loop_time`), median and spread over the repeats.
 """
@@ -17,11 +22,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import statistics
 import time
 
+import torch
 from bench_engine import CpuShare, cell, engine_runs, loop_config, summarize
 
-from mfsym.engine.training import train_stack
+from mfsym.engine.blocks import Streams
+from mfsym.engine.training import TrainConfig, train_stack
 
 
 def _spin(stop) -> None:  # pragma: no cover - runs in a child process
@@ -53,19 +61,22 @@ class BusyCores:
                 p.kill()
 
 
-def loop_time(runs, N, steps, group, unit, teachers, repeat, threads, **cfg_kw):
+def loop_time(runs, N, steps, group, unit, teachers, repeat, threads, draw_ahead=None,
+              **cfg_kw):
     """Seconds per step of ``train_stack``'s step loop (its ``wall_time_s``: the steps and
-    two snapshots of 16 inputs, no set-up), over ``repeat`` whole runs of ``steps`` steps.
+    two snapshots of 16 inputs, no set-up), over ``repeat`` whole runs of ``steps`` steps
+    (``draw_ahead``: as in ``train_stack``, default when None).
 
     Whole runs rather than the marginal ``(wall(2k) − wall(k)) / k`` of ``time_engine``:
     with other processes on the cores a difference of two noisy times is noisier still,
     and here the fixed costs are well under 1 % of a run."""
     cfg = loop_config(steps, N, **cfg_kw)
-    train_stack(group, unit, teachers, runs, N, "SI", loop_config(64, N, **cfg_kw))  # warm-up
+    train_stack(group, unit, teachers, runs, N, "SI", loop_config(64, N, **cfg_kw),
+                draw_ahead=draw_ahead)  # warm-up
     samples = []
     with CpuShare(threads) as cpu:
         for _ in range(repeat):
-            res = train_stack(group, unit, teachers, runs, N, "SI", cfg)
+            res = train_stack(group, unit, teachers, runs, N, "SI", cfg, draw_ahead=draw_ahead)
             samples.append(res.wall_time_s / steps)
     return summarize(samples, busy=cpu.busy)
 
@@ -100,18 +111,61 @@ def oversubscription(backends, cases, threads, repeat, group, unit, teachers, B,
 
 def one_run_against_a_stack(backends, threads, repeat, group, unit, teachers, B,
                             budget=2e8):
-    """Print one run at N = 1000 and 5000 and stack 12 at N = 5000, per backend."""
-    print(f"\none run against a stack ({threads} thread(s), vanilla, float32):")
+    """Print one run at N = 1000 and 5000 (drawn ahead, the default, and drawn in turn)
+    and stack 12 at N = 5000, per backend, and the draws of one run alone.
+
+    The cases are timed in rounds, each case once per round, and every ratio is the
+    median over the rounds of that round's ratio: a machine whose speed drifts from
+    minute to minute moves both sides of a ratio together."""
+    print(f"\none run against a stack ({threads} thread(s), vanilla, float32; medians of "
+          f"{repeat} rounds):")
+    cases = ((12, 5000, None), (1, 1000, False), (1, 1000, None), (1, 5000, False),
+             (1, 5000, None))
     for backend in backends:
         kw = {"backend": backend, "dtype": "float32", "device": "cpu"}
-        got = {}
-        for R, N in ((1, 1000), (1, 5000), (12, 5000)):
-            steps = int(min(4000, max(256, budget // (R * N * B))))
-            t = loop_time(engine_runs("vanilla", R), N, steps, group, unit, teachers,
-                          repeat, threads, **kw)
-            got[R, N] = t.ns_per_update(R * N * B)
-            print(f"  {backend:>10}: stack {R:>2}, N = {N:>5}: {cell(t, R * N * B)} ns per "
+        per_update = {case: [] for case in cases}
+        draws = {N: [] for N in (1000, 5000)}
+        for _ in range(repeat):
+            for R, N, ahead in cases:
+                steps = int(min(4000, max(256, budget // (R * N * B))))
+                t = loop_time(engine_runs("vanilla", R), N, steps, group, unit, teachers, 1,
+                              threads, draw_ahead=ahead, **kw)
+                per_update[R, N, ahead].append(t.median * 1e9 / (R * N * B))
+            for N in draws:
+                draws[N].append(draw_time(N, group) * 1e9 / (N * B))
+        for (R, N, ahead), v in per_update.items():
+            how = "" if R > 1 else (", drawn in turn" if ahead is False else ", default")
+            print(f"  {backend:>10}: stack {R:>2}, N = {N:>5}{how:<15}: {_figure(v)} ns per "
                   "update", flush=True)
-        print(f"  {backend:>10}: one run at N = 1000 / stack 12 at N = 5000 = "
-              f"{got[1, 1000] / got[12, 5000]:.2f}×; at N = 5000: "
-              f"{got[1, 5000] / got[12, 5000]:.2f}×")
+        for N, v in draws.items():
+            print(f"  {'':>10}  draws of one run alone, N = {N:>5}: {_figure(v)} ns per update")
+        stack = per_update[12, 5000, None]
+        for N in (1000, 5000):
+            turn = _ratio(per_update[1, N, False], stack)
+            default = _ratio(per_update[1, N, None], stack)
+            print(f"  {backend:>10}: one run at N = {N:>5} / stack 12 at N = 5000: "
+                  f"{turn:.2f}× drawn in turn, {default:.2f}× by default")
+
+
+def _figure(values) -> str:
+    med = statistics.median(values)
+    return f"{med:.2f} (±{100 * (max(values) - min(values)) / med:.0f}%)"
+
+
+def _ratio(a, b) -> float:
+    """Median over rounds of a[i] / b[i]."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def draw_time(N, group, chunks=64) -> float:
+    """Seconds per step of one stream's draws (``Streams.next_chunk``: the inputs, DA
+    indices and noise of a chunk of steps, float32)."""
+    cfg = TrainConfig()
+    streams = Streams([1], N, cfg, group, torch.device("cpu"), torch.float32)
+    streams.next_chunk(cfg.rng_chunk)  # buffers
+    t0 = time.perf_counter()
+    for _ in range(chunks):
+        streams.next_chunk(cfg.rng_chunk)
+    wall = time.perf_counter() - t0
+    streams.close()
+    return wall / (chunks * cfg.rng_chunk)

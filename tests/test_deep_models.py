@@ -177,10 +177,10 @@ def test_same_seed_same_result_and_resume(depth, tmp_path, monkeypatch, caplog):
     ck = tmp_path / "deep.ckpt.npz"
     original = Block.steps
 
-    def stop(self, j0, j1, xi_all, step0):
+    def stop(self, prepared, j0, j1, xi_all, step0, gate=None):
         if step0 + (j1 - j0) > 9:
             raise KeyboardInterrupt
-        return original(self, j0, j1, xi_all, step0)
+        return original(self, prepared, j0, j1, xi_all, step0, gate)
 
     with monkeypatch.context() as m:
         m.setattr(Block, "steps", stop)

@@ -331,10 +331,10 @@ def genuine(small, tmp_path_factory):
     ck = tmp_path_factory.mktemp("genuine") / "run.ckpt.npz"
     original = Block.steps
 
-    def step(self, j0, j1, xi_all, step0):
+    def step(self, prepared, j0, j1, xi_all, step0, gate=None):
         if step0 + (j1 - j0) > 9:
             raise Interrupt(step0)
-        return original(self, j0, j1, xi_all, step0)
+        return original(self, prepared, j0, j1, xi_all, step0, gate)
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(Block, "steps", step)

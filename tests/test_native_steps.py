@@ -225,3 +225,59 @@ def test_a_forked_child_runs_the_kernel_after_its_parent_did():
     data, loss = parent.recv()
     assert data == ref.numpy().tobytes()
     assert loss == ref_loss.numpy().tobytes()
+
+
+def gate_case(dtype):
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    kern = native_or_skip(unit, dtype)
+    theta, x, y, xi = chunk_inputs(unit, dtype, R=3, N=3000, K=40, m=1, B=20, seed=7)
+    spec = fa_spec(unit, dtype, m=1)
+    return kern, theta, x, y, xi, spec
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("opens", ["never", "during the call", "before the call"])
+def test_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(dtype, opens):
+    """Two threads, the second waiting at a gate (``mfsym_steps_gated``): opened by
+    another thread during the call, before it, or never (the call then finishes alone
+    and releases the waiting thread): the bits of a call without a gate."""
+    import threading
+
+    kern, theta, x, y, xi, spec = gate_case(dtype)
+    plain_tally = new_tally(3)
+    plain = with_threads(2, lambda: kern.advance_many(theta, x, y, xi, spec, plain_tally, 0))
+    gate = kern.gate(1)
+    if opens != "before the call":
+        gate.close()
+    opener = threading.Timer(0.002, gate.open) if opens == "during the call" else None
+    tally = new_tally(3)
+    done = []
+
+    def call():
+        done.append(with_threads(2, lambda: kern.advance_many(theta, x, y, xi, spec, tally, 0,
+                                                              gate=gate)))
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    if opener is not None:
+        opener.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the call hung at its gate"
+    if opener is not None:
+        opener.join()
+    assert torch.equal(done[0], plain)
+    assert torch.equal(tally.loss_acc, plain_tally.loss_acc)
+    if opens == "never":
+        assert gate.joined == 0  # the second thread never took work
+
+
+def test_a_gate_is_checked():
+    kern, theta, x, y, xi, spec = gate_case(F32)
+    with pytest.raises(ValueError, match="first must be at least 1"):
+        kern.gate(0)
+    other = native_or_skip(make_unit("matrix", 2, 2, "sigmoid"), F64)
+    with pytest.raises(ValueError, match="gate belongs to another library"):
+        kern.advance_many(theta, x, y, xi, spec, new_tally(3), 0, gate=other.gate(1))
+    with pytest.raises(ValueError, match="backend native-v1 takes no gate"):
+        NativeV1Kernel(kern.unit, F32).advance_many(theta, x, y, xi, spec, new_tally(3), 0,
+                                                    gate=kern.gate(1))

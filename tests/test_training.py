@@ -359,10 +359,10 @@ def interrupt_at(monkeypatch, at_step: int):
     """Make Block.steps raise before a call that would run past step ``at_step``."""
     original = Block.steps
 
-    def steps(self, j0, j1, xi_all, step0):
+    def steps(self, prepared, j0, j1, xi_all, step0, gate=None):
         if step0 + (j1 - j0) > at_step:
             raise Interrupt(step0)
-        return original(self, j0, j1, xi_all, step0)
+        return original(self, prepared, j0, j1, xi_all, step0, gate)
 
     monkeypatch.setattr(Block, "steps", steps)
 
@@ -406,9 +406,9 @@ def counted_steps(monkeypatch) -> list[int]:
     steps = []
     original = Block.steps
 
-    def counting(self, j0, j1, xi_all, step0):
+    def counting(self, prepared, j0, j1, xi_all, step0, gate=None):
         steps.extend(range(step0, step0 + j1 - j0))
-        return original(self, j0, j1, xi_all, step0)
+        return original(self, prepared, j0, j1, xi_all, step0, gate)
 
     monkeypatch.setattr(Block, "steps", counting)
     return steps

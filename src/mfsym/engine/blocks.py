@@ -113,11 +113,11 @@ class Streams:
             gen = torch.Generator(device=device)
             gen.manual_seed(int(s))
             self.gens.append(gen)
-        self._buffers = None
+        self._buffers = [None, None]  # two sets: see next_chunk
         self._pool = None
 
-    def _draw(self, i: int, size: int) -> None:
-        gen, (xb, gb, xib) = self.gens[i], self._buffers
+    def _draw(self, i: int, size: int, buffers) -> None:
+        gen, (xb, gb, xib) = self.gens[i], buffers
         if self.x_train is not None:
             xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
         else:
@@ -136,27 +136,39 @@ class Streams:
             out.copy_(torch.randn(out.shape, generator=gen, dtype=self.draw_dtype,
                                   device=out.device))
 
-    def next_chunk(self, size: int):
-        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``."""
+    def _slot(self, k: int, size: int):
+        """Buffer set ``k`` (0 or 1), holding at least ``size`` steps."""
         S = len(self.gens)
         bsz = self.x_train.shape[0] if self.x_train is not None else self.cfg.batch_size
-        if self._buffers is None or self._buffers[2].shape[1] < size:
+        if self._buffers[k] is None or self._buffers[k][2].shape[1] < size:
             kw = {"device": self.device, "dtype": self.dtype}
-            self._buffers = (
+            self._buffers[k] = (
                 torch.empty(S, size, bsz, self.dx, **kw),
                 self.elements.buffer(S, size, bsz, self.device, self.dtype),
                 torch.empty(S, size, self.n, self.dz, **kw),
             )
+        return self._buffers[k]
+
+    def _fill(self, k: int, size: int):
+        """Draw a chunk of ``size`` steps into buffer set ``k``; returns views of it."""
+        buffers = self._slot(k, size)
+        S = len(self.gens)
         threads = min(S, torch.get_num_threads())
         big = size * self.n * self.dz >= self.PARALLEL_MIN
         if threads > 1 and self.device.type == "cpu" and big:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=threads)
-            list(self._pool.map(lambda i: self._draw(i, size), range(S)))
+            list(self._pool.map(lambda i: self._draw(i, size, buffers), range(S)))
         else:
             for i in range(S):  # one draw per seed and chunk, not per step or run
-                self._draw(i, size)
-        return tuple(b[:, :size] for b in self._buffers)
+                self._draw(i, size, buffers)
+        return tuple(b[:, :size] for b in buffers)
+
+    def next_chunk(self, size: int, slot: int = 0):
+        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``,
+        drawn into buffer set ``slot`` (0 or 1: a caller that draws the next chunk while
+        it still uses this one alternates them)."""
+        return self._fill(slot, size)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -269,7 +281,8 @@ class Block:
     def prepare(self, x_all, g_all, y_all, size: int):
         """Views and targets of the next ``size`` steps from a chunk of the streams:
         ``x_all (n_seeds, k, B, dx)``, the DA draws ``g_all (n_seeds, k, B[, p])`` and the
-        teacher outputs ``y_all (n_pairs, k, B, dy)`` of every (teacher, seed) pair."""
+        teacher outputs ``y_all (n_pairs, k, B, dy)`` of every (teacher, seed) pair.
+        Returns ``(views (k, R, m·B, dx), targets (k, R, m·B, dy))``, both new tensors."""
         xs = x_all[self.ridx, :size]  # (R, k, B, dx)
         drawn_x = drawn_y = None
         if self.any_da:
@@ -278,19 +291,19 @@ class Block:
         R, k, B, dx = xs.shape
         y = y_all[self.pair, :size]
         views = self._orbit(self.eng.gx, xs, drawn_x)  # (R, k, m, B, dx)
-        self.views = views.transpose(0, 1).reshape(k, R, self.m * B, dx).contiguous()
         targets = self._orbit(self.eng.gy, y, drawn_y)  # (R, k, m, B, dy)
-        self.targets = targets.transpose(0, 1).contiguous()
+        return (views.transpose(0, 1).reshape(k, R, self.m * B, dx).contiguous(),
+                targets.transpose(0, 1).reshape(k, R, self.m * B, -1).contiguous())
 
-    def steps(self, j0: int, j1: int, xi_all, step0: int):
-        """Steps ``j0 … j1 − 1`` of the prepared chunk for every run of the block, the
-        first at global step ``step0`` (``xi_all (n_seeds, k, N, D)``: the chunk's noise)."""
-        R, m, B, dy = self.targets.shape[1:]
-        K = j1 - j0
+    def steps(self, prepared, j0: int, j1: int, xi_all, step0: int, gate=None):
+        """Steps ``j0 … j1 − 1`` of a prepared chunk (:meth:`prepare`) for every run of the
+        block, the first at global step ``step0`` (``xi_all (n_seeds, k, N, D)``: the
+        chunk's noise); ``gate``: the kernel's, when some of its threads join late."""
+        views, targets = prepared
         self.tally.step = step0
         self.theta = self.eng.kernel.advance_many(
-            self.theta, self.views[j0:j1], self.targets[j0:j1].reshape(K, R, m * B, dy),
-            xi_all[:, j0:j1], self.spec, self.tally, step0,
+            self.theta, views[j0:j1], targets[j0:j1], xi_all[:, j0:j1], self.spec,
+            self.tally, step0, gate=gate,
         )
 
     # -- measurements ---------------------------------------------------------------------

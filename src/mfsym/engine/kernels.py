@@ -156,6 +156,8 @@ class EagerKernel:
     """The unit's PyTorch implementation; the update composed of tensor operations."""
 
     name = "eager"
+    #: whether :meth:`gate` gives a gate for :meth:`advance_many` (threads that join late)
+    late_join = False
 
     def __init__(self, unit: Unit):
         self.unit = unit
@@ -192,9 +194,13 @@ class EagerKernel:
         tally.add(loss)
         return self.update(ctx, cot, theta, xi, spec)
 
-    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
+    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int,
+                     gate=None):
         """K steps: ``x (K, R, S, dx)``, ``targets (K, R, S, dy)``, ``xi (n_seeds, K, N, D)``;
-        step k is :meth:`advance` at global step ``step0 + k``.  Returns the new particles."""
+        step k is :meth:`advance` at global step ``step0 + k``.  Returns the new particles.
+        ``gate`` is for kernels with ``late_join`` (here it must be None)."""
+        if gate is not None:
+            raise ValueError(f"backend {self.name} takes no gate")
         for k in range(x.shape[0]):
             tally.step = step0 + k
             theta = self.advance(theta, x[k], targets[k], xi[:, k], spec, tally)
@@ -213,6 +219,7 @@ class NativeKernel(EagerKernel):
     """
 
     name = "native"
+    late_join = True
 
     def __init__(self, unit: Unit, dtype: torch.dtype):
         super().__init__(unit)
@@ -353,8 +360,10 @@ class NativeKernel(EagerKernel):
         return (R, N, D, theta, x, targets, proj, on, nproj, non, rows, mats, cot_on,
                 self._threads())
 
-    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int):
-        """K whole steps in one native call (``mfsym_steps``); returns the new particles."""
+    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int,
+                     gate=None):
+        """K whole steps in one native call (``mfsym_steps``; with a ``gate`` from
+        :meth:`gate`, its late joiners wait at it); returns the new particles."""
         R, N, D, theta, x, targets, proj, on, nproj, non, rows, mats, cot_on, threads = \
             self._step_inputs(theta, x, targets, spec)
         S = x.shape[2] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1
@@ -364,8 +373,13 @@ class NativeKernel(EagerKernel):
         return self.lib.steps(
             theta, x, targets, spec.views, mats, cot_on, spec.c0, self._noise_rows(xi, N, D),
             rows, proj, on, nproj, non, spec.lr, spec.wd, spec.sigma, tally.loss_acc,
-            tally.first_bad, step0, work, partw, threads,
+            tally.first_bad, step0, work, partw, threads, gate=gate,
         )
+
+    def gate(self, first: int):
+        """A gate for :meth:`advance_many` (``native.Gate``): the kernel's threads from id
+        ``first`` on wait at it while it is closed."""
+        return self.lib.gate(first)
 
     def forward(self, theta, x, spec: UpdateSpec):
         R, _, D = self._run_dims(theta)
@@ -394,6 +408,7 @@ class NativeV1Kernel(NativeKernel):
     ``native-v1``) so that benchmarks time it beside :class:`NativeKernel` in one run."""
 
     name = "native-v1"
+    late_join = False
 
     def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
         """The whole step in one call (see ``mfsym_fused``); returns the new particles."""
@@ -433,6 +448,7 @@ class DeepNativeKernel(NativeStepwiseKernel):
 
     advance = NativeKernel.advance
     advance_many = NativeKernel.advance_many
+    late_join = False  # mfsym_deep_steps has no gate
 
     def __init__(self, model: ResNet, dtype: torch.dtype):
         EagerKernel.__init__(self, model)

@@ -111,7 +111,7 @@ FLAGS = [
 _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 
 #: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
-ABI = 2
+ABI = 3
 #: Layout version of the ResNet kernels (``MFSYM_DEEP_ABI`` in ``DEEP_SOURCE``).
 DEEP_ABI = 1
 
@@ -537,6 +537,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = i32
     if hasattr(lib, "mfsym_steps"):  # the step kernel (matrix and uv units)
         _declare_steps(lib.mfsym_steps, lib.mfsym_steps_sizes)
+        lib.mfsym_steps_gated.argtypes = [*lib.mfsym_steps.argtypes, ptr, i32]
+        lib.mfsym_steps_gated.restype = i32
+        lib.mfsym_gate_open.argtypes = [ptr]
+        lib.mfsym_gate_open.restype = None
 
 
 def _declare_steps(fn, sizes) -> None:
@@ -623,6 +627,28 @@ def _positive(name: str, value: int, what: str) -> None:
 
 def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
+
+
+class Gate:
+    """A flag at which team threads of the step kernel wait before they take work
+    (``mfsym_steps_gated``): :meth:`close` it before a call while another thread of the
+    caller is still busy, and :meth:`open` it from that thread when it is done.  Opening
+    wakes the waiting threads; a call whose work is all handed out first releases them."""
+
+    def __init__(self, lib, first: int):
+        self.lib, self.first = lib, int(first)
+        self.flag = (ctypes.c_int32 * 2)(1, 0)  # open, threads that joined at it
+
+    @property
+    def joined(self) -> int:
+        """Threads that have joined a call at this gate so far."""
+        return int(self.flag[1])
+
+    def close(self) -> None:
+        self.flag[0] = 0
+
+    def open(self) -> None:
+        self.lib.mfsym_gate_open(ctypes.addressof(self.flag))
 
 
 class NativeLibrary:
@@ -770,12 +796,14 @@ class NativeLibrary:
 
     def steps(self, theta, x, targets, views: int, cot_l, cot_on, c0: float, xi, xi_row,
               proj, proj_on, noise_proj, noise_on, lr: float, wd: float, sigma: float,
-              loss_acc, first_bad, step0: int, work, partw, threads: int) -> torch.Tensor:
+              loss_acc, first_bad, step0: int, work, partw, threads: int,
+              gate: Gate | None = None) -> torch.Tensor:
         """K whole steps in one call (``mfsym_steps``): ``x (K, R, S, dx)`` and
         ``targets (K, R, S, dy)`` per step, ``xi (n_seeds, K, N, D)`` with each (seed,
         step) block of N·D numbers contiguous; returns θ after the K steps, (R, N, D).
         Each step's loss is added to ``loss_acc (R,)``; ``first_bad (R,)`` gets the step
-        ``step0 + k`` of a run's first non-finite loss."""
+        ``step0 + k`` of a run's first non-finite loss.  With a ``gate`` (:meth:`gate`)
+        the threads from its ``first`` on join once it opens (``mfsym_steps_gated``)."""
         if not isinstance(theta, torch.Tensor) or theta.dim() != 3:
             raise ValueError(f"theta must be (R, N, D) with D = {self.D}, got {shape_of(theta)}")
         R, N, _ = theta.shape
@@ -814,16 +842,30 @@ class NativeLibrary:
         if work.numel() < reals or partw.numel() < doubles:
             raise ValueError(f"work/partw hold {work.numel()}/{partw.numel()} numbers; "
                              f"{threads} threads need {reals}/{doubles}")
+        if gate is not None and gate.lib is not self.lib:
+            raise ValueError("the gate belongs to another library (use this one's gate())")
         new = torch.empty(R, N, self.D, dtype=self.dtype)
         tmp = torch.empty(R, N, self.D, dtype=self.dtype) if K > 1 else new
-        self.lib.mfsym_steps(
+        args = (
             R, N, S, views, K, _ptr(theta), _ptr(x), x.stride(0), _ptr(targets),
             targets.stride(0), _ptr(cot_l), _ptr(cot_on), float(c0), _ptr(xi), _ptr(xi_row),
             xi.stride(0), xi.stride(1), _ptr(proj), _ptr(proj_on), _ptr(noise_proj),
             _ptr(noise_on), float(lr), float(wd), float(sigma), _ptr(new), _ptr(tmp),
             _ptr(loss_acc), _ptr(first_bad), int(step0), _ptr(work), _ptr(partw), threads,
         )
+        if gate is None:
+            self.lib.mfsym_steps(*args)
+        else:
+            self.lib.mfsym_steps_gated(*args, ctypes.addressof(gate.flag), gate.first)
         return new
+
+    def gate(self, first: int) -> Gate:
+        """A gate for :meth:`steps`, open; the team threads with ids ≥ ``first`` (≥ 1: the
+        caller's own thread, id 0, never waits) wait at it while it is closed."""
+        if not hasattr(self.lib, "mfsym_gate_open"):
+            raise NativeUnavailable("this library's step kernel has no gate")
+        _positive("first", first, "the first thread id that waits")
+        return Gate(self.lib, first)
 
     def floor(self, reps: int = 2000, threads: int = 1) -> dict[str, float]:
         """This CPU's throughput for the step kernel's operations, ns per lane in each

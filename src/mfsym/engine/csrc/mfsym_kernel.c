@@ -49,7 +49,7 @@
 #endif
 
 /* Layout version of the exported functions: raise it when a signature changes. */
-#define MFSYM_ABI 2
+#define MFSYM_ABI 3
 
 #define DX MFSYM_DX
 #define DY MFSYM_DY
@@ -938,6 +938,10 @@ typedef struct {
     int sleepers;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* late joiners: threads with id >= gate_from take work only once gate[0] != 0 (each
+       that does adds 1 to gate[1]) */
+    int32_t* gate;
+    int gate_from, finished;
 } steps_ctx;
 
 /* The particles step k reads and writes: θ, then out and tmp alternately so that the
@@ -1081,10 +1085,44 @@ static void phased(steps_ctx* c) {
     }
 }
 
+/* Gates (see mfsym_steps_gated): one mutex and condition for all of them. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+
+/* Open a gate: the threads waiting at it join the work they wait for. */
+void mfsym_gate_open(int32_t* gate) {
+    pthread_mutex_lock(&gate_mu);
+    __atomic_store_n(gate, 1, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+/* Wait (asleep) until the gate opens or this thread's call has no work left to hand
+   out; 1 when it should join the work. */
+static int gate_wait(steps_ctx* c) {
+    pthread_mutex_lock(&gate_mu);
+    while (!__atomic_load_n(c->gate, __ATOMIC_SEQ_CST) &&
+           !__atomic_load_n(&c->finished, __ATOMIC_SEQ_CST))
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    int join = !__atomic_load_n(&c->finished, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&gate_mu);
+    return join;
+}
+
 static void steps_worker(void* arg, int id) {
     steps_ctx* c = (steps_ctx*)arg;
+    if (c->gate && id >= c->gate_from) {
+        if (!gate_wait(c)) return;
+        __atomic_fetch_add(&c->gate[1], 1, __ATOMIC_SEQ_CST);
+    }
     if (c->by_run) whole_runs(c, id);
     else phased(c);
+    if (c->gate && id == 0) {  /* nothing left to claim: release the threads at the gate */
+        pthread_mutex_lock(&gate_mu);
+        __atomic_store_n(&c->finished, 1, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&gate_cv);
+        pthread_mutex_unlock(&gate_mu);
+    }
 }
 
 /* How mfsym_steps splits work among nt threads: whole runs when every thread gets as many
@@ -1104,20 +1142,22 @@ void mfsym_steps_sizes(int64_t R, int64_t N, int64_t S, int nt, int64_t* reals,
     *doubles = slots * nchunks(N) * S * DY;
 }
 
-/* K whole steps of R runs: step k reads x (K, R, S, DX) at x + k·x_step, targets (K, R, S,
-   DY) at targets + k·t_step and ξ of run r at xi + xi_row[r]·xi_stride + k·xi_step (N·D
-   contiguous); the rest as mfsym_fused.  θ_out receives the particles after the K steps
-   (tmp (R, N, D) is scratch); loss_acc gets each step's loss, first_bad the step index
-   step0 + k of a run's first non-finite loss.  Returns the number of threads offered the
-   work (this one and team workers; one that wakes after the work is gone takes none). */
-int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
-                const real* x, int64_t x_step, const real* targets, int64_t t_step,
-                const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
-                const int64_t* xi_row, int64_t xi_stride, int64_t xi_step, const real* proj,
-                const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
-                double lr, double wd, double sigma, real* theta_out, real* tmp,
-                double* loss_acc, int64_t* first_bad, int64_t step0, real* work,
-                double* partw, int nt) {
+/* mfsym_steps (below) with late joiners: with gate non-null (int32 gate[2]: open flag,
+   count of the threads that joined), the team threads with ids from gate_from on (id 0 is
+   the caller) sleep until mfsym_gate_open(gate) before they take work, and leave when the
+   work is all handed out first.  A caller whose other thread
+   is still busy (drawing the next chunk's numbers) thus gets every core as soon as it is
+   free, without a third thread competing for two cores.  The numbers do not depend on
+   it (see "Threads" above). */
+int mfsym_steps_gated(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K,
+                      const real* theta, const real* x, int64_t x_step, const real* targets,
+                      int64_t t_step, const real* cot_l, const int8_t* cot_on, double c0,
+                      const real* xi, const int64_t* xi_row, int64_t xi_stride,
+                      int64_t xi_step, const real* proj, const int8_t* proj_on,
+                      const real* noise_proj, const int8_t* noise_on, double lr, double wd,
+                      double sigma, real* theta_out, real* tmp, double* loss_acc,
+                      int64_t* first_bad, int64_t step0, real* work, double* partw, int nt,
+                      int32_t* gate, int gate_from) {
     if (K < 1 || R < 1) return 0;
     steps_ctx c;
     memset(&c, 0, sizeof c);
@@ -1132,6 +1172,7 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
     c.out = theta_out, c.tmp = tmp, c.work = work, c.loss_acc = loss_acc, c.partw = partw;
     c.first_bad = first_bad;
     c.by_run = steps_by_run(R, nt);
+    c.gate = gate, c.gate_from = gate_from < 1 ? 1 : gate_from;
     int want = steps_threads(R, N, S, nt);
     pthread_mutex_init(&c.mu, 0);
     pthread_cond_init(&c.cv, 0);
@@ -1139,6 +1180,26 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
     return want;
+}
+
+/* K whole steps of R runs: step k reads x (K, R, S, DX) at x + k·x_step, targets (K, R, S,
+   DY) at targets + k·t_step and ξ of run r at xi + xi_row[r]·xi_stride + k·xi_step (N·D
+   contiguous); the rest as mfsym_fused.  θ_out receives the particles after the K steps
+   (tmp (R, N, D) is scratch); loss_acc gets each step's loss, first_bad the step index
+   step0 + k of a run's first non-finite loss.  Returns the number of threads offered the
+   work (this one and team workers; one that wakes after the work is gone takes none). */
+int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
+                const real* x, int64_t x_step, const real* targets, int64_t t_step,
+                const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
+                const int64_t* xi_row, int64_t xi_stride, int64_t xi_step, const real* proj,
+                const int8_t* proj_on, const real* noise_proj, const int8_t* noise_on,
+                double lr, double wd, double sigma, real* theta_out, real* tmp,
+                double* loss_acc, int64_t* first_bad, int64_t step0, real* work,
+                double* partw, int nt) {
+    return mfsym_steps_gated(R, N, S, m, K, theta, x, x_step, targets, t_step, cot_l, cot_on,
+                             c0, xi, xi_row, xi_stride, xi_step, proj, proj_on, noise_proj,
+                             noise_on, lr, wd, sigma, theta_out, tmp, loss_acc, first_bad,
+                             step0, work, partw, nt, 0, 0);
 }
 
 #endif /* MFSYM_UNIT != 3 */
