@@ -106,7 +106,11 @@ def test_rotation_jobs_train_orbit_da_on_eg_and_a_baseline_twin(tmp_path):
     runs_path, metrics_path = tmp_path / "runs.nc", tmp_path / "metrics.nc"
     train_job(sec, cfg["training"], "SI", 20, runs_path, {**cfg, "rotation": sec})
     metrics_job(sec, runs_path, metrics_path, {**cfg, "rotation": sec})
+    threaded = tmp_path / "metrics-2.nc"
+    metrics_job(sec, runs_path, threaded, {**cfg, "rotation": sec}, threads=2)
     runs, metrics = read_dataset(runs_path), read_dataset(metrics_path)
+    for name, var in read_dataset(threaded).data_vars.items():  # threads change no number
+        np.testing.assert_array_equal(var.values, metrics[name].values, err_msg=name)
     final = runs["rmd_projected"].isel(time=-1)
     assert float(final.sel(scheme="DA-orbit").max()) < 1e-12
     assert float(final.sel(scheme="vanilla", teacher="arbitrary").min()) > 0.1

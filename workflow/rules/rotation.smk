@@ -45,6 +45,10 @@ rule rotation_metrics:
         f"{ROTATION_DIR}/metrics/{ROTATION_JOB}.nc",
     params:
         section=ROTATION_CFG,
+    threads: ROTATION_RESOURCES["threads"]
+    resources:
+        mem_mb=ROTATION_RESOURCES["mem_mb"],
+        runtime=ROTATION_RESOURCES["runtime"],
     log:
         f"{RESULTS}/logs/rotation/metrics/{ROTATION_JOB}.log",
     script:

@@ -99,10 +99,12 @@ def train_job(section: Mapping, training: Mapping, init: str, n_particles: int, 
         ckpt.remove_checkpoint(checkpoint_path)
 
 
-def metrics_job(section: Mapping, runs_path, output, config: Mapping) -> None:
-    """The per-run metrics of one run file (RMD to ν^G by the K_sym-point orbit)."""
+def metrics_job(section: Mapping, runs_path, output, config: Mapping, threads: int = 1) -> None:
+    """The per-run metrics of one run file (RMD to ν^G by the K_sym-point orbit);
+    ``threads``: threads solving its independent W₂ problems."""
     runs = read_dataset(runs_path, config, SCOPE)
-    ds = run_metrics(runs, build_group(section["group"], section["unit"]), section["pairs"])
+    ds = run_metrics(runs, build_group(section["group"], section["unit"]), section["pairs"],
+                     threads=threads)
     note = SYMMETRIZED_NOTE.format(k=section["group"]["symmetrized_points"])
     ds["rmd_symmetrized"].attrs["long_name"] += f" ({note})"
     write_dataset(ds, output, config, f"rotation setting: metrics, init={ds.attrs['init']}, "
