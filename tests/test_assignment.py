@@ -43,7 +43,7 @@ def no_dense_solver(monkeypatch):
     def no_dense(*args, **kwargs):
         raise AssertionError("the dense solver was called")
 
-    monkeypatch.setattr(assignment, "dense_assignment_cost", no_dense)
+    monkeypatch.setattr(assignment, "_dense_solve", no_dense)
 
 
 SOLVERS = pytest.mark.parametrize("solver", assignment.SPARSE_SOLVERS)
@@ -351,3 +351,48 @@ def test_warm_started_dense_simplex_is_exact_and_its_potentials_feasible(monkeyp
     if copies == 1:
         np.testing.assert_allclose(assignment.dense_assignment_cost(a, b), lsa_w2(a, b),
                                    rtol=1e-12)
+
+
+def _two_solves(seed, far):
+    """Two similar problems (the second's clouds moved by 1e-4 atom by atom), clouds of
+    N = 300 in R⁴ gathered around points ``far`` apart (far: the routing's dense cases)."""
+    rng = np.random.default_rng(seed)
+    centres = far * rng.normal(size=(6, 4))
+    a = centres[rng.integers(0, 6, 300)] + 0.1 * rng.normal(size=(300, 4))
+    b = centres[rng.integers(0, 6, 300)][::-1] + 0.1 * rng.normal(size=(300, 4)) + far
+    move = 1e-4 * rng.normal(size=(2, 300, 4))
+    return (a, b), (a + move[0], b + move[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_hint_from_a_similar_problem_is_certified_without_the_dense_solver(
+        monkeypatch, seed):
+    """Far-apart clouds go to the dense solver; with the column potentials of a similar
+    problem the sparse simplex certifies instead, to the network simplex's value, and
+    returns potentials that are optimal (checked from their c-transform)."""
+    monkeypatch.setattr(assignment, "FAR_APART", 1.0)
+    (a0, b0), (a1, b1) = _two_solves(seed, far=1.0)
+    first, v0 = assignment.assignment_solve(a0, b0)  # dense: the network simplex
+    np.testing.assert_allclose(first, emd_w2(a0, b0), rtol=1e-12)
+    calls = []
+    monkeypatch.setattr(assignment, "_dense_solve", lambda *args: calls.append(1))
+    value, v1 = assignment.assignment_solve(a1, b1, hint=v0)
+    assert calls == []
+    np.testing.assert_allclose(value, emd_w2(a1, b1), rtol=1e-12, atol=1e-12)
+    cost = cdist(a1, b1, "sqeuclidean")
+    u1 = (cost - v1).min(axis=1)  # dual feasible by construction
+    assert abs(u1.mean() + v1.mean() - value) <= 2 * assignment.CERTIFICATE_TOL
+
+
+def test_a_useless_hint_still_gives_the_exact_value(monkeypatch):
+    monkeypatch.setattr(assignment, "FAR_APART", 1.0)
+    (a, b), _ = _two_solves(5, far=1.0)
+    bad = np.random.default_rng(0).normal(scale=5.0, size=len(b))
+    value, _ = assignment.assignment_solve(a, b, hint=bad)
+    np.testing.assert_allclose(value, emd_w2(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_a_hint_of_the_wrong_size_is_refused():
+    a, b = np.zeros((3, 2)), np.ones((6, 2))
+    with pytest.raises(ValueError, match="hint must hold 6 finite column potentials"):
+        assignment.assignment_solve(a, b, hint=np.zeros(3))

@@ -21,7 +21,7 @@ import numpy as np
 import ot
 from scipy.spatial.distance import cdist
 
-from .assignment import assignment_cost
+from .assignment import assignment_solve
 
 
 def _atoms(name: str, arr) -> np.ndarray:
@@ -35,17 +35,25 @@ def _atoms(name: str, arr) -> np.ndarray:
 
 def w2_squared(a, b) -> float:
     """Exact W₂² between the uniform empirical measures on the rows of ``a`` and ``b``."""
+    return w2_squared_solve(a, b)[0]
+
+
+def w2_squared_solve(a, b, hint=None) -> tuple[float, np.ndarray | None]:
+    """:func:`w2_squared` and, when the solver gives them, optimal potentials on the atoms
+    of the larger cloud (of ``b`` when both have as many); ``hint``: such potentials of a
+    similar problem (:func:`mfsym.measure.assignment.assignment_solve`)."""
     a, b = _atoms("a", a), _atoms("b", b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"clouds live in different spaces: D={a.shape[1]} vs D={b.shape[1]}")
     if a.shape[0] > b.shape[0]:
         a, b = b, a
     if b.shape[0] % a.shape[0] == 0:
-        return max(assignment_cost(a, b), 0.0)
+        value, v = assignment_solve(a, b, hint=hint)
+        return max(value, 0.0), v
     cost = cdist(a, b, "sqeuclidean")
     wa = np.full(a.shape[0], 1.0 / a.shape[0])
     wb = np.full(b.shape[0], 1.0 / b.shape[0])
-    return float(max(ot.emd2(wa, wb, cost, numItermax=10_000_000), 0.0))
+    return float(max(ot.emd2(wa, wb, cost, numItermax=10_000_000), 0.0)), None
 
 
 def second_moment(a) -> float:
@@ -68,6 +76,12 @@ def rmd2(a, b) -> float:
 def rmd(a, b) -> float:
     """RMD(μ, ν) = sqrt(RMD²(μ, ν))."""
     return float(np.sqrt(rmd2(a, b)))
+
+
+def rmd_solve(a, b, hint=None) -> tuple[float, np.ndarray | None]:
+    """:func:`rmd` and the potentials of :func:`w2_squared_solve` (``hint``: as there)."""
+    w2, v = w2_squared_solve(a, b, hint)
+    return float(np.sqrt(_ratio(w2, second_moment(a) + second_moment(b)))), v
 
 
 #: Tolerance on ``max|P − Pᵀ|`` and ``max|P² − P|`` for a matrix accepted as a projector.
