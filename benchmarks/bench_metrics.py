@@ -32,9 +32,11 @@ one core, old against new: Σ_N Σ_start jobs · seeds_per_job · Σ_kind MIX ·
     python benchmarks/bench_metrics.py --n 1000 5000 --repeat 5
 
 ``--runs`` times every W₂ problem of the metrics job of a trained run file
-(``results/runs/<init>/N<N>/<block>.nc``, its first ``--seeds`` seeds) on both paths,
-printing the seconds per kind of problem and per teacher, the slowest problems, and the
-job's projected time for all its seeds; ``--upsample F`` first turns every cloud of N atoms
+(``results/runs/<init>/N<N>/<block>.nc``, its first ``--seeds`` seeds) on both paths, one
+by one, then as the job solves them (the new path, chained per (teacher, seed) with the
+solved problems' potentials as hints, ``mfsym.measure.metrics``), printing the seconds
+per kind of problem and per teacher, the slowest problems, and the job's projected time
+for all its seeds; ``--upsample F`` first turns every cloud of N atoms
 into one of F·N (each atom and F − 1 points on the segments to its nearest neighbours, the
 neighbours and fractions shared by the schemes of a (teacher, seed)), which keeps clusters,
 near-identity couplings and membership of E^G:
@@ -62,6 +64,7 @@ import mfsym.measure.transport as transport
 from mfsym.core.groups import c2_swap
 from mfsym.core.schemes import parse_pair
 from mfsym.core.units import make_unit
+from mfsym.measure.metrics import rmd_chain
 from mfsym.measure.transport import rmd, rmd_to_symmetrized
 
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
@@ -77,14 +80,14 @@ def solver_path(name: str):
         yield
         return
     saved = {k: getattr(assignment, k) for k in OLD_SETTINGS}
-    solve = transport.assignment_cost
+    solve = transport.assignment_solve
     for key, value in OLD_SETTINGS.items():
         setattr(assignment, key, value)
-    transport.assignment_cost = partial(assignment.assignment_cost, solver="lapjvsp")
+    transport.assignment_solve = partial(assignment.assignment_solve, solver="lapjvsp")
     try:
         yield
     finally:
-        transport.assignment_cost = solve
+        transport.assignment_solve = solve
         for key, value in saved.items():
             setattr(assignment, key, value)
 
@@ -269,9 +272,36 @@ def bench_trained(path: str, cfg: dict, seeds: int, factor: int = 1) -> None:
     for kind, label, old, new in sorted(timed, key=lambda x: -x[3])[:5]:
         print(f"  slow: {kind:8s} {label:36s} {old:7.2f} s -> {new:7.2f} s")
     old, new = (sum(x[i] for x in timed) for i in (2, 3))
+    chained = time_chains(runs, list(cfg["metrics"]["pairs"]), seeds, group)
     scale = runs.sizes["seed"] / seeds
-    print(f"  total {old:.1f} s -> {new:.1f} s on one core; the job's {runs.sizes['seed']} "
-          f"seeds: {old * scale:.0f} s -> {new * scale:.0f} s")
+    print(f"  total {old:.1f} s -> {new:.1f} s -> chained {chained:.1f} s on one core; the "
+          f"job's {runs.sizes['seed']} seeds: {old * scale:.0f} s -> {new * scale:.0f} s -> "
+          f"{chained * scale:.0f} s")
+
+
+def time_chains(runs, pairs: list[str], seeds: int, group) -> float:
+    """Seconds of the same problems solved as the metrics job solves them: per (teacher,
+    seed) in a chain, each offered the nearest solved problem's potentials
+    (``mfsym.measure.metrics.rmd_chain``), the baseline twin alone; the values are
+    checked against the problems solved one by one."""
+    final = runs["final_particles"]
+    schemes = [str(s) for s in runs["scheme"].values]
+    t0 = time.perf_counter()
+    for teacher in runs["teacher"].values:
+        for seed in runs["seed"].values[:seeds]:
+            cloud = {s: final.sel(teacher=teacher, scheme=s, seed=seed).values for s in schemes}
+            sym = rmd_chain([(c, group.symmetrize(c)) for c in cloud.values()])
+            between = rmd_chain([tuple(cloud[s] for s in parse_pair(p)) for p in pairs])
+            if "baseline_final_particles" in runs:
+                rmd(cloud[str(runs.attrs["baseline"])],
+                    runs["baseline_final_particles"].sel(teacher=teacher, seed=seed).values)
+            wall = time.perf_counter()
+            alone = ([rmd_to_symmetrized(c, group) for c in cloud.values()]
+                     + [rmd(*(cloud[s] for s in parse_pair(p))) for p in pairs])
+            t0 += time.perf_counter() - wall  # the check is not timed
+            if not np.allclose(sym + between, alone, rtol=1e-9, atol=1e-12):
+                raise AssertionError(f"chained and alone disagree: {sym + between} vs {alone}")
+    return time.perf_counter() - t0
 
 
 def main(argv=None) -> None:

@@ -301,3 +301,36 @@ def test_aggregate_refuses_gaps_and_overlaps():
         aggregate([one, copy.deepcopy(one)], ["SI"], [5], TEACHERS, SCHEMES, [0], PAIRS)
     with pytest.raises(ValueError, match="no value"):
         aggregate([one], ["SI"], [5], TEACHERS, [*SCHEMES, "XX"], [0], PAIRS)
+
+
+def test_a_chain_of_similar_problems_gives_each_its_own_exact_value(monkeypatch):
+    """Clouds gathered around points far apart (the dense solver's case), N = 300: the
+    second and third problems are the first's clouds moved by 1e-4 atom by atom and get
+    its potentials as a hint; the fourth is unrelated and gets none.  Each value is the
+    exact W₂ of its own problem (POT's network simplex on the full cost matrix)."""
+    import ot
+
+    import mfsym.measure.assignment as assignment
+    from mfsym.measure import metrics
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(5, 4))
+
+    def cloud(shift):
+        return centres[rng.integers(0, 5, 300)] + 0.1 * rng.normal(size=(300, 4)) + shift
+
+    a, b = cloud(0.0), cloud(1.5)
+    moved = [(a + 1e-4 * rng.normal(size=a.shape), b + 1e-4 * rng.normal(size=b.shape))
+             for _ in range(2)]
+    problems = [(a, b), *moved, (cloud(-1.0), cloud(2.0))]
+    hinted = []
+    edges = assignment._hinted_edges
+    monkeypatch.setattr(assignment, "_hinted_edges",
+                        lambda *args: hinted.append(1) or edges(*args))
+    got = metrics.rmd_chain(problems)
+    assert len(hinted) == 2
+    for (x, y), value in zip(problems, got, strict=True):
+        w = np.full(300, 1 / 300)
+        w2 = ot.emd2(w, w, cdist(x, y, "sqeuclidean"), numItermax=10_000_000)
+        m2 = 2 * (x**2).sum(1).mean() + 2 * (y**2).sum(1).mean()
+        np.testing.assert_allclose(value, np.sqrt(w2 / m2), rtol=1e-10)

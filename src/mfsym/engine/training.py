@@ -843,7 +843,7 @@ def train_stack(
     ``progress(step, total, latest)``, when given, is called after every chunk of
     ``rng_chunk`` steps; ``latest`` holds the first run's ``loss`` and ``dist`` (RMS
     distance to E^G) at the latest snapshot (empty before the first).
-    ``draw_ahead`` (default: when it pays, see :meth:`_Engine._draw_ahead_pays`): draw the
+    ``draw_ahead`` (default: when it pays, see :meth:`_Engine._plan_ahead`): draw the
     next chunk's samples and noise on a thread of their own while the current chunk
     trains; the numbers, and so the result, are the same either way.
     Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).

@@ -144,16 +144,23 @@ def rmd_between_schemes(final: xr.DataArray, pairs: Sequence[str], threads: int 
                         ) -> np.ndarray:
     """RMD(ν_A, ν_B) ``(teacher, pair, seed)`` for every pair "A-B" of final clouds."""
     out = np.empty((final.sizes["teacher"], len(pairs), final.sizes["seed"]))
+    tasks, places = _pair_chains(final, pairs)
+    for (t, sd), values in zip(places, solve_all(tasks, threads), strict=True):
+        out[t, :, sd] = values
+    return out
+
+
+def _pair_chains(final: xr.DataArray, pairs: Sequence[str]):
+    """One task per (teacher, seed): the RMDs of its pairs in order (:func:`rmd_chain`);
+    and the (teacher, seed) of each."""
     clouds = {s: final.sel(scheme=s).transpose("teacher", "seed", "particle", "coord").values
               for pair in pairs for s in parse_pair(pair)}
     sides = [parse_pair(pair) for pair in pairs]
-    chains = [(t, sd) for t, sd in np.ndindex(out.shape[0], out.shape[2])]
+    places = list(np.ndindex(final.sizes["teacher"], final.sizes["seed"]))
     tasks = [lambda t=t, sd=sd: rmd_chain([(clouds[x][t, sd], clouds[y][t, sd])
                                            for x, y in sides])
-             for t, sd in chains]
-    for (t, sd), values in zip(chains, solve_all(tasks, threads), strict=True):
-        out[t, :, sd] = values
-    return out
+             for t, sd in places]
+    return tasks, places
 
 
 def _models(final: xr.DataArray, unit: Unit, group: FiniteGroup, x_eval) -> dict:
@@ -185,13 +192,33 @@ def run_metrics(
                          f"D={group.dim_z}")
     p_e = group.reynolds()
     clouds = final.transpose(*RUN_DIMS, "particle", "coord").values
+    n_t, _, n_sd = clouds.shape[:3]
     sym = np.empty(clouds.shape[:3])
-    chains = [(t, sd) for t, sd in np.ndindex(clouds.shape[0], clouds.shape[2])]
-    solved = solve_all([lambda c=clouds[t, :, sd]: rmd_chain([(x, group.symmetrize(x))
-                                                              for x in c])
-                        for t, sd in chains], threads)
-    for (t, sd), values in zip(chains, solved, strict=True):
-        sym[t, :, sd] = values
+    between = np.empty((n_t, len(pairs), n_sd))
+    # every W2 problem of the job in one pool: per (teacher, seed) the chain of transports
+    # to ν^G and the chain of pairs, then the baseline twins (below), one at a time
+    places = [(sym, (t, slice(None), sd)) for t, sd in np.ndindex(n_t, n_sd)]
+    tasks = [lambda c=clouds[t, :, sd]: rmd_chain([(x, group.symmetrize(x)) for x in c])
+             for t, sd in np.ndindex(n_t, n_sd)]
+    pair_tasks, pair_places = _pair_chains(final, pairs)
+    tasks += pair_tasks
+    places += [(between, (t, slice(None), sd)) for t, sd in pair_places]
+    schemes = [str(s) for s in runs["scheme"].values]
+    baseline = str(runs.attrs.get("baseline", ""))
+    twin = own = floor = None
+    if baseline and "baseline_final_particles" in runs:
+        if baseline not in schemes:
+            raise ValueError(f"the baseline scheme {baseline!r} is not among the runs' "
+                             f"schemes {schemes}")
+        twin = runs["baseline_final_particles"].transpose("teacher", "seed", "particle",
+                                                           "coord").values
+        own = final.sel(scheme=baseline).transpose("teacher", "seed", "particle",
+                                                   "coord").values
+        floor = np.empty(own.shape[:2])
+        places += [(floor, i) for i in np.ndindex(*own.shape[:2])]
+        tasks += [lambda a=own[i], b=twin[i]: rmd(a, b) for i in np.ndindex(*own.shape[:2])]
+    for (array, index), value in zip(places, solve_all(tasks, threads), strict=True):
+        array[index] = value
     data = {
         "rmd_projected": variable(
             RUN_DIMS, _per_run(final, lambda c: rmd_to_projected(c, p_e)),
@@ -206,11 +233,10 @@ def run_metrics(
             "population risk of the trained network",
         ),
         "rmd_between": variable(
-            ("teacher", "pair", "seed"), rmd_between_schemes(final, pairs, threads),
+            ("teacher", "pair", "seed"), between,
             "RMD between the final particles of two schemes",
         ),
     }
-    schemes = [str(s) for s in runs["scheme"].values]
     models = None
     if unit is not None and x_eval is not None:
         models = _models(final, unit, group, x_eval)
@@ -222,19 +248,9 @@ def run_metrics(
             ("teacher", "pair", "seed"), l2,
             "L2(pi) distance between the trained models of two schemes (Monte Carlo)",
         )
-    baseline = str(runs.attrs.get("baseline", ""))
-    if baseline and "baseline_final_particles" in runs:
-        if baseline not in schemes:
-            raise ValueError(f"the baseline scheme {baseline!r} is not among the runs' "
-                             f"schemes {schemes}")
-        twin = runs["baseline_final_particles"].transpose("teacher", "seed", "particle",
-                                                           "coord").values
-        own = final.sel(scheme=baseline).transpose("teacher", "seed", "particle",
-                                                   "coord").values
-        floor = solve_all([lambda a=own[i], b=twin[i]: rmd(a, b)
-                           for i in np.ndindex(*own.shape[:2])], threads)
+    if floor is not None:
         data["rmd_baseline"] = variable(
-            ("teacher", "seed"), np.asarray(floor).reshape(own.shape[:2]),
+            ("teacher", "seed"), floor,
             f"RMD between two {baseline} runs from one start with independent streams",
         )
         if models is not None:
