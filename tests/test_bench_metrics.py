@@ -90,12 +90,12 @@ def test_old_path_settings_hold_inside_the_block_only(bench):
     import mfsym.measure.transport as transport
 
     before = (assignment.DENSE_UP_TO, assignment.WARM_FROM, assignment.BLOCK,
-              transport.assignment_cost)
+              transport.assignment_solve)
     with bench.solver_path("old"):
         assert (assignment.DENSE_UP_TO, assignment.BLOCK) == (4000, 1024)
-        assert transport.assignment_cost.keywords == {"solver": "lapjvsp"}
+        assert transport.assignment_solve.keywords == {"solver": "lapjvsp"}
     assert (assignment.DENSE_UP_TO, assignment.WARM_FROM, assignment.BLOCK,
-            transport.assignment_cost) == before
+            transport.assignment_solve) == before
 
 
 def test_problem_kinds_are_solved_alike_on_both_paths_and_projected(bench, tmp_path, capsys):
