@@ -149,9 +149,11 @@ class Streams:
             )
         return self._buffers[k]
 
-    def _fill(self, k: int, size: int):
-        """Draw a chunk of ``size`` steps into buffer set ``k``; returns views of it."""
-        buffers = self._slot(k, size)
+    def next_chunk(self, size: int, slot: int = 0):
+        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``,
+        drawn into buffer set ``slot`` (0 or 1: a caller that draws the next chunk while
+        it still uses this one alternates them)."""
+        buffers = self._slot(slot, size)
         S = len(self.gens)
         threads = min(S, torch.get_num_threads())
         big = size * self.n * self.dz >= self.PARALLEL_MIN
@@ -163,12 +165,6 @@ class Streams:
             for i in range(S):  # one draw per seed and chunk, not per step or run
                 self._draw(i, size, buffers)
         return tuple(b[:, :size] for b in buffers)
-
-    def next_chunk(self, size: int, slot: int = 0):
-        """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``,
-        drawn into buffer set ``slot`` (0 or 1: a caller that draws the next chunk while
-        it still uses this one alternates them)."""
-        return self._fill(slot, size)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -75,9 +75,6 @@ def rmd_chain(problems: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
 
 def _nearest_hint(solved, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """The potentials of the solved ``(a', b', v)`` nearest ``(a, b)``, or None."""
-    if not solved:
-        return None
-    limit = HINT_NEAR * mean_nn_sq(np.asarray(a, dtype=np.float64))
     best, far = None, np.inf
     for a2, b2, v in solved:
         if a2.shape != a.shape or b2.shape != b.shape:
@@ -85,7 +82,9 @@ def _nearest_hint(solved, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         d = max(float(((a - a2) ** 2).sum(-1).mean()), float(((b - b2) ** 2).sum(-1).mean()))
         if d < far:
             best, far = v, d
-    return best if far <= limit else None
+    if best is None:  # the spacing (a k-d tree of a) only when there is a candidate
+        return None
+    return best if far <= HINT_NEAR * mean_nn_sq(np.asarray(a, dtype=np.float64)) else None
 
 
 def solve_all(tasks: Sequence[Callable[[], float]], threads: int = 1) -> list[float]:
