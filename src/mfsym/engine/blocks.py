@@ -22,6 +22,7 @@ import torch
 
 from ..core.compact import QuadratureGroup
 from ..core.schemes import projects_drift, projects_noise, resolve_scheme, uses_orbit
+from .fast_normal import MIN_NUMBERS, NORMAL_DRAWS, native_normal
 from .kernels import Tally, UpdateSpec
 
 
@@ -96,16 +97,23 @@ class Streams:
     one thread in a fixed order, so the numbers do not depend on the threading.
     ``draw_dtype`` (default: the training dtype) is the float type the normal numbers are
     drawn in before they are rounded to the training dtype; the group draws ``g`` are
-    drawn as before.
+    drawn as before.  ``normal_draws``: "auto" draws the large normal blocks of a CPU
+    generator with :mod:`mfsym.engine.fast_normal` where that reproduces ``torch.randn``
+    bit for bit in this process, "torch" always with ``torch.randn``; the numbers are the
+    same either way.
     """
 
     PARALLEL_MIN = 1 << 16  # numbers per seed and chunk above which seeds draw in parallel
 
     def __init__(self, torch_seeds, n_particles, config, group, device, dtype, x_train=None,
-                 elements=None, draw_dtype=None):
+                 elements=None, draw_dtype=None, normal_draws="auto"):
         self.x_train = x_train
         self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
         self.draw_dtype = draw_dtype or dtype
+        if normal_draws not in NORMAL_DRAWS:
+            raise ValueError(f"normal_draws = {normal_draws!r}; allowed: {list(NORMAL_DRAWS)}")
+        self.native = (native_normal(self.draw_dtype)
+                       if normal_draws == "auto" and device.type == "cpu" else None)
         self.dx, self.dz = group.dim_x, group.dim_z
         self.elements = elements or group_elements(group, device, dtype)
         self.gens = []
@@ -129,12 +137,20 @@ class Streams:
     def _normal(self, gen, out) -> None:
         """Standard normal numbers into ``out``, drawn in ``draw_dtype`` and rounded to the
         training dtype when they differ (then a float32 run sees the float64 run's samples
-        and noise, rounded)."""
-        if self.draw_dtype == out.dtype:
-            torch.randn(out.shape, generator=gen, out=out)
+        and noise, rounded); natively when that is on and ``out`` is large enough."""
+        native = self.native if out.numel() >= MIN_NUMBERS else None
+        if self.draw_dtype == out.dtype and (native is None or out.is_contiguous()):
+            if native is not None:
+                native.fill(gen, out)
+            else:
+                torch.randn(out.shape, generator=gen, out=out)
+            return
+        drawn = torch.empty(out.shape, dtype=self.draw_dtype, device=out.device)
+        if native is not None:
+            native.fill(gen, drawn)
         else:
-            out.copy_(torch.randn(out.shape, generator=gen, dtype=self.draw_dtype,
-                                  device=out.device))
+            torch.randn(out.shape, generator=gen, out=drawn)
+        out.copy_(drawn)
 
     def _slot(self, k: int, size: int):
         """Buffer set ``k`` (0 or 1), holding at least ``size`` steps."""

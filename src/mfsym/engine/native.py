@@ -1,10 +1,12 @@
 """Fused CPU kernels in C for the per-step force and update (backend ``native``).
 
 The C sources are files shipped with the package: ``csrc/mfsym_kernel.c`` (the one-layer
-ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``) and
+ensembles of the matrix, uv and mlp units; the mlp unit's part in ``csrc/mfsym_mlp.h``),
 ``csrc/mfsym_deep.c`` (the mean-ODE ResNet of a matrix or mlp unit; it includes the first
-for its layer unit).  For one model, activation, size and dtype a source is built with
-``-D`` macros that fix every size (and the ResNet's depth) at compile time (see
+for its layer unit) and ``csrc/mfsym_normal.c`` (normal numbers with ``torch.randn``'s bits
+from a CPU generator's state, for :mod:`mfsym.engine.fast_normal`; one build for all).
+For one model, activation, size and dtype a kernel source is built with ``-D`` macros
+that fix every size (and the ResNet's depth) at compile time (see
 :func:`build_macros`, :class:`Build`), by the system C compiler (OpenMP,
 ``-O3 -march=native``), into a cached shared library called through :mod:`ctypes`.
 
@@ -95,6 +97,8 @@ SOURCE = Path(__file__).with_name("csrc") / "mfsym_kernel.c"
 MLP_SOURCE = SOURCE.with_name("mfsym_mlp.h")
 #: The C file of the ResNet kernels (it includes ``SOURCE`` for its layer unit).
 DEEP_SOURCE = SOURCE.with_name("mfsym_deep.c")
+#: The C file of the normal-number generator (see :mod:`mfsym.engine.fast_normal`).
+NORMAL_SOURCE = SOURCE.with_name("mfsym_normal.c")
 
 #: Build-time codes of the units and activations (``MFSYM_UNIT``, ``MFSYM_ACT``).
 UNIT_CODE = {"matrix": 1, "uv": 2, "mlp": 3}
@@ -114,6 +118,8 @@ _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 ABI = 3
 #: Layout version of the ResNet kernels (``MFSYM_DEEP_ABI`` in ``DEEP_SOURCE``).
 DEEP_ABI = 1
+#: Layout version of the normal-number generator (``MFSYM_NORMAL_ABI`` in ``NORMAL_SOURCE``).
+NORMAL_ABI = 1
 
 #: Seconds one compiler run may take before the build counts as failed.
 COMPILE_TIMEOUT_S = 300.0
@@ -248,6 +254,7 @@ _VARIANT_FIELDS = ("abi", "real_bytes", "unit", "activation", "dx", "dy", "d", "
 _FIELDS = {
     "mfsym_variant": (*_VARIANT_FIELDS, "lanes"),
     "mfsym_deep_variant": (*_VARIANT_FIELDS, "depth", "hidden"),
+    "mfsym_normal_variant": ("abi", "vector_fma"),
 }
 
 
@@ -300,6 +307,14 @@ def deep_build(model, dtype: torch.dtype) -> Build:
 
     return Build(DEEP_SOURCE, (DEEP_SOURCE, *base.sources),
                  (*base.macros, f"-DMFSYM_DEPTH={model.depth}"), want, "mfsym_deep_variant")
+
+
+def normal_build() -> Build:
+    """The normal-number generator (``NORMAL_SOURCE``).  It is compiled with
+    ``-ffp-contract=off`` after the common flags: which products fuse into an addition
+    decides its last bits, so the file spells out every fused multiply-add itself."""
+    return Build(NORMAL_SOURCE, (NORMAL_SOURCE,), ("-ffp-contract=off",),
+                 lambda openmp: {"abi": NORMAL_ABI}, "mfsym_normal_variant")
 
 
 def _variant_problem(lib: ctypes.CDLL, want: dict, symbol: str = "mfsym_variant") -> str | None:
@@ -516,6 +531,19 @@ def load_library(unit: Unit, dtype: torch.dtype) -> NativeLibrary:
 def load_deep_library(model, dtype: torch.dtype) -> DeepLibrary:
     """The compiled kernels of the mean-ODE ResNet ``model`` in ``dtype`` (once per process)."""
     return DeepLibrary(_loaded(deep_build(model, dtype), _declare_deep), model, dtype)
+
+
+def load_normal_library() -> ctypes.CDLL:
+    """The compiled normal-number generator (obtained once per process), its
+    ``mfsym_normal_f32`` and ``mfsym_normal_f64`` declared."""
+    return _loaded(normal_build(), _declare_normal)
+
+
+def _declare_normal(lib: ctypes.CDLL) -> None:
+    ptr = ctypes.c_void_p
+    for fn in (lib.mfsym_normal_f32, lib.mfsym_normal_f64):
+        fn.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int]
+        fn.restype = ctypes.c_int
 
 
 def _declare(lib: ctypes.CDLL) -> None:

@@ -86,6 +86,7 @@ from . import checkpoint as ckpt
 from . import kernels
 from .blocks import Block, Streams, group_elements
 from .device import DTYPES, resolve_device, resolve_dtype
+from .fast_normal import NORMAL_DRAWS
 from .kernels import BACKENDS, select_kernel
 from .models import OutputScaled, ResNet, model_output
 from .stack_inputs import check_stack_arrays
@@ -402,6 +403,7 @@ class _Engine:
     def __init__(
         self, group, unit, teachers, runs, n_particles, init, cfg, init_particles, x_eval,
         x_train=None, subspace=None, draw_dtype=None, progress=None, draw_ahead=None,
+        normal_draws="auto",
     ):
         self.group, self.unit, self.cfg = group, unit, cfg
         self.progress = progress
@@ -438,7 +440,7 @@ class _Engine:
         self.streams = Streams(
             [stream_seed(s, n_particles, tag) for s, tag in keys], n_particles, cfg, group,
             self.device, self.dtype, x_train=x_train, elements=self.elements,
-            draw_dtype=draw_dtype,
+            draw_dtype=draw_dtype, normal_draws=normal_draws,
         )
         seed_index = {r: keys.index((r.seed, stream_tag(r, cfg.coupling))) for r in runs}
         self._init_teachers(seed_index)
@@ -464,11 +466,13 @@ class _Engine:
         trains this one (see "Drawing ahead" in :meth:`_loop`).
 
         By default (``draw_ahead`` None) a single run does so on a CPU with at least two
-        threads when its kernel has threads that join late (``late_join``).  One run's
-        draws cost about as much as its kernel (measured: 4–8 ns per normal number from
-        torch's CPU generator, 4 numbers per particle and step, against 1–2.4 ns per
-        particle-sample update of the kernel on one core, B = 20), so drawing them in
-        turn leaves a core idle half the time.  While they are drawn the kernel runs
+        threads when its kernel has threads that join late (``late_join``).  One run
+        draws 4 normal numbers per particle and step (B = 20 samples): through
+        ``torch.randn`` (3.4–8 ns per float32 number) about as much per update as its
+        kernel on one core (1–2.4 ns), through the native generator of
+        :mod:`.fast_normal` (about 1.1 ns per number) a quarter to a third of that, with
+        the chunk's teacher targets and views beside it; drawn in turn, either leaves a
+        core idle while they are made.  While they are drawn the kernel runs
         without its last thread, which joins as soon as the draws are done.  In a stack
         the kernel's work grows with the runs and the draws with the streams only."""
         if draw_ahead is not None:
@@ -814,6 +818,7 @@ def train_stack(
     draw_dtype: str | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     draw_ahead: bool | None = None,
+    normal_draws: str = "auto",
 ) -> StackResult:
     """Train a stack of runs sharing N and the initialisation; see the module docstring.
 
@@ -846,6 +851,10 @@ def train_stack(
     ``draw_ahead`` (default: when it pays, see :meth:`_Engine._plan_ahead`): draw the
     next chunk's samples and noise on a thread of their own while the current chunk
     trains; the numbers, and so the result, are the same either way.
+    ``normal_draws`` ("auto" or "torch"): "auto" draws the samples and noise of a CPU run
+    with the native generator of :mod:`mfsym.engine.fast_normal` where it reproduces
+    ``torch.randn`` bit for bit in this process (checked once per process), "torch"
+    always with ``torch.randn``; the result is the same either way.
     Raises :class:`TrainingDiverged` if any run diverges (see the module docstring).
     """
     if config is not None and not isinstance(config, TrainConfig):
@@ -877,6 +886,8 @@ def train_stack(
                          "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
     if threads is not None:
         limit_threads(_count(threads, "threads"))
+    if normal_draws not in NORMAL_DRAWS:
+        raise ValueError(f"normal_draws = {normal_draws!r}; allowed: {list(NORMAL_DRAWS)}")
     draw = None
     if draw_dtype is not None:
         if draw_dtype not in ("float32", "float64"):
@@ -887,7 +898,7 @@ def train_stack(
         eng = _Engine(
             group, unit, teachers, list(runs), n_particles, init, cfg, init_particles, x_eval,
             x_train=x_train, subspace=subspace, draw_dtype=draw, progress=progress,
-            draw_ahead=draw_ahead,
+            draw_ahead=draw_ahead, normal_draws=normal_draws,
         )
         wall = eng.run(checkpoint_path, label or f"N={n_particles} init={init}")
     except (MemoryError, RuntimeError) as exc:
