@@ -315,3 +315,15 @@ def test_small_blocks_are_left_to_torch(monkeypatch):
     monkeypatch.setattr(big.native, "fill", lambda gen, out: calls.append(out.numel()))
     big.next_chunk(4)
     assert calls == [4 * 1000 * 4] and calls[0] >= MIN_NUMBERS
+
+
+def test_a_strided_block_is_drawn_by_torch():
+    """torch.randn into a strided tensor takes another path (other numbers than into a
+    contiguous one), so Streams leaves such a block to torch: the same numbers as before."""
+    streams = Streams([1], 1000, TrainConfig(), _group(), torch.device("cpu"), torch.float32)
+    got, want = torch.empty(8192, 2)[:, 0], torch.empty(8192, 2)[:, 0]
+    ours, theirs = _gen(4), _gen(4)
+    streams._normal(ours, got)
+    torch.randn(want.shape, generator=theirs, out=want)
+    assert _bits_equal(got.contiguous(), want.contiguous())
+    assert torch.equal(ours.get_state(), theirs.get_state())

@@ -137,20 +137,20 @@ class Streams:
     def _normal(self, gen, out) -> None:
         """Standard normal numbers into ``out``, drawn in ``draw_dtype`` and rounded to the
         training dtype when they differ (then a float32 run sees the float64 run's samples
-        and noise, rounded); natively when that is on and ``out`` is large enough."""
-        native = self.native if out.numel() >= MIN_NUMBERS else None
-        if self.draw_dtype == out.dtype and (native is None or out.is_contiguous()):
-            if native is not None:
-                native.fill(gen, out)
-            else:
-                torch.randn(out.shape, generator=gen, out=out)
-            return
-        drawn = torch.empty(out.shape, dtype=self.draw_dtype, device=out.device)
-        if native is not None:
-            native.fill(gen, drawn)
+        and noise, rounded); natively when that is on and the block it draws into is
+        contiguous and large enough (``torch.randn`` into a strided tensor draws other
+        numbers, so such a block stays torch's)."""
+        if self.draw_dtype == out.dtype:
+            drawn = out
+        else:
+            drawn = torch.empty(out.shape, dtype=self.draw_dtype, device=out.device)
+        if (self.native is not None and drawn.numel() >= MIN_NUMBERS
+                and drawn.is_contiguous()):
+            self.native.fill(gen, drawn)
         else:
             torch.randn(out.shape, generator=gen, out=drawn)
-        out.copy_(drawn)
+        if drawn is not out:
+            out.copy_(drawn)
 
     def _slot(self, k: int, size: int):
         """Buffer set ``k`` (0 or 1), holding at least ``size`` steps."""
