@@ -69,7 +69,6 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +84,7 @@ from ..records.threads import limit_threads
 from . import checkpoint as ckpt
 from . import kernels
 from .blocks import Block, Streams, group_elements
+from .chunk_feed import ChunkFeed, plans_ahead
 from .device import DTYPES, resolve_device, resolve_dtype
 from .fast_normal import NORMAL_DRAWS
 from .kernels import BACKENDS, select_kernel
@@ -453,32 +453,8 @@ class _Engine:
             Block(idx, [runs[i] for i in idx], seed_index, self)
             for _, idx in sorted(families.items())
         ]
-        self.draw_ahead = self._plan_ahead(draw_ahead)
-        threads = max(1, torch.get_num_threads())
-        # the kernel's last thread joins when the chunk drawn ahead is done
-        self.gate = (self.kernel.gate(threads - 1)
-                     if self.draw_ahead and self.kernel.late_join and threads > 1 else None)
-        self._ahead = None  # (future of the next chunk, streams' state before it)
-        self._ahead_pool = None
-
-    def _plan_ahead(self, draw_ahead: bool | None) -> bool:
-        """Whether the next chunk is prepared on a thread of its own while the kernel
-        trains this one (see "Drawing ahead" in :meth:`_loop`).
-
-        By default (``draw_ahead`` None) a single run does so on a CPU with at least two
-        threads when its kernel has threads that join late (``late_join``).  One run
-        draws 4 normal numbers per particle and step (B = 20 samples): through
-        ``torch.randn`` (3.4–8 ns per float32 number) about as much per update as its
-        kernel on one core (1–2.4 ns), through the native generator of
-        :mod:`.fast_normal` (about 1.1 ns per number) a quarter to a third of that, with
-        the chunk's teacher targets and views beside it; drawn in turn, either leaves a
-        core idle while they are made.  While they are drawn the kernel runs
-        without its last thread, which joins as soon as the draws are done.  In a stack
-        the kernel's work grows with the runs and the draws with the streams only."""
-        if draw_ahead is not None:
-            return bool(draw_ahead)
-        return (self.device.type == "cpu" and self.kernel.late_join
-                and torch.get_num_threads() > 1 and len(self.runs) == 1)
+        self.feed = ChunkFeed(self, plans_ahead(draw_ahead, self.device, self.kernel,
+                                                len(runs)))
 
     def _init_teachers(self, seed_index):
         """Teacher clouds and the (teacher, stream) pairs whose targets a chunk needs;
@@ -598,7 +574,7 @@ class _Engine:
     def _save(self, path, meta, step, k_next, prev_snap):
         self._check(step, prev_snap)
         arrays = {"counters": np.array([step, k_next, prev_snap])}
-        arrays["streams"] = self._stream_state()
+        arrays["streams"] = self.feed.stream_state()
         for bi, b in enumerate(self.blocks):
             arrays.update(b.state(f"b{bi}_"))
         ckpt.save_checkpoint(path, arrays, meta)
@@ -651,7 +627,7 @@ class _Engine:
         log.info(
             "%s: %d run(s), %d steps, kernel %s, %s on %s, coupling %s%s",
             label, len(self.runs), total, self.kernel.name, self.dtype_name, self.device,
-            cfg.coupling, ", next chunk drawn ahead" if self.draw_ahead else "",
+            cfg.coupling, ", next chunk drawn ahead" if self.feed.ahead else "",
         )
         if cfg.dtype == "auto":
             log.info(
@@ -680,64 +656,15 @@ class _Engine:
             run = min(run, int(self.snap_steps[k_next]) - step)
         return max(run, 1)
 
-    def _chunk(self, size: int, slot: int):
-        """The next chunk of the streams (``rng_chunk`` steps, into buffer set ``slot``),
-        its teacher targets and each block's views and targets for its first ``size``
-        steps: ``(ξ (n_seeds, k, N, D), [prepared of each block])``."""
-        x_all, g_all, xi_all = self.streams.next_chunk(self.cfg.rng_chunk, slot)
-        y_all = self.teacher_targets(x_all)
-        return xi_all, [b.prepare(x_all, g_all, y_all, size) for b in self.blocks]
-
-    def _next_chunk(self, size: int, slot: int):
-        """The chunk prepared ahead if there is one, else the next chunk prepared now."""
-        if self._ahead is None:
-            return self._chunk(size, slot)
-        future, _ = self._ahead
-        self._ahead = None
-        return future.result()
-
-    def _prepare_ahead(self, size: int, slot: int) -> None:
-        """Start preparing the next chunk on a thread of its own (see :meth:`_loop`)."""
-        if self._ahead_pool is None:
-            self._ahead_pool = ThreadPoolExecutor(
-                max_workers=1, initializer=torch.set_num_threads,
-                initargs=(max(1, torch.get_num_threads()),))
-        before = self.streams.get_state()
-        if self.gate is not None:
-            self.gate.close()
-        self._ahead = (self._ahead_pool.submit(self._chunk_then_open, size, slot), before)
-
-    def _chunk_then_open(self, size: int, slot: int):
-        """:meth:`_chunk`, then the kernel's gate opens (also when it fails)."""
-        try:
-            return self._chunk(size, slot)
-        finally:
-            if self.gate is not None:
-                self.gate.open()
-
-    def _stream_state(self) -> np.ndarray:
-        """The streams' state at the current step: from before a chunk prepared ahead."""
-        return self._ahead[1] if self._ahead is not None else self.streams.get_state()
-
     def close(self) -> None:
-        """Stop the threads, after the chunk being prepared ahead if any (an error there
-        is dropped: the loop stopped before it needed that chunk)."""
-        self._ahead = None
-        if self._ahead_pool is not None:
-            self._ahead_pool.shutdown()
-            self._ahead_pool = None
+        """Stop the threads: the chunk feed's, then the streams'."""
+        self.feed.close()
         self.streams.close()
 
     def _loop(self, step, k_next, prev_snap, total, checkpoint_path, meta, label):
         """The step loop from ``step`` to ``total``; records every snapshot on the way.
-
-        Drawing ahead (``self.draw_ahead``): while the kernel trains one chunk, a thread
-        of its own draws the next chunk from the same generators in the same order into
-        the other buffer set, and computes its teacher targets, views and targets; the
-        numbers are those drawn in turn.  Meanwhile the kernel's last thread waits at
-        ``self.gate``, which that thread opens when it is done.  A checkpoint meanwhile
-        stores the generators' state from before that chunk, so a resumed run draws it
-        again."""
+        Its chunks come from ``self.feed``, drawn in turn or ahead
+        (:mod:`mfsym.engine.chunk_feed`)."""
         cfg, n, snaps = self.cfg, self.n, self.snap_steps
         chunk = cfg.rng_chunk
         ck_every = 0
@@ -751,10 +678,10 @@ class _Engine:
         slot = 0
         while step < total:
             size = min(chunk, total - step)
-            xi_all, prepared = self._next_chunk(size, slot)
+            xi_all, prepared = self.feed.next(size, slot)
             slot = 1 - slot
-            if self.draw_ahead and step + size < total:
-                self._prepare_ahead(min(chunk, total - step - size), slot)
+            if self.feed.ahead and step + size < total:
+                self.feed.prepare_ahead(min(chunk, total - step - size), slot)
             j = 0
             while j < size:
                 while k_next < len(snaps) and snaps[k_next] == step:
@@ -763,7 +690,7 @@ class _Engine:
                     k_next += 1
                 run = self._steps_to_event(step, size - j, k_next)
                 for b, prep in zip(self.blocks, prepared, strict=True):
-                    b.steps(prep, j, j + run, xi_all, step, self.gate)
+                    b.steps(prep, j, j + run, xi_all, step, self.feed.gate)
                 if step == 0:  # snapshots at t = 0 report the first minibatch's loss
                     for b in self.blocks:
                         first = b.tally.loss_acc.cpu().numpy()
@@ -848,7 +775,7 @@ def train_stack(
     ``progress(step, total, latest)``, when given, is called after every chunk of
     ``rng_chunk`` steps; ``latest`` holds the first run's ``loss`` and ``dist`` (RMS
     distance to E^G) at the latest snapshot (empty before the first).
-    ``draw_ahead`` (default: when it pays, see :meth:`_Engine._plan_ahead`): draw the
+    ``draw_ahead`` (default: when it pays, see :func:`.chunk_feed.plans_ahead`): draw the
     next chunk's samples and noise on a thread of their own while the current chunk
     trains; the numbers, and so the result, are the same either way.
     ``normal_draws`` ("auto" or "torch"): "auto" draws the samples and noise of a CPU run

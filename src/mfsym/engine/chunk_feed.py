@@ -1,0 +1,107 @@
+"""The chunks a training's step loop trains on, drawn in turn or ahead.
+
+A chunk is ``rng_chunk`` steps of the streams' draws (inputs, DA group draws, noise ξ;
+:class:`~mfsym.engine.blocks.Streams`), the teacher targets of every (teacher, stream)
+pair on those inputs, and each block's views and targets (:meth:`Block.prepare`).
+
+Drawing ahead.  While the kernel trains one chunk, a thread of its own draws the next
+chunk from the same generators in the same order into the other buffer set, and computes
+its targets and views; the numbers are those drawn in turn.  Meanwhile the kernel's last
+thread waits at a gate, which that thread opens when it is done (``mfsym_steps_gated``),
+so no third thread competes for the cores.  A checkpoint written meanwhile stores the
+generators' state from before that chunk (:meth:`ChunkFeed.stream_state`), so a resumed
+run draws it again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+
+def plans_ahead(draw_ahead: bool | None, device: torch.device, kernel, runs: int) -> bool:
+    """Whether the next chunk is prepared on a thread of its own while the kernel trains
+    this one.
+
+    By default (``draw_ahead`` None) a single run does so on a CPU with at least two
+    threads when its kernel has threads that join late (``kernel.late_join``).  One run
+    draws 4 normal numbers per particle and step (B = 20 samples): through ``torch.randn``
+    (3.4–8 ns per float32 number) about as much per update as its kernel on one core
+    (1–2.4 ns), through the native generator of :mod:`.fast_normal` (about 1.1 ns per
+    number) a quarter to a third of that, with the chunk's teacher targets and views
+    beside it; drawn in turn, either leaves a core idle while they are made.  While they
+    are drawn the kernel runs without its last thread, which joins as soon as the draws
+    are done.  In a stack the kernel's work grows with the runs and the draws with the
+    streams only."""
+    if draw_ahead is not None:
+        return bool(draw_ahead)
+    return (device.type == "cpu" and kernel.late_join and torch.get_num_threads() > 1
+            and runs == 1)
+
+
+class ChunkFeed:
+    """The chunks of one training (``eng``: the engine, whose ``streams``,
+    ``teacher_targets``, ``blocks`` and ``kernel`` it uses), drawn ahead when ``ahead``.
+
+    ``gate``: the kernel's gate that the loop passes to each call (None when nothing is
+    drawn ahead or the kernel has no thread to hold back)."""
+
+    def __init__(self, eng, ahead: bool):
+        self.eng, self.ahead = eng, ahead
+        threads = max(1, torch.get_num_threads())
+        # the kernel's last thread joins when the chunk drawn ahead is done
+        self.gate = (eng.kernel.gate(threads - 1)
+                     if ahead and eng.kernel.late_join and threads > 1 else None)
+        self._pending = None  # (future of the next chunk, streams' state before it)
+        self._pool = None
+
+    def draw(self, size: int, slot: int):
+        """The next chunk (``rng_chunk`` steps, into buffer set ``slot``), its teacher
+        targets and each block's views and targets for its first ``size`` steps:
+        ``(ξ (n_seeds, k, N, D), [prepared of each block])``."""
+        eng = self.eng
+        x_all, g_all, xi_all = eng.streams.next_chunk(eng.cfg.rng_chunk, slot)
+        y_all = eng.teacher_targets(x_all)
+        return xi_all, [b.prepare(x_all, g_all, y_all, size) for b in eng.blocks]
+
+    def next(self, size: int, slot: int):
+        """The chunk prepared ahead if there is one, else the next chunk drawn now."""
+        if self._pending is None:
+            return self.draw(size, slot)
+        future, _ = self._pending
+        self._pending = None
+        return future.result()
+
+    def prepare_ahead(self, size: int, slot: int) -> None:
+        """Start drawing the next chunk on a thread of its own."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=1, initializer=torch.set_num_threads,
+                initargs=(max(1, torch.get_num_threads()),))
+        before = self.eng.streams.get_state()
+        if self.gate is not None:
+            self.gate.close()
+        self._pending = (self._pool.submit(self._draw_then_open, size, slot), before)
+
+    def _draw_then_open(self, size: int, slot: int):
+        """:meth:`draw`, then the kernel's gate opens (also when it fails)."""
+        try:
+            return self.draw(size, slot)
+        finally:
+            if self.gate is not None:
+                self.gate.open()
+
+    def stream_state(self) -> np.ndarray:
+        """The streams' state at the loop's current step: from before a chunk drawn
+        ahead."""
+        return self._pending[1] if self._pending is not None else self.eng.streams.get_state()
+
+    def close(self) -> None:
+        """Stop the thread, after the chunk being drawn ahead if any (an error there is
+        dropped: the loop stopped before it needed that chunk)."""
+        self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
