@@ -227,6 +227,20 @@ def _group():
     return _unit().group(c2_swap())
 
 
+def test_a_vector_variant_without_fused_multiply_adds_is_not_used(monkeypatch, caplog):
+    """Built without FMA instructions the vector variant is exact but slower than torch:
+    it is skipped, and where torch draws through its vector path nothing else agrees."""
+    here = native_normal(torch.float32)
+    if here is None or here.name != "vector":
+        pytest.skip("needs a torch that draws float32 through its vector path")
+    assert fast_normal.vector_fma(load_normal_library())  # -march=native on x86-64
+    monkeypatch.setattr(fast_normal, "vector_fma", lambda lib: False)
+    monkeypatch.setattr(fast_normal, "_CHOSEN", {})
+    with caplog.at_level(logging.INFO, logger="mfsym.engine.fast_normal"):
+        assert native_normal(torch.float32) is None
+    assert "built without fused multiply-add instructions" in caplog.text
+
+
 class _FakeGenerator:
     device = torch.device("cpu")
 
