@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from mfsym.core.units import ACTIVATIONS, make_unit
-from mfsym.engine import native
+from mfsym.engine import native, native_build
 from mfsym.engine.kernels import (
     BACKENDS,
     EagerKernel,
@@ -323,9 +323,10 @@ def test_build_macros_fix_the_variant_and_the_leaky_slope():
 
 
 def test_no_c_source_is_held_in_python_strings():
-    """The kernels live in the shipped C file; the loader only picks -D macros."""
-    text = Path(native.__file__).read_text()
-    assert "{{" not in text and "#include" not in text
+    """The kernels live in the shipped C files; the loader only picks -D macros."""
+    for module in (native, native_build):
+        text = Path(module.__file__).read_text()
+        assert "{{" not in text and "#include" not in text
     assert native.SOURCE.is_file() and native.SOURCE.suffix == ".c"
 
 
@@ -639,7 +640,7 @@ def test_a_planted_library_in_a_cache_others_can_write_never_runs(
 def test_the_private_cache_folder_is_created_private(tmp_path, monkeypatch):
     monkeypatch.delenv("MFSYM_KERNEL_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    folder = native._cache_folder()
+    folder = native_build._cache_folder()
     assert folder == tmp_path / "xdg" / "mfsym" / "kernels"
     assert folder.stat().st_mode & 0o077 == 0 and native.trust_problem(folder) is None
 
@@ -663,7 +664,7 @@ def test_a_compiler_that_hangs_times_out_and_auto_falls_back_to_eager(
     cc, _ = fake_compiler(tmp_path, "exec sleep 30")
     monkeypatch.setenv("CC", cc)
     monkeypatch.setenv("MFSYM_KERNEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "COMPILE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(native_build, "COMPILE_TIMEOUT_S", 0.5)
     unit = make_unit("uv", 2, 2, "leaky_relu", leaky_slope=0.43)  # never loaded before
     with caplog.at_level(logging.WARNING, logger="mfsym.engine.kernels"):
         assert select_kernel(unit, "auto", CPU, F64).name == "eager"

@@ -29,7 +29,8 @@ import threading
 
 import torch
 
-from .native import NativeUnavailable, library_variant, load_normal_library
+from .native import NativeUnavailable, load_normal_library
+from .native_build import library_variant
 
 log = logging.getLogger(__name__)
 
