@@ -22,7 +22,7 @@ import torch
 
 from ..core.compact import QuadratureGroup
 from ..core.schemes import projects_drift, projects_noise, resolve_scheme, uses_orbit
-from .fast_normal import MIN_NUMBERS, NORMAL_DRAWS, native_normal
+from .fast_normal import MIN_NUMBERS, check_normal_draws, native_normal
 from .kernels import Tally, UpdateSpec
 
 
@@ -110,10 +110,9 @@ class Streams:
         self.x_train = x_train
         self.n, self.cfg, self.device, self.dtype = n_particles, config, device, dtype
         self.draw_dtype = draw_dtype or dtype
-        if normal_draws not in NORMAL_DRAWS:
-            raise ValueError(f"normal_draws = {normal_draws!r}; allowed: {list(NORMAL_DRAWS)}")
         self.native = (native_normal(self.draw_dtype)
-                       if normal_draws == "auto" and device.type == "cpu" else None)
+                       if check_normal_draws(normal_draws) == "auto" and device.type == "cpu"
+                       else None)
         self.dx, self.dz = group.dim_x, group.dim_z
         self.elements = elements or group_elements(group, device, dtype)
         self.gens = []

@@ -45,6 +45,15 @@ LEFT_AT, NEXT_AT, WORDS_AT = 8, 16, 24
 #: How a training's normal numbers may be drawn ("auto": natively where that reproduces
 #: torch.randn here, else by torch.randn; "torch": by torch.randn).
 NORMAL_DRAWS = ("auto", "torch")
+
+
+def check_normal_draws(value) -> str:
+    """``value`` if it is one of :data:`NORMAL_DRAWS`, else a ``ValueError`` naming them."""
+    if value not in NORMAL_DRAWS:
+        raise ValueError(f"normal_draws = {value!r}; allowed: {list(NORMAL_DRAWS)}")
+    return value
+
+
 #: Fewer numbers than this are left to torch (the state's round trip costs microseconds).
 MIN_NUMBERS = 4096
 

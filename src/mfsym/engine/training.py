@@ -86,7 +86,7 @@ from . import kernels
 from .blocks import Block, Streams, group_elements
 from .chunk_feed import ChunkFeed, plans_ahead
 from .device import DTYPES, resolve_device, resolve_dtype
-from .fast_normal import NORMAL_DRAWS
+from .fast_normal import check_normal_draws
 from .kernels import BACKENDS, select_kernel
 from .models import OutputScaled, ResNet, model_output
 from .stack_inputs import check_stack_arrays
@@ -813,8 +813,7 @@ def train_stack(
                          "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
     if threads is not None:
         limit_threads(_count(threads, "threads"))
-    if normal_draws not in NORMAL_DRAWS:
-        raise ValueError(f"normal_draws = {normal_draws!r}; allowed: {list(NORMAL_DRAWS)}")
+    check_normal_draws(normal_draws)  # before any kernel is built
     draw = None
     if draw_dtype is not None:
         if draw_dtype not in ("float32", "float64"):
