@@ -115,8 +115,8 @@ def test_an_error_while_drawing_ahead_reaches_the_caller_and_no_thread_is_left(p
     assert threading.active_count() == before
 
 
-def test_by_default_a_single_run_draws_ahead_and_a_stack_does_not(paper, caplog,
-                                                                   torch_threads):
+def test_by_default_runs_and_stacks_draw_ahead_on_two_threads_of_a_gated_kernel(
+        paper, caplog, torch_threads):
     cfg = TrainConfig(T=1.0, n_eval=32, backend="native")
     seen = {}
     original = Block.steps
@@ -131,23 +131,28 @@ def test_by_default_a_single_run_draws_ahead_and_a_stack_does_not(paper, caplog,
         assert "next chunk drawn ahead" in caplog.text
         caplog.clear()
         train(paper, [MIXED[0], MIXED[2]], cfg, threads=2)  # one block of two runs
-        assert "drawn ahead" not in caplog.text
+        assert "next chunk drawn ahead" in caplog.text
+        caplog.clear()
         train(paper, MIXED[:1], cfg, threads=1)
+        assert "drawn ahead" not in caplog.text
+        train(paper, [MIXED[0], MIXED[2]], cfg, threads=1)
         assert "drawn ahead" not in caplog.text
         train(paper, MIXED[:1], TrainConfig(T=1.0, n_eval=32, backend="eager"), threads=2)
         assert "drawn ahead" not in caplog.text
-    # the single run on two threads has a gate for its kernel's second thread
-    assert seen == {1: {"Gate", "NoneType"}, 2: {"NoneType"}}
+    # on two threads the kernel's second thread waits at the gate while a chunk is drawn
+    # (the first chunk is drawn in turn, with no gate), for one run and for a stack
+    assert seen == {1: {"Gate", "NoneType"}, 2: {"Gate", "NoneType"}}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_single_run_on_two_threads_with_its_gate_trains_the_bits_of_one_thread(
-        paper, dtype, torch_threads):
+@pytest.mark.parametrize("runs", [MIXED[:1], MIXED], ids=["one run", "stack"])
+def test_two_threads_with_the_gate_train_the_bits_of_one_thread(paper, dtype, runs,
+                                                                 torch_threads):
     """N = 256, B = 20: enough work per step for the kernel's second thread, which joins
-    each call when the chunk drawn ahead is done."""
+    each call when the chunk drawn ahead is done (the stack: two blocks, one with the
+    two views of FA, each call with the gate)."""
     s, teachers = paper
     cfg = TrainConfig(T=200 / 256, n_eval=64, n_snapshots=3, backend="native", dtype=dtype)
-    runs = MIXED[:1]
     gated = train_stack(s.group, s.unit, teachers, runs, 256, "WI", cfg, threads=2)
     in_turn = train_stack(s.group, s.unit, teachers, runs, 256, "WI", cfg, threads=2,
                           draw_ahead=False)

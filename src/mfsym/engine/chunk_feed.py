@@ -21,24 +21,28 @@ import numpy as np
 import torch
 
 
-def plans_ahead(draw_ahead: bool | None, device: torch.device, kernel, runs: int) -> bool:
+def plans_ahead(draw_ahead: bool | None, device: torch.device, kernel) -> bool:
     """Whether the next chunk is prepared on a thread of its own while the kernel trains
     this one.
 
-    By default (``draw_ahead`` None) a single run does so on a CPU with at least two
-    threads when its kernel has threads that join late (``kernel.late_join``).  One run
-    draws 4 normal numbers per particle and step (B = 20 samples): through ``torch.randn``
-    (3.4–8 ns per float32 number) about as much per update as its kernel on one core
-    (1–2.4 ns), through the native generator of :mod:`.fast_normal` (about 1.1 ns per
-    number) a quarter to a third of that, with the chunk's teacher targets and views
-    beside it; drawn in turn, either leaves a core idle while they are made.  While they
-    are drawn the kernel runs without its last thread, which joins as soon as the draws
-    are done.  In a stack the kernel's work grows with the runs and the draws with the
-    streams only."""
+    By default (``draw_ahead`` None) a training does so on a CPU with at least two
+    threads when its kernel has threads that join late (``kernel.late_join``): while the
+    chunk is drawn the kernel runs without its last thread, which joins as soon as the
+    draws are done, so neither core idles while the other prepares.  Drawn in turn, the
+    chunk leaves the kernel's cores to the preparing thread alone.
+
+    * A single run draws 4 normal numbers per particle and step (B = 20 samples): through
+      ``torch.randn`` (3.4–8 ns per float32 number) about as much per update as its
+      kernel on one core (1–2.4 ns), through the native generator of :mod:`.fast_normal`
+      (about 1.1 ns per number) a quarter to a third of that, with the chunk's teacher
+      targets and views beside it.
+    * In a stack the draws grow with the seeds, and the teacher targets and each run's
+      views and targets with the (teacher, seed) pairs and the runs: at N = 500 to 1000
+      they were a fifth of a job's time drawn in turn (rotation stage, main grid), 10 %
+      less wall time drawn ahead; at N = 5000 2 % less."""
     if draw_ahead is not None:
         return bool(draw_ahead)
-    return (device.type == "cpu" and kernel.late_join and torch.get_num_threads() > 1
-            and runs == 1)
+    return device.type == "cpu" and kernel.late_join and torch.get_num_threads() > 1
 
 
 class ChunkFeed:

@@ -453,8 +453,7 @@ class _Engine:
             Block(idx, [runs[i] for i in idx], seed_index, self)
             for _, idx in sorted(families.items())
         ]
-        self.feed = ChunkFeed(self, plans_ahead(draw_ahead, self.device, self.kernel,
-                                                len(runs)))
+        self.feed = ChunkFeed(self, plans_ahead(draw_ahead, self.device, self.kernel))
 
     def _init_teachers(self, seed_index):
         """Teacher clouds and the (teacher, stream) pairs whose targets a chunk needs;
