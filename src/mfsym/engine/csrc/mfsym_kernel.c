@@ -478,15 +478,6 @@ static void item_span(const chunk_args* a, int64_t w, int64_t* r, int64_t* n0, i
     *cn = a->N - *n0 < CH ? a->N - *n0 : CH;
 }
 
-static void output_item(void* ctx, int64_t w) {
-    const chunk_args* a = (const chunk_args*)ctx;
-    int64_t r, n0, cn, N = a->N, S = a->S;
-    item_span(a, w, &r, &n0, &cn);
-    real tz[D][CH] __attribute__((aligned(64)));
-    load_chunk(a->theta + (r * N + n0) * D, cn, a->proj + r * D * D, a->proj_on[r], tz);
-    output_chunk(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY, 0);
-}
-
 /* The pull-back of item w into g (the model particles projected when project is set);
    its run, first particle and size into r, n0, cn. */
 static void item_force(const chunk_args* a, int64_t w, int project, real g[D][CH], int64_t* r,
@@ -523,6 +514,11 @@ static int item_threads(int64_t R, int64_t N, int64_t S, int nt) {
     return use_threads(R, N, S) ? nt : 1;
 }
 
+static void output_item(void* ctx, int64_t w);
+
+/* Φ_N of every run: out[r, s, :] = (1/N) Σ_n σ*(x_{r,s}, z_{r,n}), sums per chunk in
+   float64, added in chunk order (the step kernel's vector code for the matrix and uv
+   units). */
 int mfsym_output(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                  const real* proj, const int8_t* proj_on, real* out, int nt) {
     int64_t nch = nchunks(N), W = R * nch;
@@ -783,15 +779,16 @@ static inline double vsum(vreal v) {
 }
 
 /* Outputs of a chunk (tz feature-major, lanes cn..CH-1 zero): part[s, k] = Σ_n σ*(x_s,
-   z_n)_k over the chunk, and the pull-back data st[s][q][n] (as output_chunk). */
-static void v_output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S,
-                           double* part, real* st) {
+   z_n)_k over the chunk, and, when store is set, the pull-back data st[s][q][n] (as
+   output_chunk). */
+static inline void v_output_store(real tz[D][CH], int64_t cn, const real* xr, int64_t S,
+                                  double* part, real* st, const int store) {
     int64_t nb = (cn + VL - 1) / VL;
     real mask[CH] __attribute__((aligned(64)));
     for (int64_t n = 0; n < CH; n++) mask[n] = n < cn ? (real)1 : (real)0;
     for (int64_t s = 0; s < S; s++) {
         const real* xs = xr + s * DX;
-        real* sts = st + s * NQ * CH;
+        real* sts = store ? st + s * NQ * CH : 0;
         vreal acc[DY];
         for (int k = 0; k < DY; k++) acc[k] = vset(0);
         for (int64_t b = 0; b < nb; b++) {
@@ -802,7 +799,7 @@ static void v_output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S
                 vreal h = vload(&tz[k * DX][n]) * xs[0];
                 for (int l = 1; l < DX; l++) h += vload(&tz[k * DX + l][n]) * xs[l];
                 vreal a = VACT(h);
-                vstore(sts + k * CH + n, VDACT(h, a));
+                if (store) vstore(sts + k * CH + n, VDACT(h, a));
                 acc[k] += a * mk;
             }
 #else
@@ -810,14 +807,22 @@ static void v_output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S
             for (int l = 1; l < DX; l++) h += vload(&tz[l][n]) * xs[l];
             h = h / (real)DX;
             vreal a = VACT(h);
-            vstore(sts + n, a);
-            vstore(sts + CH + n, VDACT(h, a));
+            if (store) {
+                vstore(sts + n, a);
+                vstore(sts + CH + n, VDACT(h, a));
+            }
             vreal am = a * mk;
             for (int k = 0; k < DY; k++) acc[k] += vload(&tz[DX + k][n]) * am;
 #endif
         }
         for (int k = 0; k < DY; k++) part[s * DY + k] = vsum(acc[k]);
     }
+}
+
+/* v_output_store with the pull-back data: the step kernel's phase A. */
+static void v_output_chunk(real tz[D][CH], int64_t cn, const real* xr, int64_t S,
+                           double* part, real* st) {
+    v_output_store(tz, cn, xr, S, part, st, 1);
 }
 
 /* Pull-back of a chunk from st: g[d][n] = Σ_s (J_n(x_s)ᵀ c_s)_d, the D rows of VL
@@ -1203,6 +1208,24 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
 }
 
 #endif /* MFSYM_UNIT != 3 */
+
+/* An item (run, chunk) of mfsym_output: the outputs only, nothing stored; the step
+   kernel's vector code for the matrix and uv units, mfsym_fused's for the mlp unit. */
+#if MFSYM_UNIT != 3
+#define ITEM_LOAD v_load_chunk
+#define ITEM_OUTPUT(tz, cn, x, S, part) v_output_store(tz, cn, x, S, part, 0, 0)
+#else
+#define ITEM_LOAD load_chunk
+#define ITEM_OUTPUT(tz, cn, x, S, part) output_chunk(tz, cn, x, S, part, 0)
+#endif
+static void output_item(void* ctx, int64_t w) {
+    const chunk_args* a = (const chunk_args*)ctx;
+    int64_t r, n0, cn, N = a->N, S = a->S;
+    item_span(a, w, &r, &n0, &cn);
+    real tz[D][CH] __attribute__((aligned(64)));
+    ITEM_LOAD(a->theta + (r * N + n0) * D, cn, a->proj + r * D * D, a->proj_on[r], tz);
+    ITEM_OUTPUT(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY);
+}
 
 /* ---- the machine's floor for these kernels ----
    ns per lane, in the thread's CPU time, of: a vector FMA at full throughput (8
