@@ -37,9 +37,9 @@ def plans_ahead(draw_ahead: bool | None, device: torch.device, kernel) -> bool:
       (about 1.1 ns per number) a quarter to a third of that, with the chunk's teacher
       targets and views beside it.
     * In a stack the draws grow with the seeds, and the teacher targets and each run's
-      views and targets with the (teacher, seed) pairs and the runs: at N = 500 to 1000
-      they were a fifth of a job's time drawn in turn (rotation stage, main grid), 10 %
-      less wall time drawn ahead; at N = 5000 2 % less."""
+      views and targets with the (teacher, seed) pairs and the runs: drawn in turn they
+      were a fifth of a rotation-stage job at N = 500; drawn ahead, jobs at N = 500 to
+      1000 took 8–10 % less wall time, at N = 5000 2 % less."""
     if draw_ahead is not None:
         return bool(draw_ahead)
     return device.type == "cpu" and kernel.late_join and torch.get_num_threads() > 1
