@@ -169,7 +169,7 @@ void mfsym_deep_sizes(int64_t N, int64_t S, int64_t* reals, int64_t* doubles) {
 /* Forward through the layers of run r: hs[l] (S×DX) for l = 0..L, with st (when given)
    the activation data of layer l's chunk c at st + (l·nch + c)·S·NQ·CH.  A training step
    (st given) runs the unit's chunk code (OUTPUT_CHUNK); the output-only forward, which
-   keeps nothing, the 8-lane output_chunk (the two agree to rounding). */
+   keeps nothing, the same code without its stores (ONLY_OUTPUT). */
 static void deep_forward(const real* theta, const real* x, const real* P, int pon, int64_t N,
                          int64_t S, real* hs, real* st, double* part, int inner) {
     UNUSED_WITHOUT_OMP(inner);
@@ -185,7 +185,7 @@ static void deep_forward(const real* theta, const real* x, const real* P, int po
             if (st)
                 OUTPUT_CHUNK(tz, cn, h, S, part + c * S * DY, st + (layer * nch + c) * S * NQ * CH);
             else
-                output_chunk(tz, cn, h, S, part + c * S * DY, 0);
+                ONLY_OUTPUT(tz, cn, h, S, part + c * S * DY);
         }
         real* next = hs + (layer + 1) * S * DX;
         memcpy(next, h, (size_t)(S * DX) * sizeof(real));

@@ -1209,22 +1209,25 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
 
 #endif /* MFSYM_UNIT != 3 */
 
-/* An item (run, chunk) of mfsym_output: the outputs only, nothing stored; the step
-   kernel's vector code for the matrix and uv units, mfsym_fused's for the mlp unit. */
+/* The outputs alone of a chunk, nothing stored (mfsym_output, and the ResNet's
+   output-only forward): the step kernel's vector code for the matrix and uv units,
+   mfsym_fused's for the mlp unit. */
 #if MFSYM_UNIT != 3
-#define ITEM_LOAD v_load_chunk
-#define ITEM_OUTPUT(tz, cn, x, S, part) v_output_store(tz, cn, x, S, part, 0, 0)
+#define ONLY_LOAD v_load_chunk
+#define ONLY_OUTPUT(tz, cn, x, S, part) v_output_store(tz, cn, x, S, part, 0, 0)
 #else
-#define ITEM_LOAD load_chunk
-#define ITEM_OUTPUT(tz, cn, x, S, part) output_chunk(tz, cn, x, S, part, 0)
+#define ONLY_LOAD load_chunk
+#define ONLY_OUTPUT(tz, cn, x, S, part) output_chunk(tz, cn, x, S, part, 0)
 #endif
+
+/* An item (run, chunk) of mfsym_output. */
 static void output_item(void* ctx, int64_t w) {
     const chunk_args* a = (const chunk_args*)ctx;
     int64_t r, n0, cn, N = a->N, S = a->S;
     item_span(a, w, &r, &n0, &cn);
     real tz[D][CH] __attribute__((aligned(64)));
-    ITEM_LOAD(a->theta + (r * N + n0) * D, cn, a->proj + r * D * D, a->proj_on[r], tz);
-    ITEM_OUTPUT(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY);
+    ONLY_LOAD(a->theta + (r * N + n0) * D, cn, a->proj + r * D * D, a->proj_on[r], tz);
+    ONLY_OUTPUT(tz, cn, a->x + r * S * DX, S, a->part + w * S * DY);
 }
 
 /* ---- the machine's floor for these kernels ----
