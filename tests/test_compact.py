@@ -18,7 +18,8 @@ from mfsym.core.compact import (
 from mfsym.core.groups import GroupError, GroupXY
 from mfsym.core.teachers import Teacher
 from mfsym.core.units import make_unit
-from mfsym.engine.training import RunSpec, TrainConfig, initial_particles, stream_seed, train_stack
+from mfsym.engine.run_inputs import initial_particles, stream_seed
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
 F64 = torch.float64
 NAMES = ("SO2", "O2")

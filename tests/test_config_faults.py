@@ -18,14 +18,13 @@ from snakemake.cli import parse_config
 
 from mfsym.paper import build
 from mfsym.pipeline.config import (
-    SOURCE_FOLDERS,
     ConfigError,
     check_all,
     coerce_types,
     load_schema,
-    path_problems,
     read_config_file,
 )
+from mfsym.pipeline.output_folders import SOURCE_FOLDERS, path_problems
 from mfsym.pipeline.study_checks import STUDY_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]

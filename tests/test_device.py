@@ -14,7 +14,8 @@ from mfsym.core.groups import c2_swap
 from mfsym.core.teachers import paper_teachers
 from mfsym.core.units import make_unit
 from mfsym.engine.device import resolve_device
-from mfsym.engine.training import RunSpec, TrainConfig, TrainingDiverged, train_stack
+from mfsym.engine.divergence import TrainingDiverged
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
 
 def fake_cuda(monkeypatch, available: bool, count: int = 1) -> None:

@@ -43,13 +43,9 @@ from mfsym.core.teachers import paper_teachers
 from mfsym.core.units import make_unit
 from mfsym.engine import checkpoint as ckpt
 from mfsym.engine.blocks import Block
-from mfsym.engine.training import (
-    RunSpec,
-    TrainConfig,
-    TrainingDiverged,
-    initial_particles,
-    train_stack,
-)
+from mfsym.engine.divergence import TrainingDiverged
+from mfsym.engine.run_inputs import initial_particles
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 from mfsym.measure.transport import rmd, rmd_to_projected, w2_squared
 from mfsym.pipeline import bundle
 from mfsym.pipeline.config import ConfigError, check_all, load_schema

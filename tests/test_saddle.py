@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pipeline_sandbox import REPO, repo_config
 
-from mfsym.engine.training import TrainConfig, snapshot_steps, snapshot_times
+from mfsym.engine.train_config import TrainConfig, snapshot_steps, snapshot_times
 from mfsym.figures.saddle import saddle_job
 from mfsym.pipeline.config import ConfigError, check_config, load_schema
 from mfsym.pipeline.saddle import (

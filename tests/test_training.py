@@ -19,15 +19,9 @@ from mfsym.core.schemes import SCHEMES
 from mfsym.core.teachers import paper_teachers, random_teacher
 from mfsym.engine import checkpoint as ckpt
 from mfsym.engine.blocks import Block
-from mfsym.engine.training import (
-    RunSpec,
-    TrainConfig,
-    TrainingDiverged,
-    evaluation_inputs,
-    initial_particles,
-    stream_seed,
-    train_stack,
-)
+from mfsym.engine.divergence import TrainingDiverged
+from mfsym.engine.run_inputs import evaluation_inputs, initial_particles, stream_seed
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 
 F64 = torch.float64
 

@@ -19,13 +19,9 @@ from mfsym.core.groups import c2_swap, symmetric_group
 from mfsym.core.schemes import SCHEMES
 from mfsym.core.teachers import Teacher, paper_teachers, random_teacher
 from mfsym.engine import kernels, native
-from mfsym.engine.training import (
-    RunSpec,
-    TrainConfig,
-    TrainingDiverged,
-    initial_particles,
-    train_stack,
-)
+from mfsym.engine.divergence import TrainingDiverged
+from mfsym.engine.run_inputs import initial_particles
+from mfsym.engine.training import RunSpec, TrainConfig, train_stack
 from mfsym.pipeline.config import ConfigError, check_config, load_schema
 
 SETTING = make_setting(c2_swap(), "matrix", "sigmoid")

@@ -17,13 +17,9 @@ mean-field limit runs at speed α in that clock), so the horizon is T.  A horizo
 than one step (``N·T < 1``) is refused rather than rounded up to a step whose time is not
 T; otherwise the last step's time ``round(N·T)/N`` is within ``1/(2N)`` of T.
 
-Divergence.  Every ``check_every`` steps (and before each checkpoint and at the end) a
-run has diverged when a value is not finite, when the RMS of its particles exceeds
-``divergence_factor`` times its reference scale (the largest of its initial cloud's RMS,
-its teacher's RMS and ``init_std·√D``), or when its mean minibatch loss since the last
-snapshot exceeds ``divergence_factor`` times its reference loss (the larger of its initial
-population risk and the risk ``E‖y‖²`` of the zero predictor).  A bounded activation keeps
-the loss bounded while the particles run away, hence the two quantities.
+Divergence.  Every ``check_every`` steps, before each checkpoint and at the end, the
+runs are checked (:mod:`mfsym.engine.divergence`); a diverged run raises, and no
+result is written.
 
 Vectorisation.  A *stack* of runs (teacher, scheme, seed) sharing N and the
 initialisation trains as one tensor program: particles ``(R, N, D)``, samples
@@ -48,14 +44,10 @@ the distance between two runs.  Every operation acts on each run on its
 own, so a run's result does not depend on which stack it was trained in, and for a given
 backend, dtype and device the result is a deterministic function of the seeds.
 
-Precision.  ``dtype = "auto"`` trains a stack in float64 when its step α/N is at least
-``float64_step_min`` and in float32 otherwise: with a large step, float32 rounding is
-amplified enough to break invariances that hold exactly in exact arithmetic (measured: FA
-from an SI start, α = 50, reaches RMD² ≈ 3·10⁻⁴ to its projection on E^G at N = 10 in
-float32, ≤ 10⁻²⁴ in float64; at N ≥ 20, step ≤ 2.5, float32 stays below 10⁻¹¹).  The
-resolved dtype is logged and recorded in :class:`StackResult`.  Initial
-particles depend on ``(seed, N, init_std)`` only; the SI start is the WI draw projected
-on E^G, and EA starts from the projection of its seed's draw under either initialisation.
+Precision.  ``dtype = "auto"`` trains in float64 when the step α/N is at least
+``float64_step_min``, else float32 (:mod:`mfsym.engine.train_config`); the resolved
+dtype is logged and recorded in :class:`StackResult`.  The initial particles and
+streams are those of :mod:`mfsym.engine.run_inputs`.
 """
 
 from __future__ import annotations
@@ -63,11 +55,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
-import numbers
-import re
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,8 +64,7 @@ import numpy as np
 import torch
 
 from ..core.groups import FiniteGroup
-from ..core.schemes import DA_MODES, INITS, check_scheme, resolve_scheme, uses_orbit
-from ..core.settings import build_strict
+from ..core.schemes import INITS, check_scheme, resolve_scheme, uses_orbit
 from ..core.teachers import Teacher
 from ..core.units import Unit
 from ..records.threads import limit_threads
@@ -85,167 +72,23 @@ from . import checkpoint as ckpt
 from . import kernels
 from .blocks import Block, Streams, group_elements
 from .chunk_feed import ChunkFeed, plans_ahead
-from .device import DTYPES, resolve_device, resolve_dtype
+from .device import resolve_device, resolve_dtype
+from .divergence import TrainingDiverged, diverged_runs, divergence_report
 from .fast_normal import check_normal_draws
-from .kernels import BACKENDS, select_kernel
+from .kernels import select_kernel
 from .models import OutputScaled, ResNet, model_output
+from .run_inputs import (
+    RunSpec,
+    count_arg,
+    evaluation_inputs,
+    initial_particles,
+    stream_seed,
+    stream_tag,
+)
 from .stack_inputs import check_stack_arrays
+from .train_config import TrainConfig, snapshot_steps
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_SPACINGS = ("log", "linear")
-COUPLINGS = ("common", "independent")
-#: ``dtype`` values: a torch dtype, or "auto" (float64 for steps α/N ≥ float64_step_min).
-DTYPE_CHOICES = (*sorted(DTYPES), "auto")
-
-
-class TrainingDiverged(RuntimeError):
-    """One or more runs diverged (see the module docstring); ``runs`` lists them, each with
-    its teacher, scheme, seed, ``step``, ``quantity`` and, for growth, ``value`` and
-    ``reference``."""
-
-    def __init__(self, message: str, runs: list[dict]):
-        super().__init__(message)
-        self.runs = runs
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one training (paper values as defaults, PAPER.md §4).
-
-    alpha: learning rate α (step α/N); tau: weight decay τ; beta: temperature β;
-    T: mean-field time horizon (N·T steps); batch_size: B; input_std: σ of x ~ N(0, σ²I);
-    init_std: std of the i.i.d. Gaussian initial particles; da_mode: "random" (one g per
-    sample) or "orbit" (loss averaged over the orbit); n_snapshots: number of recorded
-    times (including t = 0 and t = T); snapshot_spacing: "log" or "linear" in time;
-    n_eval: Monte-Carlo samples of the population risk; eval_seed: seed of that sample;
-    rng_chunk: steps of randomness drawn at once; check_every: steps between divergence
-    checks; divergence_factor: growth of the particle RMS or of the training loss over its
-    reference at which a run counts as diverged (see the module docstring; paper-scale runs,
-    α = 50 and T = 20 from N = 5, grow by less than 10); checkpoint_every: steps between
-    checkpoints (0: never); log_every_s: seconds between progress lines;
-    keep_particle_snapshots: also return the particles at every snapshot; dtype: "float32",
-    "float64" or "auto" (float64 when the step α/N is at least float64_step_min, else
-    float32; see the module docstring, "Precision"); device: "auto", "cpu", "cuda[:k]";
-    backend: force-kernel implementation, "auto", "eager", "native" or "compile" (see
-    ``mfsym.engine.kernels``; all agree with "eager" to float rounding, each is deterministic);
-    coupling: "common" (the schemes of a seed share samples and noise) or "independent"
-    (each scheme its own stream); see the module docstring, "Randomness".
-    """
-
-    alpha: float = 50.0
-    tau: float = 1e-4
-    beta: float = 1e-6
-    T: float = 20.0
-    batch_size: int = 20
-    input_std: float = 4.0
-    init_std: float = 0.25
-    da_mode: str = "random"
-    n_snapshots: int = 16
-    snapshot_spacing: str = "log"
-    n_eval: int = 2048
-    eval_seed: int = 12345
-    rng_chunk: int = 32
-    check_every: int = 100
-    divergence_factor: float = 1000.0
-    checkpoint_every: int = 0
-    log_every_s: float = 30.0
-    keep_particle_snapshots: bool = False
-    dtype: str = "float32"
-    device: str = "auto"
-    backend: str = "auto"
-    coupling: str = "common"
-    float64_step_min: float = 2.5
-
-    def __post_init__(self):
-        def need(cond, key, allowed):
-            if not cond:
-                raise ValueError(f"training.{key} = {getattr(self, key)!r} is invalid; {allowed}")
-
-        need(_finite(self.alpha) and self.alpha > 0, "alpha", "must be a number > 0")
-        need(_finite(self.tau) and self.tau >= 0, "tau", "must be a number ≥ 0")
-        need(_finite(self.beta) and self.beta >= 0, "beta", "must be a number ≥ 0")
-        need(_finite(self.T) and self.T > 0, "T", "must be a number > 0")
-        need(_posint(self.batch_size), "batch_size", "must be an integer ≥ 1")
-        need(_finite(self.input_std) and self.input_std > 0, "input_std", "must be > 0")
-        need(_finite(self.init_std) and self.init_std > 0, "init_std", "must be > 0")
-        need(self.da_mode in DA_MODES, "da_mode", f"allowed: {list(DA_MODES)}")
-        need(_posint(self.n_snapshots) and self.n_snapshots >= 2, "n_snapshots", "must be ≥ 2")
-        need(
-            self.snapshot_spacing in SNAPSHOT_SPACINGS,
-            "snapshot_spacing",
-            f"allowed: {list(SNAPSHOT_SPACINGS)}",
-        )
-        need(_posint(self.n_eval), "n_eval", "must be an integer ≥ 1")
-        need(_posint(self.rng_chunk), "rng_chunk", "must be an integer ≥ 1")
-        need(_posint(self.check_every), "check_every", "must be an integer ≥ 1")
-        need(
-            _finite(self.divergence_factor) and self.divergence_factor > 1,
-            "divergence_factor",
-            "must be a number > 1",
-        )
-        need(
-            isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
-            "checkpoint_every",
-            "must be an integer ≥ 0 (0 disables checkpoints)",
-        )
-        need(_finite(self.log_every_s) and self.log_every_s > 0, "log_every_s", "must be > 0")
-        need(self.dtype in DTYPE_CHOICES, "dtype", f"allowed: {list(DTYPE_CHOICES)}")
-        need(self.coupling in COUPLINGS, "coupling", f"allowed: {list(COUPLINGS)}")
-        need(_finite(self.float64_step_min) and self.float64_step_min > 0,
-             "float64_step_min", "must be a number > 0")
-        need(
-            isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device),
-            "device",
-            "allowed: 'auto', 'cpu', 'cuda', 'cuda:<index>'",
-        )
-        need(self.backend in BACKENDS, "backend", f"allowed: {list(BACKENDS)}")
-        need(isinstance(self.keep_particle_snapshots, bool), "keep_particle_snapshots",
-             "must be true or false")
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> TrainConfig:
-        """Build from a plain mapping; an unknown key raises naming it and the allowed keys."""
-        return build_strict(cls, values, "unknown training key(s) {unknown}; allowed: {allowed}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def resolved_dtype(self, n_particles: int) -> str:
-        """The dtype a stack of N particles trains in: ``dtype``, or for "auto" float64 when
-        the step ``α/N ≥ float64_step_min``, else float32."""
-        if self.dtype != "auto":
-            return self.dtype
-        return "float64" if self.alpha / n_particles >= self.float64_step_min else "float32"
-
-    def total_steps(self, n_particles: int) -> int:
-        """``round(N·T)``; ``N·T < 1`` (less than one step) raises ``ValueError``."""
-        exact = n_particles * self.T
-        if exact < 1.0 - 1e-9:
-            raise ValueError(
-                f"training.T = {self.T} with N = {n_particles} gives N·T = {exact:.4g} SGD "
-                f"steps, fewer than one; a run needs T ≥ 1/N = {1.0 / n_particles:.4g}"
-            )
-        return max(1, int(round(exact)))
-
-
-def _finite(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _posint(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _count(value, name: str) -> int:
-    """A positive integer given as any integral type (Python or NumPy), as ``int``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
-        if value >= 1:
-            return int(value)
-    raise ValueError(
-        f"{name} must be an integer ≥ 1 (a Python or NumPy integer), got {value!r} "
-        f"of type {type(value).__name__}"
-    )
 
 
 class _Collect(logging.Handler):
@@ -266,23 +109,6 @@ def _kernel_warnings(notes: list[str]) -> Iterator[None]:
         yield
     finally:
         kernels.log.removeHandler(handler)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of a stack: which teacher, which scheme (or variant, e.g. "DA-orbit"), which
-    seed; ``stream``: a tag giving the run a random stream of its own (default: the stream
-    the coupling assigns)."""
-
-    teacher: str
-    scheme: str
-    seed: int
-    stream: str = ""
-
-
-#: Stream tag of a same-scheme floor run: the start of its (teacher, scheme, seed), random
-#: streams of its own (the second run that claim 1's floor compares with).
-BASELINE_STREAM = "baseline"
 
 
 @dataclass
@@ -320,78 +146,11 @@ class StackResult:
     extra: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------
-# deterministic inputs of a run
-# ---------------------------------------------------------------------------------------
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure (Python's, torch's CPU or CUDA allocator)."""
     text = str(exc)
     return isinstance(exc, MemoryError) or "can't allocate memory" in text \
         or "out of memory" in text.lower()
-
-
-def _seed_sequence(*key: int) -> np.random.SeedSequence:
-    """The NumPy seed sequence of ``key``: whole numbers ≥ 0 (a seed, N, a tag)."""
-    for k in key:
-        if isinstance(k, bool | np.bool_) or not isinstance(k, numbers.Integral) or k < 0:
-            raise ValueError(f"seed must be an integer ≥ 0 (a Python or NumPy integer), got "
-                             f"{k!r} of type {type(k).__name__}")
-    return np.random.SeedSequence([int(k) for k in key])
-
-
-def initial_particles(
-    group: FiniteGroup, n_particles: int, seed: int, init: str, init_std: float = 0.25
-) -> np.ndarray:
-    """Initial cloud ``(N, D)``: i.i.d. ``N(0, init_std²)`` entries (WI), projected on E^G (SI).
-
-    Depends only on (seed, N): the SI start is the WI start projected.
-    """
-    if init not in INITS:
-        raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
-    n_particles = _count(n_particles, "N")
-    rng = np.random.default_rng(_seed_sequence(seed, n_particles, 1))
-    theta = init_std * rng.standard_normal((n_particles, group.dim_z))
-    return group.project(theta) if init == "SI" else theta
-
-
-def evaluation_inputs(n_eval: int, dim_x: int, input_std: float, eval_seed: int) -> np.ndarray:
-    """The fixed Monte-Carlo sample of the population risk, ``(n_eval, dx)``."""
-    rng = np.random.default_rng(_seed_sequence(eval_seed, 7))
-    return input_std * rng.standard_normal((n_eval, dim_x))
-
-
-def stream_seed(seed: int, n_particles: int, tag: str = "") -> int:
-    """The torch seed of a random stream (data, DA draws, noise): the seed's common stream,
-    or with a ``tag`` another stream of the same seed."""
-    key = (seed, n_particles, 2) + ((zlib.crc32(tag.encode()),) if tag else ())
-    # shift a Python int: under NumPy 1.x, np.uint64 >> int is a casting error
-    return int(_seed_sequence(*key).generate_state(1, dtype=np.uint64)[0]) >> 1
-
-
-def stream_tag(run: RunSpec, coupling: str) -> str:
-    """The tag of the stream ``run`` draws from ("": its seed's common stream)."""
-    if run.stream:
-        return run.stream
-    return run.scheme if coupling == "independent" else ""
-
-
-# ---------------------------------------------------------------------------------------
-# snapshot schedule
-# ---------------------------------------------------------------------------------------
-def snapshot_times(T: float, n: int, spacing: str) -> np.ndarray:
-    """Nominal snapshot times in [0, T]: 0, then n−1 points log- (from T/1000) or linear."""
-    if spacing == "linear":
-        return np.linspace(0.0, T, n)
-    return np.concatenate([[0.0], np.geomspace(T / 1000.0, T, n - 1)])
-
-
-def snapshot_steps(config: TrainConfig, n_particles: int) -> np.ndarray:
-    """Steps at which snapshots are taken (non-decreasing, first 0, last N·T)."""
-    total = config.total_steps(n_particles)
-    times = snapshot_times(config.T, config.n_snapshots, config.snapshot_spacing)
-    steps = np.clip(np.round(times * n_particles).astype(np.int64), 0, total)
-    steps[0], steps[-1] = 0, total
-    return np.maximum.accumulate(steps)
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,46 +276,13 @@ class _Engine:
         return f"{name} ({'; '.join(self.kernel_notes)})" if self.kernel_notes else name
 
     def _check(self, step, prev_snap):
-        """Raise :class:`TrainingDiverged` naming every run that became non-finite or grew
-        past ``divergence_factor`` times its reference (see the module docstring)."""
-        bad_runs = []
-        for b in self.blocks:
-            fb = b.tally.first_bad.cpu().numpy()
-            nonfinite = ~torch.isfinite(b.theta).reshape(len(b.runs), -1).all(1).cpu().numpy()
-            grown = b.growth(step - prev_snap, self.cfg.divergence_factor)
-            for i, r in enumerate(b.runs):
-                if fb[i] >= 0 or nonfinite[i]:
-                    at = int(fb[i]) if fb[i] >= 0 else step
-                    bad_runs.append({**asdict(r), "step": at, "quantity": "non-finite value"})
-                elif i in grown:
-                    quantity, value, ref = grown[i]
-                    bad_runs.append({**asdict(r), "step": step, "quantity": quantity,
-                                     "value": value, "reference": ref})
+        """Raise :class:`~.divergence.TrainingDiverged` naming every run that became
+        non-finite or grew past ``divergence_factor`` times its reference."""
+        bad_runs = diverged_runs(self.blocks, step, step - prev_snap, self.cfg.divergence_factor)
         if bad_runs:
-            raise TrainingDiverged(self._divergence_report(bad_runs), bad_runs)
-
-    def _divergence_report(self, bad_runs) -> str:
-        total = self.cfg.total_steps(self.n)
-        c = self.cfg
-        lines = []
-        for d in bad_runs:
-            what = (
-                "non-finite" if "value" not in d else
-                f"{d['quantity']} {d['value']:.3g} > divergence_factor × reference "
-                f"{d['reference']:.3g}"
-            )
-            lines.append(
-                f"  teacher={d['teacher']} scheme={d['scheme']} seed={d['seed']}: {what} at "
-                f"step {d['step']} of {total} (t = {d['step'] / self.n:.4g})"
-            )
-        return (
-            f"training diverged for {len(bad_runs)} run(s) (N={self.n}, init={self.init}; "
-            f"alpha={c.alpha}, tau={c.tau}, beta={c.beta}, batch_size={c.batch_size}, "
-            f"T={c.T}, da_mode={c.da_mode}, dtype={self.dtype_name}, backend={self.kernel.name}, "
-            f"divergence_factor={c.divergence_factor}, check_every={c.check_every}):\n"
-            + "\n".join(lines) + "\n"
-            "No result was written; lower alpha or use dtype float64."
-        )
+            raise TrainingDiverged(divergence_report(
+                bad_runs, self.cfg, self.n, self.init, self.dtype_name, self.kernel.name),
+                bad_runs)
 
     def _latest(self, k: int) -> dict[str, float]:
         """The first run's training loss and distance to E^G at snapshot ``k`` (empty
@@ -789,7 +515,7 @@ def train_stack(
     cfg = config or TrainConfig()
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
-    n_particles = _count(n_particles, "N")
+    n_particles = count_arg(n_particles, "N")
     cfg.total_steps(n_particles)
     if not runs:
         raise ValueError("empty stack: at least one RunSpec is needed")
@@ -811,7 +537,7 @@ def train_stack(
         raise ValueError(f"checkpoint_path = {str(checkpoint_path)!r} is a folder; give the "
                          "path of a checkpoint file in it (e.g. 'run.ckpt.npz')")
     if threads is not None:
-        limit_threads(_count(threads, "threads"))
+        limit_threads(count_arg(threads, "threads"))
     check_normal_draws(normal_draws)  # before any kernel is built
     draw = None
     if draw_dtype is not None:

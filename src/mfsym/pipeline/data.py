@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..core.teachers import TEACHER_PREFIX
-from ..engine.training import evaluation_inputs, initial_particles
+from ..engine.run_inputs import evaluation_inputs, initial_particles
 from ..records.results import variable
 from .config import build_group, build_teachers
 

@@ -36,7 +36,9 @@ import xarray as xr
 
 from ..core.teachers import read_teachers
 from ..engine import checkpoint as ckpt
-from ..engine.training import BASELINE_STREAM, RunSpec, StackResult, snapshot_times, train_stack
+from ..engine.run_inputs import BASELINE_STREAM, RunSpec
+from ..engine.train_config import snapshot_times
+from ..engine.training import StackResult, train_stack
 from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
 from ..records.source_hash import source_sha256

@@ -35,7 +35,8 @@ from ..core.schemes import INITS, SCHEMES, parse_pair
 from ..core.teachers import TEACHER_KINDS, Teacher
 from ..core.units import Unit
 from ..engine.models import ResNet, repeat_layers
-from ..engine.training import BASELINE_STREAM, RunSpec, StackResult, TrainConfig, train_stack
+from ..engine.run_inputs import BASELINE_STREAM
+from ..engine.training import RunSpec, StackResult, TrainConfig, train_stack
 from ..measure.layers import layered_rmd, layered_rmd_to_projected, layered_rmd_to_symmetrized
 from ..records.results import variable
 

@@ -67,7 +67,8 @@ from ..core.groups import FiniteGroup
 from ..core.settings import build_strict
 from ..core.teachers import Teacher
 from ..core.units import Unit
-from ..engine.training import RunSpec, TrainConfig, initial_particles, train_stack
+from ..engine.run_inputs import initial_particles
+from ..engine.training import RunSpec, TrainConfig, train_stack
 from ..measure.transport import rmd_to_projected, rmd_to_symmetrized
 from ..records.results import variable
 
@@ -297,7 +298,7 @@ class Step:
 def initial_on_subspace(
     group: FiniteGroup, n_particles: int, seed: int, basis: np.ndarray, init_std: float
 ) -> np.ndarray:
-    """``P_j θ⁰``: the seed's WI draw (:func:`mfsym.engine.training.initial_particles`) on E_j."""
+    """``P_j θ⁰``: the seed's WI draw (:func:`mfsym.engine.run_inputs.initial_particles`) on E_j."""
     return initial_particles(group, n_particles, seed, "WI", init_std) @ projector(basis)
 
 

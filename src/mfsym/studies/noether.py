@@ -45,7 +45,7 @@ from ..core.schemes import SCHEME_VARIANTS
 from ..core.schemes import TRAINING_MODES as MODES
 from ..core.teachers import TEACHER_KINDS
 from ..core.units import ACTIVATIONS
-from ..engine.training import initial_particles
+from ..engine.run_inputs import initial_particles
 from ..measure.noether import (
     charge_drift,
     charge_identity_error,

@@ -22,7 +22,8 @@ import xarray as xr
 from ..core.compact import CompactGroup
 from ..core.teachers import Teacher
 from ..core.units import Unit
-from ..engine.training import RunSpec, TrainConfig, evaluation_inputs, train_stack
+from ..engine.run_inputs import evaluation_inputs
+from ..engine.training import RunSpec, TrainConfig, train_stack
 from ..measure.equivariance import group_average, relative_distance
 from ..measure.transport import rmd_to_projected
 from ..records.results import variable

@@ -38,7 +38,8 @@ import xarray as xr
 
 from ..core.units import ACTIVATIONS
 from ..engine.models import OutputScaled
-from ..engine.training import RunSpec, TrainConfig, initial_particles, train_stack
+from ..engine.run_inputs import initial_particles
+from ..engine.training import RunSpec, TrainConfig, train_stack
 from ..measure.noether import loglog_slope
 from ..measure.tangent import (
     energy_defect,
