@@ -8,7 +8,7 @@ needs, per step,
 2. the cotangent ``c = ∂loss/∂Φ``: with the S = m·B inputs ordered view-major
    (``s = g·B + b``) and ``o_b`` the m outputs of sample b stacked into an (m·dy)-vector,
    ``c_b = c₀ (L o_b − T_b)``: L = I for residual schemes (T = the targets g y, c₀ = 2/(mB))
-   and ``L_{g,g'} = (1/m) g g'ᵀ`` for FA (T_{g,b} = g y_b), see :func:`cotangent`;
+   and ``L_{g,g'} = (1/m) g g'ᵀ`` for FA (T_{g,b} = g y_b), see :func:`~.eager_kernel.cotangent`;
 3. ``update``: the force ``F_n = Σ_s J_n(x_s)ᵀ c_s`` (no 1/N: mean-field scaling) at θ̃
    and the new particles
 
@@ -47,17 +47,16 @@ All backends compute the same mathematics and agree with ``eager`` to float roun
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 
 from ..core.units import Unit
 from . import native
+from .compiled_kernel import CompiledKernel
+from .eager_kernel import F64, EagerKernel, Tally, UpdateSpec
 from .models import ResNet
 
 log = logging.getLogger(__name__)
-
-F64 = torch.float64
 
 BACKENDS = ("auto", "eager", "native", "native-v1", "compile")
 
@@ -77,135 +76,6 @@ def fused_backends(model) -> tuple[str, ...]:
     if isinstance(model, ResNet):
         return ("native",) if model.unit.name in native.DEEP_UNITS else ()
     return FUSED_UNITS.get(model.name, ())
-
-#: Above this many samples per step the compiled force sums over samples in a loop
-#: instead of unrolling them.
-UNROLL_MAX_SAMPLES = 64
-
-
-@dataclass
-class UpdateSpec:
-    """Constants of a stack's update (see the module docstring).
-
-    proj: (R, D, D) model/drift projectors or None when no run projects; proj_on: (R,) bool;
-    noise_proj: (R, D, D) noise projectors or None; noise_on: (R,) bool; noise_row: (R,)
-    long, the row of the noise tensor each run reads (its seed); views: m, the views per
-    sample; c0, cot_l (R, m·dy, m·dy) or None (L = I for all) and cot_on (R,) bool: the
-    cotangent ``c₀ (L o − T)`` (L = I where cot_on is false).
-    """
-
-    lr: float
-    wd: float
-    sigma: float
-    proj: torch.Tensor | None
-    proj_on: torch.Tensor
-    noise_proj: torch.Tensor | None
-    noise_on: torch.Tensor
-    noise_row: torch.Tensor
-    views: int = 1
-    c0: float = 1.0
-    cot_l: torch.Tensor | None = None
-    cot_on: torch.Tensor | None = None
-    cache: dict = field(default_factory=dict, repr=False)
-
-    def model_particles(self, theta: torch.Tensor) -> torch.Tensor:
-        """θ̃ = θ Pᵀ for every run (identity rows leave θ unchanged exactly)."""
-        return theta if self.proj is None else theta @ self.proj.transpose(1, 2)
-
-
-@dataclass
-class Tally:
-    """Per-run loss bookkeeping of a step loop: ``loss_acc`` (R,) float64 sums the minibatch
-    losses, ``first_bad`` (R,) int64 holds the first ``step`` whose loss was not finite
-    (−1 while none).  Both are updated in place."""
-
-    loss_acc: torch.Tensor
-    first_bad: torch.Tensor
-    step: int = 0
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss_acc.add_(loss)
-        self.first_bad.masked_fill_(~torch.isfinite(loss) & (self.first_bad < 0), self.step)
-
-
-def cotangent(out: torch.Tensor, targets: torch.Tensor, spec: UpdateSpec):
-    """Loss (R,) and cotangent ``c_s = c₀ e_s``, ``e_s = L o_b − T_s``, for outputs and
-    targets ``(R, m·B, dy)`` (view-major).
-
-    The loss is ``Σ_s ‖e_s‖² / (mB)``: the residual loss, and for FA (orthogonal g, so
-    ``‖(L o − T)_{g,b}‖ = ‖Φ̂(x_b) − y_b‖``) the loss ``Σ_b ‖Φ̂(x_b) − y_b‖² / B``.
-    """
-    R, S, dy = out.shape
-    if spec.cot_l is None:
-        e = out - targets
-    else:
-        m = spec.views
-        B = S // m
-        o = out.reshape(R, m, B, dy).transpose(1, 2).reshape(R, B, m * dy)
-        lo = (spec.cot_l[:, None] * o[:, :, None, :]).sum(-1)
-        lo = lo.reshape(R, B, m, dy).transpose(1, 2).reshape(R, S, dy)
-        e = torch.where(spec.cot_on[:, None, None], lo, out) - targets
-    loss = (e * e).to(F64).sum(-1).sum(-1) / S
-    return loss, spec.c0 * e
-
-
-# ---------------------------------------------------------------------------------------
-# eager: the reference
-# ---------------------------------------------------------------------------------------
-class EagerKernel:
-    """The unit's PyTorch implementation; the update composed of tensor operations."""
-
-    name = "eager"
-    #: whether :meth:`gate` gives a gate for :meth:`advance_many` (threads that join late)
-    late_join = False
-
-    def __init__(self, unit: Unit):
-        self.unit = unit
-
-    def output_and_pullback(self, theta, x):
-        return self.unit.output_and_pullback(theta, x)
-
-    def forward(self, theta, x, spec: UpdateSpec):
-        out, pullback = self.unit.output_and_pullback(spec.model_particles(theta), x)
-        return out, pullback
-
-    def force(self, ctx, cot):
-        return ctx(cot)
-
-    def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
-        """New particles from the force ``ctx(cot)`` and noise rows ``xi (n_seeds, N, D)``."""
-        drift = self.force(ctx, cot) + spec.wd * theta
-        if spec.proj is not None:
-            drift = drift @ spec.proj
-        noise = xi[spec.noise_row]
-        if spec.noise_proj is not None:
-            noise = noise @ spec.noise_proj
-        return theta - spec.lr * drift + spec.sigma * noise
-
-    def output(self, theta, x, spec: UpdateSpec):
-        """Φ_N of each run's model, (R, S, dy)."""
-        return self.forward(theta, x, spec)[0]
-
-    def advance(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally):
-        """One step: outputs, loss and cotangent against ``targets``, update; the loss goes
-        to ``tally``.  Returns the new particles."""
-        out, ctx = self.forward(theta, x, spec)
-        loss, cot = cotangent(out, targets, spec)
-        tally.add(loss)
-        return self.update(ctx, cot, theta, xi, spec)
-
-    def advance_many(self, theta, x, targets, xi, spec: UpdateSpec, tally: Tally, step0: int,
-                     gate=None):
-        """K steps: ``x (K, R, S, dx)``, ``targets (K, R, S, dy)``, ``xi (n_seeds, K, N, D)``;
-        step k is :meth:`advance` at global step ``step0 + k``.  Returns the new particles.
-        ``gate`` is for kernels with ``late_join`` (here it must be None)."""
-        if gate is not None:
-            raise ValueError(f"backend {self.name} takes no gate")
-        for k in range(x.shape[0]):
-            tally.step = step0 + k
-            theta = self.advance(theta, x[k], targets[k], xi[:, k], spec, tally)
-        return theta
-
 
 # ---------------------------------------------------------------------------------------
 # native: fused C kernels on the CPU
@@ -477,155 +347,6 @@ def native_kernel(model, dtype: torch.dtype, first: bool = False) -> NativeKerne
     if model.name not in STEP_KERNEL_UNITS:
         return NativeStepwiseKernel(model, dtype)
     return NativeKernel(model, dtype)
-
-
-# ---------------------------------------------------------------------------------------
-# compile: the fused formulas through torch.compile
-# ---------------------------------------------------------------------------------------
-def fused_output(unit: Unit, tht: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Φ_N from feature-major particles ``tht (R, D, N)`` and ``x (R, S, dx)``: (R, S, dy).
-
-    Written element-wise over (R, S, N) so a compiler fuses it into one reduction.
-    """
-    act, dx, n = unit.activation.fn, unit.dx, tht.shape[-1]
-    xl = [x[:, :, l, None] for l in range(dx)]
-    if unit.name == "matrix":
-        outs = [
-            act(_dot([tht[:, None, k * dx + l, :] for l in range(dx)], xl)).sum(-1) / n
-            for k in range(unit.dy)
-        ]
-    else:
-        a = act(_dot([tht[:, None, l, :] for l in range(dx)], xl) / dx)
-        outs = [(tht[:, None, dx + k, :] * a).sum(-1) / n for k in range(unit.dy)]
-    return torch.stack(outs, -1)
-
-
-def _dot(us, vs):
-    acc = us[0] * vs[0]
-    for u, v in zip(us[1:], vs[1:], strict=True):
-        acc = acc + u * v
-    return acc
-
-
-def fused_force(unit: Unit, tht: torch.Tensor, x: torch.Tensor, cot: torch.Tensor):
-    """Pull-back ``Σ_s J_n(x_s)ᵀ c_s`` in feature-major form ``(R, D, N)``.
-
-    Samples are unrolled (S ≤ UNROLL_MAX_SAMPLES) so every term is a (R, N) element-wise
-    expression and the compiled kernel keeps one pass over the particles.
-    """
-    S = x.shape[1]
-    if S > UNROLL_MAX_SAMPLES:
-        terms = _force_terms(unit, tht[:, None], x[:, :, :, None], cot[:, :, :, None], 1)
-        return torch.stack(terms, 1)
-    g = None
-    for s in range(S):
-        terms = _force_terms(unit, tht, x[:, s, :, None], cot[:, s, :, None], None)
-        g = terms if g is None else [a + b for a, b in zip(g, terms, strict=True)]
-    if unit.name == "uv":
-        g = [t / unit.dx if i < unit.dx else t for i, t in enumerate(g)]
-    return torch.stack(g, 1)
-
-
-def _force_terms(unit, tht, xs, cs, sum_dim):
-    """Per-feature force contributions; summed over ``sum_dim`` if given."""
-    act, dact, dx, dy = unit.activation.fn, unit.activation.grad, unit.dx, unit.dy
-
-    def red(t):
-        return t if sum_dim is None else t.sum(sum_dim)
-
-    def th(i):
-        return tht[..., i, :]
-
-    def xv(l):
-        return xs[..., l, :]
-
-    def cv(k):
-        return cs[..., k, :]
-
-    if unit.name == "matrix":
-        g = [None] * (dx * dy)
-        for k in range(dy):
-            pre = _dot([th(k * dx + l) for l in range(dx)], [xv(l) for l in range(dx)])
-            a = act(pre)
-            w = dact(pre, a) * cv(k)
-            for l in range(dx):
-                g[k * dx + l] = red(w * xv(l))
-        return g
-    h = _dot([th(l) for l in range(dx)], [xv(l) for l in range(dx)]) / dx
-    a = act(h)
-    vc = _dot([th(dx + k) for k in range(dy)], [cv(k) for k in range(dy)])
-    w = dact(h, a) * vc
-    g_u = [red(w * xv(l)) for l in range(dx)]
-    if sum_dim is not None:
-        g_u = [t / dx for t in g_u]
-    return g_u + [red(a * cv(k)) for k in range(dy)]
-
-
-def _project_rows(v, P):
-    """Row vectors times P: ``(v P)_d = Σ_e v_e P[e, d]`` for v (R, N, D), P (R, D, D)."""
-    D = v.shape[-1]
-    return _dot([v[..., e, None] for e in range(D)], [P[:, None, e, :] for e in range(D)])
-
-
-class CompiledKernel(EagerKernel):
-    """``fused_output`` / ``fused_force`` and the update compiled by ``torch.compile``."""
-
-    name = "compile"
-
-    def __init__(self, unit: Unit):
-        super().__init__(unit)
-        opts = {"dynamic": False, "fullgraph": True}
-        self._out = torch.compile(self._output_fn, **opts)
-        self._force = torch.compile(self._force_fn, **opts)
-        self._step = torch.compile(self._step_fn, **opts)
-
-    def _output_fn(self, tht, x):
-        return fused_output(self.unit, tht, x)
-
-    def _force_fn(self, tht, x, cot):
-        return fused_force(self.unit, tht, x, cot).transpose(1, 2)
-
-    def _step_fn(self, tht, x, cot, theta, xi, proj, nproj, lr, wd, sigma):
-        drift = fused_force(self.unit, tht, x, cot).transpose(1, 2) + wd * theta
-        if proj is not None:
-            drift = _project_rows(drift, proj)
-        if nproj is not None:
-            xi = _project_rows(xi, nproj)
-        return theta - lr * drift + sigma * xi
-
-    @staticmethod
-    def _flat(theta, x):
-        lead = theta.shape[:-2]
-        th = theta.reshape(-1, *theta.shape[-2:])
-        xs = x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:]).contiguous()
-        return lead, th, xs
-
-    def output_and_pullback(self, theta, x):
-        lead, th, xs = self._flat(theta, x)
-        tht = th.transpose(1, 2).contiguous()
-        out = self._out(tht, xs)
-
-        def pullback(cot):
-            c = cot.expand(*lead, *cot.shape[-2:]).reshape(th.shape[0], -1, cot.shape[-1])
-            return self._force(tht, xs, c.contiguous()).reshape(*lead, *th.shape[-2:])
-
-        return out.reshape(*lead, *out.shape[-2:]), pullback
-
-    def forward(self, theta, x, spec: UpdateSpec):
-        tht = spec.model_particles(theta).transpose(1, 2).contiguous()
-        x = x.contiguous()
-        return self._out(tht, x), (tht, x)
-
-    def force(self, ctx, cot):
-        tht, x = ctx
-        return self._force(tht, x, cot.contiguous())
-
-    def update(self, ctx, cot, theta, xi, spec: UpdateSpec):
-        tht, x = ctx
-        return self._step(
-            tht, x, cot.contiguous(), theta, xi[spec.noise_row], spec.proj, spec.noise_proj,
-            spec.lr, spec.wd, spec.sigma,
-        )
 
 
 class _Fallback(EagerKernel):
