@@ -55,12 +55,6 @@ def finished(tmp_path_factory) -> Path:
     return wf
 
 
-
-
-
-
-
-
 @pytest.mark.parametrize("damage", [garble, truncate], ids=["garbled", "truncated"])
 @pytest.mark.parametrize("kind", sorted(DAMAGED))
 @pytest.mark.xdist_group("faults_finished")  # one worker, one finished grid for all cases

@@ -63,8 +63,6 @@ def prepared(tmp_path_factory) -> Path:
     return wf
 
 
-
-
 @pytest.fixture(scope="module")
 def reference(prepared, tmp_path_factory) -> Path:
     """The uninterrupted run of the same configuration (run file and summary)."""
@@ -146,10 +144,6 @@ def test_sigterm_to_snakemake_then_rerun_incomplete_gives_the_uninterrupted_resu
     compared = assert_same_data(wf / SUMMARY, reference / SUMMARY)
     assert "rmd_projected" in compared and "rmd_between" in compared
     print(f"\ninterrupted at checkpoint step {step}, resumed at step {resumed[-1]} of {STEPS}")
-
-
-
-
 
 
 @pytest.mark.parametrize("damage", ["newest truncated", "both damaged"])

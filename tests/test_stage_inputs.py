@@ -67,7 +67,6 @@ def test_garbled_time_coordinate_is_reported_naming_the_file(tmp_path):
         summary_job(paths, tmp_path / "summary.nc", CONFIG, GRID)
 
 
-
 def _runs_file(path, config):
     runs = fake_runs(np.random.default_rng(5).standard_normal((3, 4, 2, 3, 4)))
     for var in runs.data_vars.values():

@@ -53,8 +53,6 @@ CURVES = {
 }
 
 
-
-
 #: The modules a training job starts from (``workflow/scripts/train.py`` imports them);
 #: what they import, directly or not, is the code the job runs.
 TRAINING_ENTRIES = ("pipeline.runs", "records.joblog")

@@ -128,7 +128,6 @@ class DriftSetting:
                    f"allowed: {list(SCHEME_VARIANTS)}")
 
 
-
 @dataclass(frozen=True)
 class InvarianceSetting:
     """The finite-N invariance study (see :func:`invariance_study`)."""
@@ -194,7 +193,6 @@ class NoetherConfig:
             common=_build(CommonSetting, common, ""),
             **{k: _build(c, values.get(k), f"{k}.") for k, c in studies.items()},
         )
-
 
 
 # ---------------------------------------------------------------------------------------
