@@ -13,7 +13,7 @@ from mfsym.figures import module_file
 from mfsym.figures.curves import plot_curves
 from mfsym.figures.particles import complement_basis, plot_particles, view_coordinates
 from mfsym.figures.rmd import plot_rmd
-from mfsym.figures.style import save_figure, scheme_colors, seed_band
+from mfsym.figures.style import apply_style, save_figure, scheme_colors, seed_band
 from mfsym.records.atomic import verify_file
 
 TEACHERS = ["arbitrary", "WI", "SI"]
@@ -185,6 +185,45 @@ def test_save_figure_writes_both_formats_atomically(tmp_path):
     with pytest.raises(ValueError, match="svg"):
         save_figure(fig, {"svg": tmp_path / "b.svg"}, dpi=50)
     assert not (tmp_path / "b.svg").exists()
+
+
+def _busy_figure(pyplot: bool):
+    """Two panels, a suptitle and a legend outside the axes: the tight box matters."""
+    from matplotlib.figure import Figure
+
+    apply_style()
+    fig = plt.figure(figsize=(5, 3)) if pyplot else Figure(figsize=(5, 3))
+    axes = fig.subplots(1, 2)
+    for k, ax in enumerate(axes):
+        ax.plot(np.arange(5), np.arange(5) ** (k + 1), label=f"curve {k}")
+        ax.set_yscale("log")
+        ax.set_xlabel("N (particles)")
+    fig.suptitle("a title above both panels")
+    fig.legend(loc="outside right upper")
+    return fig
+
+
+@pytest.mark.parametrize("pyplot", [True, False], ids=["pyplot", "bare Figure"])
+def test_save_figure_matches_matplotlibs_own_tight_save(tmp_path, pyplot):
+    """The single layout of ``save_figure`` gives the page and the pixels that
+    matplotlib's ``savefig(bbox_inches="tight")`` gives with its layout per format."""
+    from PIL import Image
+
+    ours = {"pdf": tmp_path / "ours.pdf", "png": tmp_path / "ours.png"}
+    save_figure(_busy_figure(pyplot), ours, dpi=60)
+    ref = _busy_figure(pyplot)
+    for fmt in ("pdf", "png"):
+        ref.savefig(tmp_path / f"ref.{fmt}", format=fmt, dpi=60, bbox_inches="tight")
+    a = np.asarray(Image.open(ours["png"]).convert("L"), dtype=float)
+    b = np.asarray(Image.open(tmp_path / "ref.png").convert("L"), dtype=float)
+    assert a.shape == b.shape
+    assert np.abs(a - b).mean() < 0.5  # a handful of anti-aliased pixels at most
+
+    def media_box(path):
+        text = path.read_bytes().decode("latin-1")
+        return [float(v) for v in text.split("/MediaBox [")[1].split("]")[0].split()]
+
+    assert media_box(ours["pdf"]) == pytest.approx(media_box(tmp_path / "ref.pdf"), abs=1.0)
 
 
 def test_module_file_names_an_existing_module():
