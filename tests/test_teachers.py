@@ -15,7 +15,6 @@ from mfsym.core.teachers import (
     Teacher,
     paper_teachers,
     random_teacher,
-    sample_inputs,
 )
 
 F64 = torch.float64
@@ -165,16 +164,6 @@ def test_random_teacher_is_reproducible_and_scaled(c3_matrix):
     np.testing.assert_array_equal(a.particles, 2.0 * b.particles)
 
 
-# ---- inputs ----------------------------------------------------------------------------------
-def test_sample_inputs_shape_and_spread():
-    gen = torch.Generator().manual_seed(0)
-    x = sample_inputs(40_000, 2, 4.0, generator=gen, dtype=F64)
-    assert x.shape == (40_000, 2) and x.dtype == F64
-    # seeded draw: the standard error of the std is 4/√(2·80000) ≈ 0.01
-    assert abs(float(x.std()) - 4.0) < 0.05
-    assert abs(float(x.mean())) < 0.05
-
-
 # ---- invalid input ---------------------------------------------------------------------------
 def test_unknown_teacher_kind_is_named(c2_matrix):
     with pytest.raises(ValueError, match=r"unknown teacher 'EI'; allowed: \['arbitrary', 'WI'"):
@@ -191,9 +180,3 @@ def test_bad_teacher_size_is_named(c2_matrix, n):
 def test_teacher_particles_must_be_a_cloud(particles):
     with pytest.raises(ValueError, match=r"teacher 'x': particles must have shape \(K, D\)"):
         Teacher("x", particles)
-
-
-@pytest.mark.parametrize("sigma", [0.0, -4.0, float("nan")])
-def test_input_std_must_be_positive(sigma):
-    with pytest.raises(ValueError, match="sigma must be > 0"):
-        sample_inputs(3, 2, sigma)

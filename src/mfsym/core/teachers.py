@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .groups import FiniteGroup
 
@@ -123,15 +122,6 @@ def random_teacher(
     elif kind == "SI":
         base = group.project(base)
     return Teacher(kind, base)
-
-
-def sample_inputs(
-    n: int, dim: int, sigma: float, generator: torch.Generator | None = None, **tensor_kw
-) -> torch.Tensor:
-    """x ~ N(0, σ² I_dim), shape (n, dim)."""
-    if not sigma > 0:
-        raise ValueError(f"input standard deviation sigma must be > 0, got {sigma!r}")
-    return sigma * torch.randn(n, dim, generator=generator, **tensor_kw)
 
 
 def read_teachers(ds) -> dict[str, Teacher]:
