@@ -46,7 +46,9 @@ All backends compute the same mathematics and agree with ``eager`` to float roun
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -374,6 +376,26 @@ class _Fallback(EagerKernel):
 
     def output(self, theta, x, spec):
         return self._try("output", theta, x, spec)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def collect_warnings(notes: list[str]) -> Iterator[None]:
+    """Append the warnings of this module (its fallbacks) to ``notes`` while the block runs."""
+    handler = _Collect(notes)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
 
 
 def _has_triton() -> bool:

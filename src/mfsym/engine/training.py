@@ -52,11 +52,10 @@ streams are those of :mod:`mfsym.engine.run_inputs`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -89,26 +88,6 @@ from .stack_inputs import check_stack_arrays
 from .train_config import TrainConfig, snapshot_steps
 
 log = logging.getLogger(__name__)
-
-
-class _Collect(logging.Handler):
-    def __init__(self, notes: list[str]):
-        super().__init__(logging.WARNING)
-        self.notes = notes
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.notes.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _kernel_warnings(notes: list[str]) -> Iterator[None]:
-    """Append the warnings of :mod:`mfsym.engine.kernels` (its fallbacks) to ``notes``."""
-    handler = _Collect(notes)
-    kernels.log.addHandler(handler)
-    try:
-        yield
-    finally:
-        kernels.log.removeHandler(handler)
 
 
 @dataclass
@@ -171,7 +150,7 @@ class _Engine:
         self.dtype_name = cfg.resolved_dtype(n_particles)
         self.dtype = resolve_dtype(self.dtype_name)
         self.kernel_notes: list[str] = []
-        with _kernel_warnings(self.kernel_notes):
+        with kernels.collect_warnings(self.kernel_notes):
             self.kernel = select_kernel(unit, cfg.backend, self.device, self.dtype)
         kw = {"device": self.device, "dtype": self.dtype}
         self.gx = torch.tensor(group.x, **kw)
@@ -362,7 +341,7 @@ class _Engine:
             )
         t0 = time.monotonic()
         try:
-            with _kernel_warnings(self.kernel_notes):
+            with kernels.collect_warnings(self.kernel_notes):
                 step = self._loop(step, k_next, prev_snap, total, checkpoint_path, meta, label)
         finally:
             self.close()
