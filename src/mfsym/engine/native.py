@@ -461,9 +461,12 @@ class NativeLibrary:
             _ptr(loss_acc), _ptr(first_bad), int(step0), _ptr(work), _ptr(partw), threads,
         )
         if gate is None:
-            self.lib.mfsym_steps(*args)
+            rc = self.lib.mfsym_steps(*args)
         else:
-            self.lib.mfsym_steps_gated(*args, ctypes.addressof(gate.flag), gate.first)
+            rc = self.lib.mfsym_steps_gated(*args, ctypes.addressof(gate.flag), gate.first)
+        if rc < 0:
+            raise MemoryError(f"mfsym_steps could not allocate the claim flags of its work "
+                              f"items ({R} runs, N = {N})")
         return new
 
     def gate(self, first: int) -> Gate:

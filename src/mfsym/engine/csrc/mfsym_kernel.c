@@ -938,9 +938,12 @@ typedef struct {
     double *loss_acc, *partw;
     int64_t* first_bad;
     int by_run;
-    /* scheduling: items claimed (ticket), items done, the open phase, sleeping threads */
+    /* scheduling: runs claimed (ticket, by_run), items done, the open phase, sleeping
+       threads; phased: claim[i], the last phase item i was claimed for, and the threads
+       offered the work (nt), whose home ranges of items split the W items of a phase */
     int64_t ticket, done, phase;
-    int sleepers;
+    int64_t* claim;
+    int sleepers, nt;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* late joiners: threads with id >= gate_from take work only once gate[0] != 0 (each
@@ -1057,21 +1060,38 @@ static void open_phase(steps_ctx* c, int64_t p) {
     }
 }
 
-/* Phases 2k (A) and 2k+1 (B) of steps k < K, each of R·nch items (run-major). */
-static void phased(steps_ctx* c) {
-    int64_t W = c->R * c->nch, P = 2 * c->K;
+/* The next item of phase p that this thread claims, from position *at of its scan (-1:
+   every item is claimed).  The scan starts at the thread's home range (the id-th of nt
+   equal ranges of the W items) and wraps around, so on a quiet machine each thread takes
+   the same chunks in phase A and phase B of every step: the pull-back data phase A stores
+   for a chunk and the particles phase B writes stay in that core's cache.  A thread that
+   is descheduled or joins late leaves its home items to the others, who claim them
+   after their own. */
+static int64_t claim_next(steps_ctx* c, int id, int64_t p, int64_t W, int64_t* at) {
+    int64_t home = (int64_t)id * W / c->nt;
+    for (; *at < W; (*at)++) {
+        int64_t i = (home + *at) % W;
+        int64_t prev = __atomic_load_n(&c->claim[i], __ATOMIC_SEQ_CST);
+        if (prev < p && __atomic_compare_exchange_n(&c->claim[i], &prev, p, 0,
+                                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            return i;
+    }
+    return -1;
+}
+
+/* Phases 2k (A) and 2k+1 (B) of steps k < K, each of W = R·nch items (run-major). */
+static void phased(steps_ctx* c, int id) {
+    int64_t W = c->R * c->nch, P = 2 * c->K, seen = -1, at = 0;
     for (;;) {
         int64_t p = __atomic_load_n(&c->phase, __ATOMIC_SEQ_CST);
         if (p >= P) return;
-        int64_t t = __atomic_load_n(&c->ticket, __ATOMIC_SEQ_CST);
-        if (t >= (p + 1) * W) {
+        if (p != seen) seen = p, at = 0;
+        int64_t i = claim_next(c, id, p, W, &at);
+        if (i < 0) {
             wait_past(c, p);
             continue;
         }
-        if (!__atomic_compare_exchange_n(&c->ticket, &t, t + 1, 0, __ATOMIC_SEQ_CST,
-                                         __ATOMIC_SEQ_CST))
-            continue;
-        int64_t i = t - p * W, r = i / c->nch, ch = i % c->nch, k = p / 2;
+        int64_t r = i / c->nch, ch = i % c->nch, k = p / 2;
         real *st, *o, *cot;
         double* part;
         run_space(c, r, &st, &o, &cot, &part);
@@ -1121,7 +1141,7 @@ static void steps_worker(void* arg, int id) {
         __atomic_fetch_add(&c->gate[1], 1, __ATOMIC_SEQ_CST);
     }
     if (c->by_run) whole_runs(c, id);
-    else phased(c);
+    else phased(c, id);
     if (c->gate && id == 0) {  /* nothing left to claim: release the threads at the gate */
         pthread_mutex_lock(&gate_mu);
         __atomic_store_n(&c->finished, 1, __ATOMIC_SEQ_CST);
@@ -1179,11 +1199,18 @@ int mfsym_steps_gated(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K,
     c.by_run = steps_by_run(R, nt);
     c.gate = gate, c.gate_from = gate_from < 1 ? 1 : gate_from;
     int want = steps_threads(R, N, S, nt);
+    c.nt = want;
+    if (!c.by_run) {
+        c.claim = (int64_t*)malloc((size_t)(R * c.nch) * sizeof(int64_t));
+        if (!c.claim) return -1;
+        for (int64_t i = 0; i < R * c.nch; i++) c.claim[i] = -1;
+    }
     pthread_mutex_init(&c.mu, 0);
     pthread_cond_init(&c.cv, 0);
     team_run(want, steps_worker, &c);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
+    free(c.claim);
     return want;
 }
 
@@ -1192,7 +1219,8 @@ int mfsym_steps_gated(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K,
    contiguous); the rest as mfsym_fused.  θ_out receives the particles after the K steps
    (tmp (R, N, D) is scratch); loss_acc gets each step's loss, first_bad the step index
    step0 + k of a run's first non-finite loss.  Returns the number of threads offered the
-   work (this one and team workers; one that wakes after the work is gone takes none). */
+   work (this one and team workers; one that wakes after the work is gone takes none), or
+   −1 when the claim flags of the (run, chunk) items cannot be allocated. */
 int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
                 const real* x, int64_t x_step, const real* targets, int64_t t_step,
                 const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
