@@ -692,9 +692,10 @@ int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, c
    the shifter 1.5·2^23 (float) / 1.5·2^52 (double) instead of floor.
 
    Threads.  Work items are (run, chunk) pairs of one phase (A: outputs, B: force and
-   update) or whole runs; threads claim items one at a time from a shared counter, so a
-   thread the system deschedules holds up at most the item it has, and nothing waits for
-   it to arrive anywhere.  The thread that completes a phase's last item does the serial
+   update) or whole runs; threads claim items one at a time (whole runs from a shared
+   counter; (run, chunk) items from a range of their own first, the same in both phases,
+   then from the others' leftovers: see claim_next), so a thread the system deschedules
+   holds up at most the item it has, and nothing waits for it to arrive anywhere.  The thread that completes a phase's last item does the serial
    part (per-run sums over chunks in chunk order, cotangent, loss) and opens the next
    phase.  A thread with nothing to claim spins briefly, then sleeps on a condition
    variable.  Each run's numbers do not depend on which thread did what, nor on how many
