@@ -46,8 +46,10 @@ backend, dtype and device the result is a deterministic function of the seeds.
 
 Precision.  ``dtype = "auto"`` trains in float64 when the step α/N is at least
 ``float64_step_min``, else float32 (:mod:`mfsym.engine.train_config`); the resolved
-dtype is logged and recorded in :class:`StackResult`.  The initial particles and
-streams are those of :mod:`mfsym.engine.run_inputs`.
+dtype is logged and recorded in :class:`StackResult`.  Initial particles depend on
+``(seed, N, init_std)`` only, and the streams' seeds on ``(seed, N)`` and the tag
+(:mod:`mfsym.engine.run_inputs`); EA starts from the projection of its seed's draw under
+either initialisation.
 """
 
 from __future__ import annotations
