@@ -23,10 +23,11 @@ upsampled to N = 5000 and sorted by the solver's routing).
 
 For each N the script prints, per kind, the median and the range of ``--repeat`` solves on
 the old path (the solvers before the sparse network simplex: LAPJVsp on the candidate
-graph from 4001 columns, clouds near E^G to the dense simplex, no warm start, the
-certificate checked in 1024-row blocks) and on the new path, then the projected wall time
-of the paper grid's metrics jobs (``config/paper.yaml``: N list, starts, seeds per job) on
-one core, old against new: Σ_N Σ_start jobs · seeds_per_job · Σ_kind MIX · t_kind(N).
+graph from 4001 columns, clouds near E^G to the dense simplex, no warm start, no coarse
+problem before a dense solve, the certificate checked in 1024-row blocks) and on the new
+path, then the projected wall time of the paper grid's metrics jobs (``config/paper.yaml``:
+N list, starts, seeds per job) on one core, old against new:
+Σ_N Σ_start jobs · seeds_per_job · Σ_kind MIX · t_kind(N).
 
     python benchmarks/bench_metrics.py              # the grid's N, the projection
     python benchmarks/bench_metrics.py --n 1000 5000 --repeat 5
@@ -70,7 +71,8 @@ from mfsym.measure.transport import rmd, rmd_to_symmetrized
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
 PATHS = ("old", "new")
 #: Module settings of the old path (with ``solver="lapjvsp"``); the new path is the default.
-OLD_SETTINGS = {"DENSE_UP_TO": 4000, "WARM_FROM": math.inf, "BLOCK": 1024}
+OLD_SETTINGS = {"DENSE_UP_TO": 4000, "WARM_FROM": math.inf, "BLOCK": 1024,
+                "COARSE_FROM": math.inf}
 
 
 @contextmanager

@@ -396,3 +396,57 @@ def test_a_hint_of_the_wrong_size_is_refused():
     a, b = np.zeros((3, 2)), np.ones((6, 2))
     with pytest.raises(ValueError, match="hint must hold 6 finite column potentials"):
         assignment.assignment_solve(a, b, hint=np.zeros(3))
+
+
+def _dense_sizes(monkeypatch):
+    """Record the number of atoms of μ of every dense solve (the solver still answers)."""
+    sizes, dense = [], assignment._dense_solve
+
+    def recording(a, b):
+        sizes.append(len(a))
+        return dense(a, b)
+
+    monkeypatch.setattr(assignment, "_dense_solve", recording)
+    return sizes
+
+
+def _far_apart_pair():
+    """Two N = 400 clouds gathered around different points: the routing's dense case."""
+    rng = np.random.default_rng(11)
+    centres = np.array([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, -1]])
+    a = centres[rng.integers(0, 2, 400)] + 0.05 * rng.standard_normal((400, 4))
+    b = centres[rng.integers(1, 3, 400)] + 0.05 * rng.standard_normal((400, 4))
+    return a, b
+
+
+@pytest.mark.parametrize("case", ["far-apart pair", "images farther than the spacing"])
+def test_a_dense_case_is_certified_from_a_coarser_problem(monkeypatch, case):
+    """Above COARSE_FROM atoms a problem routed to the dense solver with no hint is solved
+    on a quarter of its atoms first (densely: 100 < COARSE_FROM), and the sparse simplex
+    from those potentials certifies the whole problem: the network simplex's value, and no
+    dense solve of all 400 atoms."""
+    monkeypatch.setattr(assignment, "FAR_APART", 1.0)
+    monkeypatch.setattr(assignment, "SPARSE_MAX_COPIES", 2)
+    monkeypatch.setattr(assignment, "COARSE_FROM", 200)
+    a, b = _far_apart_pair() if case == "far-apart pair" else near_eg_cloud_and_images(off=0.5)
+    sizes = _dense_sizes(monkeypatch)
+    value, v = assignment.assignment_solve(a, b)
+    assert sizes == [100]
+    np.testing.assert_allclose(value, emd_w2(a, b), rtol=1e-12, atol=1e-14)
+    u = (cdist(a, b, "sqeuclidean") - v).min(axis=1)  # dual feasible by construction
+    assert abs(u.mean() + v.mean() - value) <= 2 * assignment.CERTIFICATE_TOL
+
+
+def test_coarse_problems_nest_and_small_ones_stay_dense(monkeypatch):
+    """COARSE_FROM = 100: 400 atoms are hinted from 100, those from 25 (solved densely);
+    below COARSE_FROM no coarse problem is formed and the dense solver answers."""
+    monkeypatch.setattr(assignment, "FAR_APART", 1.0)
+    monkeypatch.setattr(assignment, "COARSE_FROM", 100)
+    a, b = _far_apart_pair()
+    sizes = _dense_sizes(monkeypatch)
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-14)
+    assert sizes == [25]
+    monkeypatch.setattr(assignment, "COARSE_FROM", 401)
+    sizes.clear()
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-14)
+    assert sizes == [400]
