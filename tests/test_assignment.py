@@ -450,3 +450,27 @@ def test_coarse_problems_nest_and_small_ones_stay_dense(monkeypatch):
     sizes.clear()
     np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-14)
     assert sizes == [400]
+
+
+def test_sparse_rounds_without_a_certificate_try_the_coarse_problem_before_the_dense(
+        monkeypatch):
+    """The nearest-neighbour rounds of a problem fail to certify (forced here): the sparse
+    simplex from a coarser problem's potentials answers, to the network simplex's value,
+    before any dense solve of the whole problem."""
+    monkeypatch.setattr(assignment, "COARSE_FROM", 200)
+    rounds, failed = assignment._simplex_rounds, []
+
+    def first_fails(a, *args):
+        if len(a) == 400 and not failed:
+            failed.append(1)
+            return None
+        return rounds(a, *args)
+
+    coarse, hinted = assignment._coarse_hint, []
+    monkeypatch.setattr(assignment, "_simplex_rounds", first_fails)
+    monkeypatch.setattr(assignment, "_coarse_hint",
+                        lambda a, b: hinted.append(len(a)) or coarse(a, b))
+    a, b = _far_apart_pair()
+    sizes = _dense_sizes(monkeypatch)
+    np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12, atol=1e-14)
+    assert failed == [1] and hinted[0] == 400 and 400 not in sizes

@@ -71,14 +71,15 @@ together), and ``max_rounds`` rounds without a certificate are answered by the d
 solver: LAPJV (``scipy.optimize.linear_sum_assignment``) for small square problems, the
 network simplex (``ot.emd2``, checked to report optimality) otherwise.
 
-Multiscale.  Before the dense solver answers one of the last two kinds (far-apart clouds,
-images far from their atoms) with n ≥ ``COARSE_FROM`` atoms and no hint from a solved
-problem, the same problem on a random quarter of the atoms of μ (and their columns) is
-solved exactly, by this module, and its potentials, c-transformed to every column, give
-the sparse simplex its candidate edges (:func:`_coarse_hint`): the coupling seen at a
-coarser resolution, which the certificate on the whole cost matrix then refines or
-rejects (the dense solver answering).  As with every hint, the value does not depend on
-it; only which exact solver gives it.
+Multiscale.  Before the dense solver answers a problem of n ≥ ``COARSE_FROM`` atoms that
+the routing gives it (far-apart clouds, images far from their atoms) or whose
+nearest-neighbour rounds of the sparse simplex end without a certificate, and which no
+hint from a solved problem certifies, the same problem on a random quarter of the atoms
+of μ (and their columns) is solved exactly, by this module, and its potentials,
+c-transformed to every column, give the sparse simplex its candidate edges
+(:func:`_coarse_hint`): the coupling seen at a coarser resolution, which the certificate
+on the whole cost matrix then refines or rejects (the dense solver answering).  As with
+every hint, the value does not depend on it; only which exact solver gives it.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ SIMPLEX_RETRIES = 3
 #: problem on WARM_ROWS of them (on far-apart N = 5000 clouds: 15-30 % faster).
 WARM_FROM = 2000
 WARM_ROWS = 1000
-#: A problem of at least COARSE_FROM atoms of μ that the routing gives to the dense solver
-#: with no hint first takes the sparse simplex from the potentials of the problem on
+#: A problem of at least COARSE_FROM atoms of μ bound for the dense solver, with no hint
+#: that certifies it, first takes the sparse simplex from the potentials of the problem on
 #: 1/COARSE_FACTOR of its atoms (:func:`_coarse_hint`; trained N = 5000 clouds of a WI start,
 #: one seed's problems: 117 s -> 67 s on one core, the dense simplex never answering).
 COARSE_FROM = 2000
@@ -470,10 +471,9 @@ def assignment_solve(a, b, hint=None, neighbours: int = NEIGHBOURS,
     src, dst = _initial_edges(a, b, r, neighbours)
     if solver == "simplex":
         solved = _simplex_rounds(a, b, src, dst, r, tol, max_rounds, deadline)
-    else:
-        value = _lapjvsp_rounds(a, b, src, dst, r, tol, max_rounds, deadline)
-        solved = None if value is None else (value, None)
-    return _dense_solve(a, b) if solved is None else solved
+        return _hinted_or_dense(a, b, hint, r, tol, max_rounds) if solved is None else solved
+    value = _lapjvsp_rounds(a, b, src, dst, r, tol, max_rounds, deadline)
+    return _dense_solve(a, b) if value is None else (value, None)
 
 
 def _coarse_hint(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
@@ -507,13 +507,15 @@ def _coarse_hint(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 
 def _hinted_or_dense(a, b, hint, r, tol, max_rounds):
-    """The sparse simplex from a hint's candidate edges (with no hint, from a coarser
-    problem's: :func:`_coarse_hint`), else (no hint, or no certificate within
+    """The sparse simplex from a hint's candidate edges, then (no hint, or no certificate
+    from it) from a coarser problem's (:func:`_coarse_hint`), else (no certificate within
     :func:`timeout`) the dense solver."""
-    if hint is None:
-        hint = _coarse_hint(a, b)
-    if hint is not None:
-        src, dst = _hinted_edges(a, b, hint, HINTED * r)
+    hints = (hint, None) if hint is not None else (None,)
+    for given in hints:
+        edges_from = given if given is not None else _coarse_hint(a, b)
+        if edges_from is None:
+            continue
+        src, dst = _hinted_edges(a, b, edges_from, HINTED * r)
         deadline = time.monotonic() + timeout(b.shape[0])
         solved = _simplex_rounds(a, b, src, dst, r, tol, max_rounds, deadline)
         if solved is not None:
