@@ -126,7 +126,7 @@ WARM_ROWS = 1000
 #: A problem of at least COARSE_FROM atoms of μ bound for the dense solver, with no hint
 #: that certifies it, first takes the sparse simplex from the potentials of the problem on
 #: 1/COARSE_FACTOR of its atoms (:func:`_coarse_hint`; trained N = 5000 clouds of a WI start,
-#: one seed's problems: 117 s -> 67 s on one core, the dense simplex never answering).
+#: one seed's problems: 122.5 s -> 58.1 s on one core, no dense solve of all atoms).
 COARSE_FROM = 2000
 COARSE_FACTOR = 4
 #: Rows of the full cost matrix checked at once (BLOCK × m floats, 10 MB at m = 10⁴: 1024
@@ -498,10 +498,10 @@ def _coarse_hint(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     _, v_coarse = assignment_solve(a[rows], b[cols])
     if v_coarse is None:
         return None
-    v = np.full(m, np.inf)
+    v, b_coarse = np.full(m, np.inf), b[cols]
     for s in range(0, k, BLOCK):
         block = a[rows[s : s + BLOCK]]
-        u = (cdist(block, b[cols], "sqeuclidean") - v_coarse).min(axis=1)
+        u = (cdist(block, b_coarse, "sqeuclidean") - v_coarse).min(axis=1)
         np.minimum(v, (cdist(block, b, "sqeuclidean") - u[:, None]).min(axis=0), out=v)
     return v
 
