@@ -310,14 +310,20 @@ def test_projection_lower_bound_is_a_lower_bound_and_exact_on_a_line(copies):
                                rtol=1e-9)
 
 
+def _far_apart_pair(width=0.05):
+    """Two N = 400 clouds gathered around different points: the routing's dense case."""
+    rng = np.random.default_rng(11)
+    centres = np.array([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, -1]])
+    a = centres[rng.integers(0, 2, 400)] + width * rng.standard_normal((400, 4))
+    b = centres[rng.integers(1, 3, 400)] + width * rng.standard_normal((400, 4))
+    return a, b
+
+
 def test_far_apart_clouds_go_to_the_network_simplex(monkeypatch, no_sparse_matcher):
     """Clouds gathered around different points (as trained clouds of two schemes can be):
     the coupling moves mass far beyond the atoms' spacing, no candidate rounds are tried."""
     monkeypatch.setattr(assignment, "FAR_APART", 1.0)
-    rng = np.random.default_rng(11)
-    centres = np.array([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, -1]])
-    a = centres[rng.integers(0, 2, 400)] + 0.01 * rng.standard_normal((400, 4))
-    b = centres[rng.integers(1, 3, 400)] + 0.01 * rng.standard_normal((400, 4))
+    a, b = _far_apart_pair(width=0.01)
     np.testing.assert_allclose(assignment_cost(a, b), emd_w2(a, b), rtol=1e-12)
 
 
@@ -408,15 +414,6 @@ def _dense_sizes(monkeypatch):
 
     monkeypatch.setattr(assignment, "_dense_solve", recording)
     return sizes
-
-
-def _far_apart_pair():
-    """Two N = 400 clouds gathered around different points: the routing's dense case."""
-    rng = np.random.default_rng(11)
-    centres = np.array([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, -1]])
-    a = centres[rng.integers(0, 2, 400)] + 0.05 * rng.standard_normal((400, 4))
-    b = centres[rng.integers(1, 3, 400)] + 0.05 * rng.standard_normal((400, 4))
-    return a, b
 
 
 @pytest.mark.parametrize("case", ["far-apart pair", "images farther than the spacing"])
