@@ -506,15 +506,21 @@ def _coarse_hint(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     return v
 
 
+def _hints(a, b, hint):
+    """The potentials to draw candidate edges from, in turn: the given hint (if any), then
+    the coarser problem's (:func:`_coarse_hint`, computed only when asked for)."""
+    if hint is not None:
+        yield hint
+    coarse = _coarse_hint(a, b)
+    if coarse is not None:
+        yield coarse
+
+
 def _hinted_or_dense(a, b, hint, r, tol, max_rounds):
     """The sparse simplex from a hint's candidate edges, then (no hint, or no certificate
     from it) from a coarser problem's (:func:`_coarse_hint`), else (no certificate within
     :func:`timeout`) the dense solver."""
-    hints = (hint, None) if hint is not None else (None,)
-    for given in hints:
-        edges_from = given if given is not None else _coarse_hint(a, b)
-        if edges_from is None:
-            continue
+    for edges_from in _hints(a, b, hint):
         src, dst = _hinted_edges(a, b, edges_from, HINTED * r)
         deadline = time.monotonic() + timeout(b.shape[0])
         solved = _simplex_rounds(a, b, src, dst, r, tol, max_rounds, deadline)
