@@ -19,7 +19,10 @@ its own (stream tag ``"baseline"``), in a stack of its own after the size's stac
 ``(init, N, teacher, scheme|pair, seed)`` for ``mlp`` and ``(init, depth, M, teacher,
 scheme|pair, seed)`` for ``resnet`` (``rmd_baseline``: neither scheme nor pair), whose
 per-layer variables ``*_layer`` add a ``layer`` axis (0 … max L − 1; NaN at layers a
-depth does not have).
+depth does not have).  ``training_dtype`` and ``training_backend`` (init[, depth], size):
+strings, what trained each size's stack (under ``dtype: auto`` float64 where the step
+α/(L·M) ≥ ``float64_step_min``, float32 elsewhere); their distinct values are also the
+dataset attributes of the same names, joined by " | ".
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from ..records.results import variable
 STAGES = ("mlp", "resnet")
 #: The size axis of each stage: N particles (mlp), M particles per layer (resnet).
 SIZE_DIM = {"mlp": "N", "resnet": "M"}
+#: What trained each size's stack (a :class:`StackResult` field → its long name).
+RECORDED = {"dtype": "floating-point type of the training",
+            "backend": "force kernel that trained the runs (after any fallback)"}
 QUANTITIES = {
     "rmd_projected": "RMD between the final particles and their projection on E^G",
     "rmd_symmetrized": "RMD between the final particles and their symmetrisation",
@@ -213,6 +219,7 @@ def run_stage(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig,
     max_depth = max(grid.depths)
     shape = (len(grid.inits), len(grid.depths), len(grid.sizes))
     cells: dict[str, np.ndarray] = {}
+    trained = {key: np.empty(shape, dtype=object) for key in RECORDED}
     for (i, init), (d, depth), (n, size) in _cells(grid):
         def train(part, init=init, depth=depth, size=size):
             path = checkpoint(init, depth, size, part) if checkpoint else None
@@ -220,6 +227,8 @@ def run_stage(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig,
                               floor=part == "floor")
         res = train("")
         twin = train("floor") if grid.floor_runs(init) else None
+        for key in RECORDED:
+            trained[key][i, d, n] = getattr(res, key)
         metrics = stack_metrics(res, grid, problem.group, depth)
         if grid.floor is not None:
             metrics["rmd_baseline"] = floor_metrics(res, twin, grid, init, depth,
@@ -230,7 +239,7 @@ def run_stage(problem: DeepProblem, grid: DeepGrid, cfg: TrainConfig,
                 padded[..., :depth] = arr
                 arr = padded
             cells.setdefault(name, np.empty((*shape, *arr.shape)))[i, d, n] = arr
-    return stage_dataset(grid, cells, cfg)
+    return stage_dataset(grid, cells, cfg, trained)
 
 
 def _cells(grid: DeepGrid):
@@ -240,9 +249,11 @@ def _cells(grid: DeepGrid):
                 yield i, d, n
 
 
-def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig) -> xr.Dataset:
+def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig,
+                  trained: dict[str, np.ndarray] | None = None) -> xr.Dataset:
     """The stage's dataset from ``cells`` (init, depth, size, teacher, scheme|pair, seed
-    [, layer]); the mlp stage drops the depth and layer axes."""
+    [, layer]) and ``trained`` (:data:`RECORDED` key → strings (init, depth, size), or
+    None); the mlp stage drops the depth and layer axes."""
     lead = ("init", "depth", grid.size_dim, "teacher")
     long = {**QUANTITIES, "rmd_between": "RMD between the final particles of two schemes",
             "population_risk": "population risk of the trained network"}
@@ -261,13 +272,19 @@ def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig
               grid.size_dim: list(grid.sizes), "teacher": list(grid.teachers),
               "scheme": list(grid.schemes), "pair": list(grid.pairs),
               "seed": list(grid.seeds), "layer": list(range(max(grid.depths)))}
+    recorded = {}
+    for key, text in RECORDED.items():
+        if trained is not None:
+            values = trained[key].astype(str)
+            data[f"training_{key}"] = variable(("init", "depth", grid.size_dim), values, text)
+            recorded[f"training_{key}"] = " | ".join(sorted(set(values.ravel())))
     ds = xr.Dataset(data, coords=coords)
     if grid.stage == "mlp":
         ds = ds.isel(depth=0, layer=0, drop=True)
         ds = ds.drop_vars([v for v in ds.data_vars if v.endswith("_layer")])
     ds.attrs.update({"stage": grid.stage, "alpha": cfg.alpha, "T": cfg.T,
                      "da_mode": cfg.da_mode, "quantity": "RMD (not squared)",
-                     "baseline": grid.floor.scheme if grid.floor else ""})
+                     "baseline": grid.floor.scheme if grid.floor else "", **recorded})
     return ds
 
 
