@@ -76,7 +76,9 @@ def deep_stage(tmp_path_factory):
     cfg = config()
     deep = cfg["deep"]
     deep["seeds"] = [0]
-    deep["training"] = {**deep["training"], "T": 2.0, "n_eval": 64}
+    # float64 pinned (the default, dtype auto, trains these sizes in float32): the rerun
+    # below is compared with the stack to the last bits, in the stack's own dtype
+    deep["training"] = {**deep["training"], "T": 2.0, "n_eval": 64, "dtype": "float64"}
     deep["mlp"]["n_particles"] = [8, 16]
     out = tmp_path_factory.mktemp("deep") / "mlp.nc"
     deep_job("mlp", deep, cfg["training"], out, cfg, threads=1)
@@ -84,9 +86,10 @@ def deep_stage(tmp_path_factory):
 
 
 def test_a_deep_cell_reruns_as_in_its_stage(deep_stage):
-    """The mlp stage trains in float64: a rerun of any of its cells ends at the stage's
+    """The mlp stage trained in float64: a rerun of any of its cells ends at the stage's
     recorded distance to E^G."""
     cfg, ds = deep_stage
+    assert set(ds.training_dtype.values.ravel()) == {"float64"}
     cell = {"init": "SI", "N": 16, "teacher": "WI", "scheme": "vanilla", "seed": 0}
     _, rmd = rerun_cell(cfg, "mlp", cell, "float64")
     recorded = float(ds.rmd_projected.sel(**{k: v for k, v in cell.items()}))

@@ -246,12 +246,36 @@ def test_shipped_sections_pass_and_the_paper_one_goes_further():
         assert sec["teacher"] == "WI" and sec["init"] == "SI" and "vanilla" in sec["schemes"]
 
 
+def test_leaving_fa_out_leaves_vanilla_and_ea_bit_for_bit(tmp_path):
+    """Under the common coupling every scheme of a seed draws the same samples and noise,
+    so the default schemes (vanilla, EA) train exactly the runs they train beside FA: the
+    escape statistics do not depend on whether FA is trained."""
+    cfg = repo_config()
+    sec = section()
+    sec.update(n_particles=[20], seeds=[0, 1])
+    sec["training"] = {**sec["training"], "T": 4.0, "n_snapshots": 9, "n_eval": 64,
+                       "checkpoint_every": 0}
+    assert sec["schemes"] == ["vanilla", "EA"]
+    curves = {}
+    for schemes in (["vanilla", "EA"], ["vanilla", "FA", "EA"]):
+        s = {**sec, "schemes": schemes}
+        path = tmp_path / f"{len(schemes)}.nc"
+        train_job(s, cfg["training"], 20, path, {**cfg, "saddle": s})
+        ds = read_dataset(path)
+        curves[len(schemes)] = {name: ds[name].sel(scheme=["vanilla", "EA"]).values
+                                for name in ("rmd_projected", "population_risk")}
+    for name in ("rmd_projected", "population_risk"):
+        np.testing.assert_array_equal(curves[2][name], curves[3][name])
+    assert float(read_dataset(tmp_path / "2.nc").rmd_projected.sel(scheme="vanilla").max()) > 0
+
+
 def test_the_stage_writes_the_contract_and_its_figure(tmp_path):
     """Two N, three seeds, T = 9: the smallest N already leaves E^G (t_esc about 7 at
     N = 20); FA and EA stay on it in float64."""
     cfg = repo_config()
     sec = section()
-    sec.update(n_particles=[20, 30], seeds=[0, 1, 2])
+    # FA as well as the default's EA: both held schemes in the contract
+    sec.update(n_particles=[20, 30], seeds=[0, 1, 2], schemes=["vanilla", "FA", "EA"])
     sec["training"] = {**sec["training"], "T": 9.0, "n_snapshots": 19, "n_eval": 64,
                        "checkpoint_every": 0}
     sec["analysis"] = {**sec["analysis"], "bootstrap": 50}

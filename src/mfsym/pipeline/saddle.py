@@ -205,9 +205,9 @@ def saddle_dataset(section: Mapping, runs: Sequence[xr.Dataset], paths: Sequence
         "teacher": teacher, "init": section["init"],
         "dtype": str(first.attrs["dtype"]),
         "precision_note": (
-            "float64 by default: in float32 the rounding of the rotation matrices drives FA_K "
-            "off E^G from an SI start (the rotation stage's measurement), which would blur "
-            "the held schemes' reference"),
+            "float64 by default: the held schemes stay on E^G to float64 rounding; in "
+            "float32 the rounding of the rotation matrices drives FA_K, when trained, off "
+            "E^G from an SI start (the rotation stage's measurement)"),
         "T": float(time[-1]), "n_snapshots": int(time.size),
         "escape_level_note": "escape time: first snapshot time with the seed-mean RMD to E^G "
                              ">= delta; NaN: no escape within T",
