@@ -250,10 +250,10 @@ def _cells(grid: DeepGrid):
 
 
 def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig,
-                  trained: dict[str, np.ndarray] | None = None) -> xr.Dataset:
+                  trained: dict[str, np.ndarray]) -> xr.Dataset:
     """The stage's dataset from ``cells`` (init, depth, size, teacher, scheme|pair, seed
-    [, layer]) and ``trained`` (:data:`RECORDED` key → strings (init, depth, size), or
-    None); the mlp stage drops the depth and layer axes."""
+    [, layer]) and ``trained`` (:data:`RECORDED` key → strings (init, depth, size)); the
+    mlp stage drops the depth and layer axes."""
     lead = ("init", "depth", grid.size_dim, "teacher")
     long = {**QUANTITIES, "rmd_between": "RMD between the final particles of two schemes",
             "population_risk": "population risk of the trained network"}
@@ -274,10 +274,9 @@ def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig
               "seed": list(grid.seeds), "layer": list(range(max(grid.depths)))}
     recorded = {}
     for key, text in RECORDED.items():
-        if trained is not None:
-            values = trained[key].astype(str)
-            data[f"training_{key}"] = variable(("init", "depth", grid.size_dim), values, text)
-            recorded[f"training_{key}"] = " | ".join(sorted(set(values.ravel())))
+        values = trained[key].astype(str)
+        data[f"training_{key}"] = variable(("init", "depth", grid.size_dim), values, text)
+        recorded[f"training_{key}"] = " | ".join(sorted(set(values.ravel())))
     ds = xr.Dataset(data, coords=coords)
     if grid.stage == "mlp":
         ds = ds.isel(depth=0, layer=0, drop=True)
