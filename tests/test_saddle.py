@@ -249,7 +249,8 @@ def test_shipped_sections_pass_and_the_paper_one_goes_further():
 def test_leaving_fa_out_leaves_vanilla_and_ea_bit_for_bit(tmp_path):
     """Under the common coupling every scheme of a seed draws the same samples and noise,
     so the default schemes (vanilla, EA) train exactly the runs they train beside FA: the
-    escape statistics do not depend on whether FA is trained."""
+    escape statistics do not depend on whether FA is trained.  And from the SI start FA
+    over C_K (K ≥ 2 fixes exactly E^G) is EA: its risk equals EA's to float64 rounding."""
     cfg = repo_config()
     sec = section()
     sec.update(n_particles=[20], seeds=[0, 1])
@@ -267,6 +268,9 @@ def test_leaving_fa_out_leaves_vanilla_and_ea_bit_for_bit(tmp_path):
     for name in ("rmd_projected", "population_risk"):
         np.testing.assert_array_equal(curves[2][name], curves[3][name])
     assert float(read_dataset(tmp_path / "2.nc").rmd_projected.sel(scheme="vanilla").max()) > 0
+    risk = read_dataset(tmp_path / "3.nc").population_risk
+    np.testing.assert_allclose(risk.sel(scheme="FA"), risk.sel(scheme="EA"), rtol=1e-12)
+    assert not np.allclose(risk.sel(scheme="vanilla"), risk.sel(scheme="EA"), rtol=1e-3)
 
 
 def test_the_stage_writes_the_contract_and_its_figure(tmp_path):
