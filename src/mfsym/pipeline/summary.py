@@ -29,6 +29,7 @@ import xarray as xr
 
 from ..records import lineage
 from ..records.results import read_dataset, variable, write_dataset
+from ..records.trained_by import TRAINED_BY, distinct
 
 PER_RUN = ("rmd_projected", "rmd_symmetrized", "population_risk")
 PER_PAIR = ("rmd_between", "l2_between")
@@ -52,9 +53,6 @@ DIMS = {
 #: summary variable → the attribute of a metrics block it records
 RECORDED = {"training_backend": "backend", "training_dtype": "dtype",
             "training_device": "device"}
-RECORDED_NAMES = {"backend": "force kernel that trained the runs (after any fallback)",
-                  "dtype": "floating-point type of the training",
-                  "device": "torch device of the training"}
 
 
 def _recorded(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> dict:
@@ -69,8 +67,8 @@ def _recorded(blocks: Sequence[xr.Dataset], inits, n_values, seeds) -> dict:
                                  f"does not record the training {key}")
         values = np.array([[[str(cell[(i, int(n), int(s))].attrs[key]) for s in seeds]
                             for n in n_values] for i in inits])
-        out[name] = variable(("init", "N", "seed"), values, RECORDED_NAMES[key])
-        attrs[name] = " | ".join(sorted(set(values.ravel())))
+        out[name] = variable(("init", "N", "seed"), values, TRAINED_BY[key])
+        attrs[name] = distinct(values)
     return out, attrs
 
 

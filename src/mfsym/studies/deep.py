@@ -42,13 +42,13 @@ from ..engine.run_inputs import BASELINE_STREAM
 from ..engine.training import RunSpec, StackResult, TrainConfig, train_stack
 from ..measure.layers import layered_rmd, layered_rmd_to_projected, layered_rmd_to_symmetrized
 from ..records.results import variable
+from ..records.trained_by import TRAINED_BY, distinct
 
 STAGES = ("mlp", "resnet")
 #: The size axis of each stage: N particles (mlp), M particles per layer (resnet).
 SIZE_DIM = {"mlp": "N", "resnet": "M"}
-#: What trained each size's stack (a :class:`StackResult` field → its long name).
-RECORDED = {"dtype": "floating-point type of the training",
-            "backend": "force kernel that trained the runs (after any fallback)"}
+#: What each size's stack records of its training (fields of :data:`TRAINED_BY`).
+RECORDED = ("dtype", "backend")
 QUANTITIES = {
     "rmd_projected": "RMD between the final particles and their projection on E^G",
     "rmd_symmetrized": "RMD between the final particles and their symmetrisation",
@@ -273,10 +273,11 @@ def stage_dataset(grid: DeepGrid, cells: dict[str, np.ndarray], cfg: TrainConfig
               "scheme": list(grid.schemes), "pair": list(grid.pairs),
               "seed": list(grid.seeds), "layer": list(range(max(grid.depths)))}
     recorded = {}
-    for key, text in RECORDED.items():
+    for key in RECORDED:
         values = trained[key].astype(str)
-        data[f"training_{key}"] = variable(("init", "depth", grid.size_dim), values, text)
-        recorded[f"training_{key}"] = " | ".join(sorted(set(values.ravel())))
+        data[f"training_{key}"] = variable(("init", "depth", grid.size_dim), values,
+                                           TRAINED_BY[key])
+        recorded[f"training_{key}"] = distinct(values)
     ds = xr.Dataset(data, coords=coords)
     if grid.stage == "mlp":
         ds = ds.isel(depth=0, layer=0, drop=True)
