@@ -4,19 +4,24 @@ from datetime import datetime
 
 import pytest
 
+from mfsym.records import joblog
 from mfsym.records.joblog import job_log
-from mfsym.records.stage_times import job_times, main, stage_times
+from mfsym.records.stage_times import job_times, main, occupancy, stage_times
 
 
-def write_log(path, attempts):
+def write_log(path, attempts, threads=None):
     """Write a job log by hand: ``attempts`` is a list of (job, start "HH:MM:SS", end)
-    where end is ("done", seconds), ("failed", seconds) or None (still running)."""
+    where end is ("done", seconds), ("failed", seconds) or None (still running); each
+    attempt records ``threads`` if given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for job, start, end in attempts:
         lines.append(f"2026-01-02 {start},000 INFO mfsym.records.joblog: start {job} "
                      "(mfsym 0.1.0)")
         lines.append(f"2026-01-02 {start},500 INFO mfsym.records.joblog: inputs: (none)")
+        if threads is not None:
+            lines.append(f"2026-01-02 {start},600 INFO mfsym.records.joblog: threads: "
+                         f"{threads} (torch, OpenMP, BLAS)")
         if end is not None:
             kind, s = end
             level, word = ("INFO", "in") if kind == "done" else ("ERROR", "after")
@@ -79,3 +84,48 @@ def test_the_command_prints_every_stage_and_the_slowest_job(logs, capsys):
 def test_a_missing_log_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no log folder at .*nowhere"):
         job_times(tmp_path / "nowhere")
+
+
+def test_a_workflow_script_log_records_its_threads_and_they_are_read_back(tmp_path, monkeypatch):
+    # the thread pools of this test process are left alone: only the log line is real
+    monkeypatch.setattr(joblog, "limit_threads", lambda n: n)
+
+    class Job:
+        rule, wildcards, input, output = "train", {"N": 10}, [], []
+        threads = 3
+        log = [str(tmp_path / "logs" / "train" / "N10.log")]
+
+    with joblog.script_log(Job()):
+        pass
+    write_log(tmp_path / "logs" / "metrics" / "a.log", [("metrics a", "10:00:00", ("done", 4))])
+    got = {t.stage: t.threads for t in job_times(tmp_path / "logs")}
+    assert got == {"train": 3, "metrics": 1}  # a log without the line: one thread
+
+
+def test_core_seconds_and_busy_threads_follow_the_jobs_by_hand(tmp_path):
+    root = tmp_path / "logs"
+    # a: 2 threads 10:00:00-10:01:40; b: 1 thread 10:00:50-10:02:30; c: 1 thread
+    # 10:03:00-10:04:00; d: still running (left out of the occupancy)
+    write_log(root / "train" / "a.log", [("a", "10:00:00", ("done", 100))], threads=2)
+    write_log(root / "train" / "b.log", [("b", "10:00:50", ("done", 100))], threads=1)
+    write_log(root / "metrics" / "c.log", [("c", "10:03:00", ("done", 60))])
+    write_log(root / "metrics" / "d.log", [("d", "10:03:30", None)], threads=2)
+    times = job_times(root)
+    stages = {s.stage: s for s in stage_times(times)}
+    assert stages["train"].core_s == pytest.approx(2 * 100 + 100)
+    assert stages["metrics"].core_s == pytest.approx(60)
+    # 2 busy for 50 s, 3 for 50 s, 1 for 50 s, none for 30 s, 1 for 60 s
+    busy = occupancy(times)
+    assert busy == pytest.approx({0: 30, 1: 110, 2: 50, 3: 50})
+    assert sum(busy.values()) == pytest.approx(240)
+    assert occupancy([]) == {}
+
+
+def test_the_command_prints_core_seconds_and_the_busy_threads(tmp_path, capsys):
+    root = tmp_path / "logs"
+    write_log(root / "train" / "a.log", [("a", "10:00:00", ("done", 100))], threads=2)
+    write_log(root / "train" / "b.log", [("b", "10:01:40", ("done", 40))], threads=1)
+    assert main([str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:6] == ["train", "2", "0", "0", "140s", "240"]
+    assert "threads busy: 1: 40s, 2: 100s" in lines

@@ -12,7 +12,14 @@ The stage of a job is the first folder of its log below the log root (``train``,
 * ``job_s``: the sum of the finished jobs' own wall times (on the 2 cores of a workstation
   two jobs may run at once, so this can exceed the window),
 * ``window_s``: last end − first start over the stage's attempts, the stage's elapsed time,
-* ``first``/``last``: the window's bounds.
+* ``first``/``last``: the window's bounds,
+* ``core_s``: Σ wall time × threads over the finished jobs, the threads being those the log
+  records (``threads: k``, written by the job log from the rule's ``threads``; 1 if absent).
+
+Over the whole run, :func:`occupancy` gives how long exactly k job threads were busy, for
+each k: with ``--cores c``, the run's wall time can only shrink below Σ core_s / c by doing
+less work, and the time spent with fewer than c threads busy is what better packing of the
+jobs could at most win back.
 
     python -m mfsym.records.stage_times results/logs
 """
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +38,7 @@ _END = re.compile(
     rf"^{_STAMP} (?:INFO|ERROR) \S+: (?P<kind>done|failed) (?P<job>.+?) "
     r"(?:in|after) (?P<s>[0-9.]+) s$"
 )
+_THREADS = re.compile(rf"^{_STAMP} INFO \S+: threads: (?P<k>[0-9]+) ")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class JobTime:
     start: datetime
     status: str  # "done", "failed" or "running"
     wall_s: float | None  # None while running
+    threads: int = 1  # the threads the job was given (its log's "threads: k" line)
 
     @property
     def end(self) -> datetime | None:
@@ -58,8 +67,10 @@ def read_job_time(path: Path, stage: str) -> JobTime | None:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if m := _START.match(line):
             last = JobTime(stage, m["job"], _stamp(m["stamp"]), "running", None)
+        elif last is not None and (m := _THREADS.match(line)):
+            last = replace(last, threads=int(m["k"]))
         elif last is not None and (m := _END.match(line)) and m["job"] == last.job:
-            last = JobTime(stage, last.job, last.start, m["kind"], float(m["s"]))
+            last = replace(last, status=m["kind"], wall_s=float(m["s"]))
     return last
 
 
@@ -84,6 +95,7 @@ class StageTime:
     failed: int
     running: int
     job_s: float
+    core_s: float
     first: datetime
     last: datetime | None  # None if no job of the stage has ended
 
@@ -106,21 +118,42 @@ def stage_times(times: list[JobTime]) -> list[StageTime]:
             failed=sum(t.status == "failed" for t in ts),
             running=sum(t.status == "running" for t in ts),
             job_s=sum(t.wall_s for t in ts if t.status == "done"),
+            core_s=sum(t.wall_s * t.threads for t in ts if t.status == "done"),
             first=min(t.start for t in ts),
             last=max(ends) if ends else None,
         ))
     return out
 
 
-def format_table(stages: list[StageTime], slowest: list[JobTime] = ()) -> str:
-    """A plain-text table of ``stages`` (and the slowest jobs, if given)."""
+def occupancy(times: list[JobTime]) -> dict[int, float]:
+    """Seconds during which exactly k job threads were busy, for each k seen, over
+    [first start, last end] of the jobs that have ended (running jobs are left out).
+
+    A job of ``threads`` t counts t from its start to its end; the values sum to the window.
+    """
+    ended = [t for t in times if t.end is not None]
+    if not ended:
+        return {}
+    events = sorted([(t.start, t.threads) for t in ended] + [(t.end, -t.threads) for t in ended])
+    busy, now, out = 0, events[0][0], {}
+    for when, change in events:
+        out[busy] = out.get(busy, 0.0) + (when - now).total_seconds()
+        busy, now = busy + change, when
+    return {k: s for k, s in sorted(out.items()) if s > 0}
+
+
+def format_table(stages: list[StageTime], slowest: list[JobTime] = (),
+                 busy: dict[int, float] | None = None) -> str:
+    """A plain-text table of ``stages`` (then the :func:`occupancy` ``busy`` and the slowest
+    jobs, if given)."""
     rows = [f"{'stage':<12} {'jobs':>5} {'failed':>6} {'running':>7} {'sum of jobs':>12} "
-            f"{'window':>10}  first start -> last end"]
+            f"{'core-s':>8} {'window':>10}  first start -> last end"]
     for s in stages:
         window = "-" if s.window_s is None else f"{s.window_s:9.0f}s"
         last = "-" if s.last is None else s.last.strftime("%H:%M:%S")
         rows.append(f"{s.stage:<12} {s.jobs:5d} {s.failed:6d} {s.running:7d} "
-                    f"{s.job_s:11.0f}s {window:>10}  {s.first:%H:%M:%S} -> {last}")
+                    f"{s.job_s:11.0f}s {s.core_s:8.0f} {window:>10}  "
+                    f"{s.first:%H:%M:%S} -> {last}")
     if stages:
         first = min(s.first for s in stages)
         lasts = [s.last for s in stages if s.last is not None]
@@ -129,7 +162,10 @@ def format_table(stages: list[StageTime], slowest: list[JobTime] = ()) -> str:
             rows.append(f"{'all':<12} {sum(s.jobs for s in stages):5d} "
                         f"{sum(s.failed for s in stages):6d} "
                         f"{sum(s.running for s in stages):7d} "
-                        f"{sum(s.job_s for s in stages):11.0f}s {total:9.0f}s")
+                        f"{sum(s.job_s for s in stages):11.0f}s "
+                        f"{sum(s.core_s for s in stages):8.0f} {total:9.0f}s")
+    if busy:
+        rows += ["", "threads busy: " + ", ".join(f"{k}: {s:.0f}s" for k, s in busy.items())]
     if slowest:
         rows += ["", "slowest jobs:"]
         rows += [f"  {t.wall_s:9.0f}s  {t.stage}: {t.job}" for t in slowest]
@@ -145,7 +181,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     times = job_times(args.log_root)
     done = sorted((t for t in times if t.status == "done"), key=lambda t: -t.wall_s)
-    print(format_table(stage_times(times), done[: args.slowest]))
+    print(format_table(stage_times(times), done[: args.slowest], occupancy(times)))
     return 0
 
 
