@@ -157,17 +157,3 @@ def test_ruff_is_clean():
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_workstation_profile_keeps_snakemakes_job_rate_and_rechecks_once_a_minute():
-    # the limit is read by Snakemake's own parsers: a value this Snakemake cannot read would
-    # stop every plain `snakemake` run (the pipeline tests run without this profile)
-    from snakemake.cli import get_argument_parser
-    from snakemake.settings.types import MaxJobsPerTimespan
-
-    profile = yaml.safe_load(read("profiles/default/config.yaml"))
-    ours = MaxJobsPerTimespan.parse_choice(profile["max-jobs-per-timespan"])
-    default = MaxJobsPerTimespan.parse_choice(
-        get_argument_parser().get_default("max_jobs_per_timespan"))
-    assert ours.max_jobs / ours.timespan == pytest.approx(default.max_jobs / default.timespan)
-    assert ours.timespan >= 60
