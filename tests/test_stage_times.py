@@ -5,7 +5,6 @@ from datetime import datetime
 import pytest
 
 from mfsym.records import joblog
-from mfsym.records.joblog import job_log
 from mfsym.records.stage_times import job_times, main, occupancy, stage_times
 
 
@@ -64,7 +63,7 @@ def test_each_stage_sums_its_finished_jobs_and_spans_first_start_to_last_end(log
 
 def test_a_log_written_by_job_log_is_read_back_with_its_wall_time(tmp_path):
     root = tmp_path / "logs"
-    with job_log(root / "figures" / "fig.log", "fig_rmd init=SI"):
+    with joblog.job_log(root / "figures" / "fig.log", "fig_rmd init=SI"):
         pass
     (t,) = job_times(root)
     assert (t.stage, t.job, t.status) == ("figures", "fig_rmd init=SI", "done")
