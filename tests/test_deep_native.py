@@ -21,6 +21,7 @@ particles by far more than that after one step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -189,6 +190,75 @@ def test_k_deep_steps_in_one_call_equal_k_calls_of_one_step(label, threads):
     assert many.first_bad.tolist() == [-1, -1, -1]
     assert bad_many.first_bad.tolist() == [-1, 43, -1]
     assert torch.isnan(bad_th[1]).all() and torch.equal(bad_th[[0, 2]], th[[0, 2]])
+
+
+def runs_of(spec, R):
+    """``spec`` of three runs cut to its first R (each per-run tensor's first R rows)."""
+    cut = {name: getattr(spec, name)[:R] for name in
+           ("proj", "proj_on", "noise_proj", "noise_on", "noise_row", "cot_l", "cot_on")
+           if getattr(spec, name) is not None}
+    return dataclasses.replace(spec, **cut)
+
+
+@pytest.mark.parametrize("opens", ["never", "during the call", "before the call"])
+@pytest.mark.parametrize(("label", "R", "N"), [("resnet2", 3, 700), ("resnet2-mlp", 3, 700),
+                                              ("resnet2", 1, 4000)])
+def test_deep_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(label, R, N, opens):
+    """``mfsym_deep_steps_gated`` on two threads, the second held at a gate that another
+    thread opens during the call, that is open before it, or that never opens: the bits
+    and losses of the call without a gate.  R = 3: the team over runs (a gate that never
+    opens leaves every run to the caller's thread); R = 1, M·S = 2000·20: a lone run whose
+    layers' chunks go to OpenMP threads once the gate is open."""
+    import threading
+
+    model = setting(label)[0]
+    needs_native(model)
+    kern = DeepNativeKernel(model, F64)
+    theta, x, y, xi = chunk_inputs(model, F64, R=R, N=N, K=4, m=2, B=10, seed=3)
+    spec = runs_of(fa_spec(model, F64), R)
+    torch.set_num_threads(2)
+    plain_tally = new_tally(R)
+    plain = kern.advance_many(theta, x, y, xi, spec, plain_tally, 0)
+    gate = kern.gate(1)
+    if opens != "before the call":
+        gate.close()
+    opener = threading.Timer(0.002, gate.open) if opens == "during the call" else None
+    tally, done = new_tally(R), []
+
+    def call():
+        torch.set_num_threads(2)
+        done.append(kern.advance_many(theta, x, y, xi, spec, tally, 0, gate=gate))
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    if opener is not None:
+        opener.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the call hung at its gate"
+    if opener is not None:
+        opener.join()
+    assert torch.equal(done[0], plain)
+    assert torch.equal(tally.loss_acc, plain_tally.loss_acc)
+    assert not torch.equal(plain, theta)
+    if opens == "never":
+        assert gate.joined == 0  # no thread took work past the closed gate
+
+
+def test_a_deep_stack_draws_its_next_chunk_ahead_on_two_threads(caplog):
+    """On two threads the ResNet's kernel holds its second thread at a gate while the next
+    chunk is drawn: the log says so, and the bits are those drawn in turn."""
+    model, group, teachers = setting("resnet2")
+    needs_native(model)
+    runs = [RunSpec(t, s, 1) for t in ("WI", "arbitrary") for s in SCHEMES]
+    conf = cfg("native", T=40 / 512)
+    with caplog.at_level(logging.INFO, logger="mfsym"):
+        ahead = train_stack(group, model, teachers, runs, 512, "WI", conf, threads=2)
+    assert "next chunk drawn ahead" in caplog.text
+    in_turn = train_stack(group, model, teachers, runs, 512, "WI", conf, threads=2,
+                          draw_ahead=False)
+    for name in ("final_particles", "train_loss", "population_risk"):
+        np.testing.assert_array_equal(getattr(ahead, name), getattr(in_turn, name),
+                                      err_msg=name)
 
 
 @pytest.mark.parametrize("label", ["resnet2", "resnet4", "resnet2-mlp", "mlp"])

@@ -7,10 +7,10 @@ pair on those inputs, and each block's views and targets (:meth:`Block.prepare`)
 Drawing ahead.  While the kernel trains one chunk, a thread of its own draws the next
 chunk from the same generators in the same order into the other buffer set, and computes
 its targets and views; the numbers are those drawn in turn.  Meanwhile the kernel's last
-thread waits at a gate, which that thread opens when it is done (``mfsym_steps_gated``),
-so no third thread competes for the cores.  A checkpoint written meanwhile stores the
-generators' state from before that chunk (:meth:`ChunkFeed.stream_state`), so a resumed
-run draws it again.
+thread waits at a gate, which that thread opens when it is done (``mfsym_steps_gated``;
+``mfsym_deep_steps_gated`` for the mean-ODE ResNet), so no third thread competes for the
+cores.  A checkpoint written meanwhile stores the generators' state from before that
+chunk (:meth:`ChunkFeed.stream_state`), so a resumed run draws it again.
 """
 
 from __future__ import annotations

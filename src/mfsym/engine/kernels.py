@@ -313,14 +313,16 @@ class DeepNativeKernel(NativeStepwiseKernel):
 
     :meth:`advance_many` is :class:`NativeKernel`'s (one call for K steps, each: forward
     through the L layers, the scheme's cotangent, the back-propagated δ_l, each layer's
-    force and update) and :meth:`output` the C forward of the (projected) model; the
+    force and update; with a :meth:`gate`, ``mfsym_deep_steps_gated``, whose threads past
+    the first join once the chunk drawn ahead is done) and :meth:`output` the C forward of
+    the (projected) model; the
     per-particle pull-back (``output_and_pullback``, ``forward``/``force``/``update``) is
     the eager reference.
     """
 
     advance = NativeKernel.advance
     advance_many = NativeKernel.advance_many
-    late_join = False  # mfsym_deep_steps has no gate
+    late_join = True  # mfsym_deep_steps_gated
 
     def __init__(self, model: ResNet, dtype: torch.dtype):
         EagerKernel.__init__(self, model)

@@ -172,6 +172,11 @@ def _declare_deep(lib: ctypes.CDLL) -> None:
         one, deep = getattr(lib, f"mfsym_{name}"), getattr(lib, f"mfsym_deep_{name}")
         deep.argtypes, deep.restype = one.argtypes, one.restype
     _declare_steps(lib.mfsym_deep_steps, lib.mfsym_deep_steps_sizes)
+    lib.mfsym_deep_steps_gated.argtypes = [*lib.mfsym_deep_steps.argtypes, ctypes.c_void_p,
+                                           ctypes.c_int]
+    lib.mfsym_deep_steps_gated.restype = ctypes.c_int
+    lib.mfsym_gate_open.argtypes = [ctypes.c_void_p]
+    lib.mfsym_gate_open.restype = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -491,7 +496,8 @@ class DeepLibrary(NativeLibrary):
     """The compiled kernels of a mean-ODE ResNet (``models.ResNet``) behind the checked
     methods of :class:`NativeLibrary`: :meth:`output` (Φ(x) = h_L, (R, S, d)),
     :meth:`workspace_sizes` and :meth:`fused` (a whole step, ``mfsym_deep_fused``),
-    :meth:`steps_workspace` and :meth:`steps` (K whole steps, ``mfsym_deep_steps``), with
+    :meth:`steps_workspace` and :meth:`steps` (K whole steps, ``mfsym_deep_steps``, or
+    ``mfsym_deep_steps_gated`` with a :meth:`gate`), with
     particles ``theta (R, N, D)``, N = L·M layer-major.  The per-particle pull-back of a
     one-layer model (``force``, ``step``) has no meaning here."""
 
@@ -500,6 +506,7 @@ class DeepLibrary(NativeLibrary):
             mfsym_output=lib.mfsym_deep_output, mfsym_fused=lib.mfsym_deep_fused,
             mfsym_sizes=lib.mfsym_deep_sizes, mfsym_steps=lib.mfsym_deep_steps,
             mfsym_steps_sizes=lib.mfsym_deep_steps_sizes,
+            mfsym_steps_gated=lib.mfsym_deep_steps_gated, mfsym_gate_open=lib.mfsym_gate_open,
         )
         super().__init__(symbols, model, dtype)
         self.depth = model.depth

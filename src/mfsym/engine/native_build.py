@@ -64,7 +64,7 @@ _OPTIONAL_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 #: Layout version of the exported C functions (``MFSYM_ABI`` in the C source).
 ABI = 3
 #: Layout version of the ResNet kernels (``MFSYM_DEEP_ABI`` in ``DEEP_SOURCE``).
-DEEP_ABI = 1
+DEEP_ABI = 2
 #: Layout version of the normal-number generator (``MFSYM_NORMAL_ABI`` in ``NORMAL_SOURCE``).
 NORMAL_ABI = 1
 

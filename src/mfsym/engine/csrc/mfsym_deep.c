@@ -33,7 +33,7 @@
 #endif
 
 #define LAYERS MFSYM_DEPTH
-#define MFSYM_DEEP_ABI 1
+#define MFSYM_DEEP_ABI 2
 
 /* The chunk phases of a layer: the matrix unit has the step kernel's vector code
    (v_load_chunk, v_output_chunk, v_update_chunk and v_back_chunk below: VL particles per
@@ -274,7 +274,8 @@ int mfsym_deep_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* the
 
 /* K whole steps (mfsym_deep_steps): step k of run r is deep_run with the inputs,
    targets and noise of step k, the particles ping-ponging between tmp and out so that the
-   last step writes out (as mfsym_steps). */
+   last step writes out (as mfsym_steps).  With a gate (mfsym_deep_steps_gated), the team
+   threads with ids from gate_from on take runs only once it opens. */
 typedef struct {
     fused_args a;  /* step 0's arguments */
     int64_t R, K, x_step, t_step, xi_step;
@@ -283,6 +284,8 @@ typedef struct {
     double* partw;
     int64_t wr, wdb, next;
     int inner;
+    int32_t* gate;
+    int gate_from, finished;
 } deep_steps_job;
 
 /* The arguments of step k: those of step 0 moved to step k's inputs, targets, noise and
@@ -298,22 +301,26 @@ static void deep_step_args(const deep_steps_job* j, int64_t k, fused_args* a) {
     a->step = j->a.step + k;
 }
 
-/* Run r's K steps on workspace slot `slot`. */
+/* Run r's K steps on workspace slot `slot`, each layer's chunks on `inner` OpenMP threads
+   (a lone run), on one while the call's gate is closed. */
 static void deep_steps_run(const deep_steps_job* j, int64_t r, int64_t slot, int inner) {
     fused_args a;
     for (int64_t k = 0; k < j->K; k++) {
         deep_step_args(j, k, &a);
-        deep_run(&a, r, j->work + slot * j->wr, j->partw + slot * j->wdb, inner);
+        int now = j->gate && !__atomic_load_n(j->gate, __ATOMIC_SEQ_CST) ? 1 : inner;
+        deep_run(&a, r, j->work + slot * j->wr, j->partw + slot * j->wdb, now);
     }
 }
 
 static void deep_steps_runs(void* arg, int id) {
     deep_steps_job* j = (deep_steps_job*)arg;
+    if (j->gate && id >= j->gate_from && !gate_wait(j->gate, &j->finished)) return;
     for (;;) {
         int64_t r = __atomic_fetch_add(&j->next, 1, __ATOMIC_SEQ_CST);
-        if (r >= j->R) return;
+        if (r >= j->R) break;
         deep_steps_run(j, r, id, 1);
     }
+    if (j->gate && id == 0) gate_release(&j->finished);  /* every run is handed out */
 }
 
 /* Threads of mfsym_deep_steps: the team over whole runs when R > 1, else one thread (a
@@ -330,21 +337,29 @@ void mfsym_deep_steps_sizes(int64_t R, int64_t N, int64_t S, int nt, int64_t* re
     *doubles = slots * wdb;
 }
 
-/* K whole steps of R runs of the ResNet, with the arguments (and the contract) of
-   mfsym_steps, N = L·M: the same numbers as K calls of mfsym_deep_fused. */
-int mfsym_deep_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
-                     const real* x, int64_t x_step, const real* targets, int64_t t_step,
-                     const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
-                     const int64_t* xi_row, int64_t xi_stride, int64_t xi_step,
-                     const real* proj, const int8_t* proj_on, const real* noise_proj,
-                     const int8_t* noise_on, double lr, double wd, double sigma,
-                     real* theta_out, real* tmp, double* loss_acc, int64_t* first_bad,
-                     int64_t step0, real* work, double* partw, int nt) {
+/* mfsym_deep_steps (below) with late joiners: with gate non-null (int32 gate[2], see
+   mfsym_steps_gated), the team threads with ids from gate_from on wait until
+   mfsym_gate_open(gate) before they claim runs, and leave when every run is handed out
+   first.  A lone run (its layers' chunks on OpenMP threads) takes its steps on one thread
+   while the gate is closed and on nt from the step after it opens, so that no OpenMP
+   thread competes with the caller's thread that is still busy.  The numbers do not depend
+   on it (sums over particles are per chunk, added in chunk order). */
+int mfsym_deep_steps_gated(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K,
+                           const real* theta, const real* x, int64_t x_step,
+                           const real* targets, int64_t t_step, const real* cot_l,
+                           const int8_t* cot_on, double c0, const real* xi,
+                           const int64_t* xi_row, int64_t xi_stride, int64_t xi_step,
+                           const real* proj, const int8_t* proj_on, const real* noise_proj,
+                           const int8_t* noise_on, double lr, double wd, double sigma,
+                           real* theta_out, real* tmp, double* loss_acc, int64_t* first_bad,
+                           int64_t step0, real* work, double* partw, int nt, int32_t* gate,
+                           int gate_from) {
     if (K < 1 || R < 1) return 0;
     deep_steps_job j = {{N, S, m, theta, x, targets, cot_l, xi, proj, noise_proj, cot_on,
                          proj_on, noise_on, xi_row, xi_stride, (real)c0, (real)lr, (real)wd,
                          (real)sigma, 0, theta_out, loss_acc, first_bad, step0},
-                        R, K, x_step, t_step, xi_step, tmp, work, partw, 0, 0, 0, 1};
+                        R, K, x_step, t_step, xi_step, tmp, work, partw, 0, 0, 0, 1,
+                        gate, gate_from < 1 ? 1 : gate_from, 0};
     mfsym_deep_sizes(N, S, &j.wr, &j.wdb);
     int want = deep_steps_threads(R, nt);
     j.a.out = work + want * j.wr;
@@ -355,6 +370,22 @@ int mfsym_deep_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, cons
         for (int64_t r = 0; r < R; r++) deep_steps_run(&j, r, 0, inner);
     }
     return want;
+}
+
+/* K whole steps of R runs of the ResNet, with the arguments (and the contract) of
+   mfsym_steps, N = L·M: the same numbers as K calls of mfsym_deep_fused. */
+int mfsym_deep_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const real* theta,
+                     const real* x, int64_t x_step, const real* targets, int64_t t_step,
+                     const real* cot_l, const int8_t* cot_on, double c0, const real* xi,
+                     const int64_t* xi_row, int64_t xi_stride, int64_t xi_step,
+                     const real* proj, const int8_t* proj_on, const real* noise_proj,
+                     const int8_t* noise_on, double lr, double wd, double sigma,
+                     real* theta_out, real* tmp, double* loss_acc, int64_t* first_bad,
+                     int64_t step0, real* work, double* partw, int nt) {
+    return mfsym_deep_steps_gated(R, N, S, m, K, theta, x, x_step, targets, t_step, cot_l,
+                                  cot_on, c0, xi, xi_row, xi_stride, xi_step, proj, proj_on,
+                                  noise_proj, noise_on, lr, wd, sigma, theta_out, tmp,
+                                  loss_acc, first_bad, step0, work, partw, nt, 0, 0);
 }
 
 /* Φ(x) (R, S, DY) of each run's (projected) particles; 1 if a buffer cannot be had. */

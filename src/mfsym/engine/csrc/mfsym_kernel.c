@@ -435,6 +435,44 @@ static void team_run(int nt, team_fn fn, void* arg) {
     pthread_mutex_unlock(&team.use);
 }
 
+/* ---- gates: late joiners of a team call ----
+   A gate (int32 gate[2]: open flag, count of the threads that joined at it) holds the team
+   threads of a call with ids from its first on until the caller's other thread opens it
+   (mfsym_gate_open), or until the call has handed out all its work (gate_release on the
+   call's `finished` flag).  Used by mfsym_steps_gated and mfsym_deep_steps_gated; one
+   mutex and condition serve every gate. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+
+/* Open a gate: the threads waiting at it join the work they wait for. */
+void mfsym_gate_open(int32_t* gate) {
+    pthread_mutex_lock(&gate_mu);
+    __atomic_store_n(gate, 1, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+/* Wait (asleep) until the gate opens or the call has no work left to hand out
+   (*finished); 1 when this thread should join the work (then counted in gate[1]). */
+static inline int gate_wait(int32_t* gate, const int* finished) {
+    pthread_mutex_lock(&gate_mu);
+    while (!__atomic_load_n(gate, __ATOMIC_SEQ_CST) &&
+           !__atomic_load_n(finished, __ATOMIC_SEQ_CST))
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    int join = !__atomic_load_n(finished, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&gate_mu);
+    if (join) __atomic_fetch_add(&gate[1], 1, __ATOMIC_SEQ_CST);
+    return join;
+}
+
+/* The call's work is all handed out: release the threads still waiting at its gate. */
+static inline void gate_release(int* finished) {
+    pthread_mutex_lock(&gate_mu);
+    __atomic_store_n(finished, 1, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
 /* Items w = 0..W-1 of fn on up to nt threads (this one included), each claimed from a
    shared counter. */
 typedef void (*item_fn)(void* ctx, int64_t w);
@@ -1111,44 +1149,12 @@ static void phased(steps_ctx* c, int id) {
     }
 }
 
-/* Gates (see mfsym_steps_gated): one mutex and condition for all of them. */
-static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-
-/* Open a gate: the threads waiting at it join the work they wait for. */
-void mfsym_gate_open(int32_t* gate) {
-    pthread_mutex_lock(&gate_mu);
-    __atomic_store_n(gate, 1, __ATOMIC_SEQ_CST);
-    pthread_cond_broadcast(&gate_cv);
-    pthread_mutex_unlock(&gate_mu);
-}
-
-/* Wait (asleep) until the gate opens or this thread's call has no work left to hand
-   out; 1 when it should join the work. */
-static int gate_wait(steps_ctx* c) {
-    pthread_mutex_lock(&gate_mu);
-    while (!__atomic_load_n(c->gate, __ATOMIC_SEQ_CST) &&
-           !__atomic_load_n(&c->finished, __ATOMIC_SEQ_CST))
-        pthread_cond_wait(&gate_cv, &gate_mu);
-    int join = !__atomic_load_n(&c->finished, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&gate_mu);
-    return join;
-}
-
 static void steps_worker(void* arg, int id) {
     steps_ctx* c = (steps_ctx*)arg;
-    if (c->gate && id >= c->gate_from) {
-        if (!gate_wait(c)) return;
-        __atomic_fetch_add(&c->gate[1], 1, __ATOMIC_SEQ_CST);
-    }
+    if (c->gate && id >= c->gate_from && !gate_wait(c->gate, &c->finished)) return;
     if (c->by_run) whole_runs(c, id);
     else phased(c, id);
-    if (c->gate && id == 0) {  /* nothing left to claim: release the threads at the gate */
-        pthread_mutex_lock(&gate_mu);
-        __atomic_store_n(&c->finished, 1, __ATOMIC_SEQ_CST);
-        pthread_cond_broadcast(&gate_cv);
-        pthread_mutex_unlock(&gate_mu);
-    }
+    if (c->gate && id == 0) gate_release(&c->finished);  /* nothing left to claim */
 }
 
 /* How mfsym_steps splits work among nt threads: whole runs when every thread gets as many
