@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 from test_kernels import fa_spec, new_tally
-from test_native_steps import chunk_inputs
+from test_native_steps import check_gate, chunk_inputs
 
 from mfsym.core.groups import c2_swap
 from mfsym.core.teachers import paper_teachers, random_teacher
@@ -204,44 +204,15 @@ def runs_of(spec, R):
 @pytest.mark.parametrize(("label", "R", "N"), [("resnet2", 3, 700), ("resnet2-mlp", 3, 700),
                                               ("resnet2", 1, 4000)])
 def test_deep_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(label, R, N, opens):
-    """``mfsym_deep_steps_gated`` on two threads, the second held at a gate that another
-    thread opens during the call, that is open before it, or that never opens: the bits
-    and losses of the call without a gate.  R = 3: the team over runs (a gate that never
-    opens leaves every run to the caller's thread); R = 1, M·S = 2000·20: a lone run whose
-    layers' chunks go to OpenMP threads once the gate is open."""
-    import threading
-
+    """``mfsym_deep_steps_gated`` (see ``check_gate``: the bits of the call without a gate,
+    the gate opened during the call, before it or never).  R = 3: the team over runs (a
+    gate that never opens leaves every run to the caller's thread); R = 1, M·S = 2000·20:
+    a lone run whose layers' chunks go to OpenMP threads once the gate is open."""
     model = setting(label)[0]
     needs_native(model)
-    kern = DeepNativeKernel(model, F64)
     theta, x, y, xi = chunk_inputs(model, F64, R=R, N=N, K=4, m=2, B=10, seed=3)
-    spec = runs_of(fa_spec(model, F64), R)
-    torch.set_num_threads(2)
-    plain_tally = new_tally(R)
-    plain = kern.advance_many(theta, x, y, xi, spec, plain_tally, 0)
-    gate = kern.gate(1)
-    if opens != "before the call":
-        gate.close()
-    opener = threading.Timer(0.002, gate.open) if opens == "during the call" else None
-    tally, done = new_tally(R), []
-
-    def call():
-        torch.set_num_threads(2)
-        done.append(kern.advance_many(theta, x, y, xi, spec, tally, 0, gate=gate))
-
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    if opener is not None:
-        opener.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "the call hung at its gate"
-    if opener is not None:
-        opener.join()
-    assert torch.equal(done[0], plain)
-    assert torch.equal(tally.loss_acc, plain_tally.loss_acc)
-    assert not torch.equal(plain, theta)
-    if opens == "never":
-        assert gate.joined == 0  # no thread took work past the closed gate
+    check_gate(DeepNativeKernel(model, F64), theta, x, y, xi, runs_of(fa_spec(model, F64), R),
+               opens)
 
 
 def test_a_deep_stack_draws_its_next_chunk_ahead_on_two_threads(caplog):

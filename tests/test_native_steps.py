@@ -235,22 +235,20 @@ def gate_case(dtype):
     return kern, theta, x, y, xi, spec
 
 
-@pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize("opens", ["never", "during the call", "before the call"])
-def test_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(dtype, opens):
-    """Two threads, the second waiting at a gate (``mfsym_steps_gated``): opened by
-    another thread during the call, before it, or never (the call then finishes alone
-    and releases the waiting thread): the bits of a call without a gate."""
+def check_gate(kern, theta, x, y, xi, spec, opens):
+    """Two threads, the second waiting at a gate that another thread opens during the
+    call, that is open before it, or that never opens (the call then finishes alone and
+    releases the waiting thread): the bits and losses of the same call without a gate."""
     import threading
 
-    kern, theta, x, y, xi, spec = gate_case(dtype)
-    plain_tally = new_tally(3)
+    R = theta.shape[0]
+    plain_tally = new_tally(R)
     plain = with_threads(2, lambda: kern.advance_many(theta, x, y, xi, spec, plain_tally, 0))
     gate = kern.gate(1)
     if opens != "before the call":
         gate.close()
     opener = threading.Timer(0.002, gate.open) if opens == "during the call" else None
-    tally = new_tally(3)
+    tally = new_tally(R)
     done = []
 
     def call():
@@ -267,8 +265,16 @@ def test_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(dtype, opens):
         opener.join()
     assert torch.equal(done[0], plain)
     assert torch.equal(tally.loss_acc, plain_tally.loss_acc)
+    assert not torch.equal(plain, theta)  # it trained
     if opens == "never":
         assert gate.joined == 0  # the second thread never took work
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("opens", ["never", "during the call", "before the call"])
+def test_threads_at_a_gate_join_when_it_opens_and_the_bits_stay(dtype, opens):
+    """``mfsym_steps_gated`` (see :func:`check_gate`)."""
+    check_gate(*gate_case(dtype), opens)
 
 
 def test_a_gate_is_checked():
