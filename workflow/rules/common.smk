@@ -5,6 +5,7 @@ import json
 # ---- the paper grid: one training job per (init, N, seed block) ---------------------------
 from mfsym.pipeline import targets
 from mfsym.pipeline.config import canonical, grid_of, particles_n
+from mfsym.pipeline.rate_timers import cancel_pending_timers
 
 RESULTS = config["results_dir"]
 GRID = grid_of(config)  # checks across keys (group/unit/teachers/pairs/figures) first
@@ -15,6 +16,16 @@ JOB = "{init}/N{N}/{block}"
 # steps (each step waits for the one before) are the longest chains of the run, so their
 # jobs start before the shorter stages (rotation, Noether, deep, figures).
 PRIORITY = {"data": 30, "heuristic": 25, "train": 20, "metrics": 10}
+
+
+# The run is over: Snakemake's pending rate-limit timers would hold the command's exit for
+# up to one --max-jobs-per-timespan timespan (mfsym.pipeline.rate_timers).
+onsuccess:
+    cancel_pending_timers()
+
+
+onerror:
+    cancel_pending_timers()
 
 
 wildcard_constraints:
