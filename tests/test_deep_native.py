@@ -38,7 +38,7 @@ from mfsym.core.units import ACTIVATIONS, make_unit
 from mfsym.engine import native
 from mfsym.engine.kernels import (
     DeepNativeKernel,
-    NativeStepwiseKernel,
+    NativeKernel,
     NativeV1Kernel,
     select_kernel,
 )
@@ -248,7 +248,7 @@ def test_si_start_stays_on_eg_on_the_native_path(label):
 
 def test_auto_on_the_cpu_picks_the_native_deep_kernels():
     for label, kind in (("resnet2", DeepNativeKernel), ("resnet2-mlp", DeepNativeKernel),
-                        ("mlp", NativeStepwiseKernel)):
+                        ("mlp", NativeKernel)):
         model = setting(label)[0]
         needs_native(model)
         kern = select_kernel(model, "auto", torch.device("cpu"), F64)

@@ -18,7 +18,13 @@ from test_kernels import F32, F64, fa_spec, native_or_skip, new_tally
 from mfsym.core.units import make_unit
 from mfsym.engine.kernels import NativeKernel, NativeV1Kernel
 
-UNITS = [("matrix", 2, "sigmoid"), ("uv", 3, "tanh"), ("matrix", 3, "leaky_relu")]
+# (name, dim, activation); "mlp" is the tanh mlp unit of hidden width 3 (D = 12)
+UNITS = [("matrix", 2, "sigmoid"), ("uv", 3, "tanh"), ("matrix", 3, "leaky_relu"),
+         ("mlp", 2, "tanh")]
+
+
+def unit_of(name, dim, act):
+    return make_unit(name, dim, dim, act, **({"hidden": 3} if name == "mlp" else {}))
 
 
 def chunk_inputs(unit, dtype, R=3, N=700, K=6, m=2, B=5, seed=0):
@@ -46,7 +52,7 @@ def with_threads(n, fn):
 def test_k_steps_in_one_call_equal_k_calls_of_one_step(name, dim, act, dtype, threads):
     """Projected model, drift and noise, an FA cotangent over 2 views, noise rows shared
     by runs: one call of K = 6 steps gives the bits of six calls, and the same losses."""
-    unit = make_unit(name, dim, dim, act)
+    unit = unit_of(name, dim, act)
     kern = native_or_skip(unit, dtype)
     theta, x, y, xi = chunk_inputs(unit, dtype)
     spec = fa_spec(unit, dtype)
@@ -71,7 +77,7 @@ def test_k_steps_in_one_call_equal_k_calls_of_one_step(name, dim, act, dtype, th
 def test_the_step_kernel_equals_the_first_kernel_in_float64(name, dim, act):
     """Two implementations (vectors of particles, K steps per call; 8-lane scalar code,
     one call per step) agree to float64 rounding over 6 steps of a mixed stack."""
-    unit = make_unit(name, dim, dim, act)
+    unit = unit_of(name, dim, act)
     native_or_skip(unit, F64)
     theta, x, y, xi = chunk_inputs(unit, F64, seed=3)
     spec = fa_spec(unit, F64)

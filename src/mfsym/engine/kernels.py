@@ -28,12 +28,11 @@ Backends (``TrainConfig.backend``):
 * ``eager``: the unit's own PyTorch code (:meth:`Unit.output_and_pullback`), the reference.
 * ``native``: fused C kernels compiled for this CPU (:mod:`mfsym.engine.native`): one pass per
   phase over cache-sized chunks of particles, one activation per particle and sample,
-  update fused with the force, no (R, S, N) intermediate in memory.  For the matrix and
-  uv units (:class:`NativeKernel`): the step kernel, K steps per call, vectors of
-  particles, its own passively waiting threads; for the mlp unit and the mean-ODE ResNet
-  of the matrix or mlp unit (:class:`NativeStepwiseKernel`, :class:`DeepNativeKernel`:
-  forward through the layers, back-propagated cotangents and each layer's update in the
-  same call): one whole step per call.
+  update fused with the force, no (R, S, N) intermediate in memory.  For the matrix, uv
+  and mlp units (:class:`NativeKernel`): the step kernel, K steps per call, vectors of
+  particles, its own passively waiting threads; for the mean-ODE ResNet of the matrix or
+  mlp unit (:class:`DeepNativeKernel`): K whole steps per call too, each forward through
+  the layers, back-propagated cotangents and each layer's update.
 * ``native-v1``: the first fused C step of the one-layer units (one call per step,
   OpenMP), kept to be timed beside ``native``.
 * ``compile``: the same fused formulas as PyTorch element-wise code through
@@ -68,8 +67,6 @@ BACKENDS = ("auto", "eager", "native", "native-v1", "compile")
 #: output-scaled ensemble, the ResNet on the GPU) runs on the eager kernel, whatever the
 #: backend asked for, with a log line.
 FUSED_UNITS = {"matrix": ("native", "compile"), "uv": ("native", "compile"), "mlp": ("native",)}
-#: Units the step kernel (``mfsym_steps``, K steps per call) serves.
-STEP_KERNEL_UNITS = ("matrix", "uv")
 
 
 def fused_backends(model) -> tuple[str, ...]:
@@ -300,14 +297,7 @@ class NativeV1Kernel(NativeKernel):
     advance_many = EagerKernel.advance_many
 
 
-class NativeStepwiseKernel(NativeV1Kernel):
-    """Backend ``native`` for the models the step kernel does not cover (the mlp unit):
-    one whole step per call of ``mfsym_fused``."""
-
-    name = "native"
-
-
-class DeepNativeKernel(NativeStepwiseKernel):
+class DeepNativeKernel(NativeV1Kernel):
     """The fused C steps of the mean-ODE ResNet (``mfsym_deep_steps``, see
     :mod:`mfsym.engine.native`): θ (R, L·M, D) layer-major, x and targets (R, S, d).
 
@@ -320,6 +310,7 @@ class DeepNativeKernel(NativeStepwiseKernel):
     the eager reference.
     """
 
+    name = "native"
     advance = NativeKernel.advance
     advance_many = NativeKernel.advance_many
     late_join = True  # mfsym_deep_steps_gated
@@ -341,15 +332,12 @@ class DeepNativeKernel(NativeStepwiseKernel):
 
 
 def native_kernel(model, dtype: torch.dtype, first: bool = False) -> NativeKernel:
-    """The native kernel of ``model``: the ResNet's, the mlp unit's (whole steps of
-    ``mfsym_fused``) or the step kernel of the matrix and uv units (``first``: their first
-    kernel, backend ``native-v1``)."""
+    """The native kernel of ``model``: the ResNet's, or the step kernel of a one-layer
+    unit (``first``: its first kernel, backend ``native-v1``)."""
     if isinstance(model, ResNet):
         return DeepNativeKernel(model, dtype)
     if first:
         return NativeV1Kernel(model, dtype)
-    if model.name not in STEP_KERNEL_UNITS:
-        return NativeStepwiseKernel(model, dtype)
     return NativeKernel(model, dtype)
 
 

@@ -38,17 +38,19 @@
 /* The chunk phases of a layer: the matrix unit has the step kernel's vector code
    (v_load_chunk, v_output_chunk, v_update_chunk and v_back_chunk below: VL particles per
    instruction, the force rows in registers over the samples), the mlp unit the 8-lane
-   code of mfsym_fused. */
+   code of mfsym_fused, its output-only forward included. */
 #if MFSYM_UNIT == 1
 #define LOAD_CHUNK v_load_chunk
 #define OUTPUT_CHUNK v_output_chunk
 #define UPDATE_CHUNK v_update_chunk
 #define BACK_CHUNK v_back_chunk
+#define FORWARD_ONLY ONLY_OUTPUT
 #else
 #define LOAD_CHUNK load_chunk
 #define OUTPUT_CHUNK output_chunk
 #define UPDATE_CHUNK update_chunk
 #define BACK_CHUNK back_chunk
+#define FORWARD_ONLY(tz, cn, x, S, part) output_chunk(tz, cn, x, S, part, 0)
 #endif
 
 #if MFSYM_UNIT == 3
@@ -185,7 +187,7 @@ static void deep_forward(const real* theta, const real* x, const real* P, int po
             if (st)
                 OUTPUT_CHUNK(tz, cn, h, S, part + c * S * DY, st + (layer * nch + c) * S * NQ * CH);
             else
-                ONLY_OUTPUT(tz, cn, h, S, part + c * S * DY);
+                FORWARD_ONLY(tz, cn, h, S, part + c * S * DY);
         }
         real* next = hs + (layer + 1) * S * DX;
         memcpy(next, h, (size_t)(S * DX) * sizeof(real));

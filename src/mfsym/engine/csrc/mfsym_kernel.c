@@ -806,8 +806,7 @@ static inline vreal v_exp(vreal v) {
 #define VDACT(h, a) ((void)(h), (void)(a), vset(1))
 #endif
 
-/* The step kernel serves the matrix and uv units (the mlp unit steps with mfsym_fused). */
-#if MFSYM_UNIT != 3
+/* The step kernel: every unit (the matrix, uv and mlp units). */
 /* Σ of a vector's lanes in float64, pairwise. */
 static inline double vsum(vreal v) {
     double t[VL];
@@ -840,6 +839,18 @@ static inline void v_output_store(real tz[D][CH], int64_t cn, const real* xr, in
                 vreal a = VACT(h);
                 if (store) vstore(sts + k * CH + n, VDACT(h, a));
                 acc[k] += a * mk;
+            }
+#elif MFSYM_UNIT == 3
+            for (int j = 0; j < H; j++) {
+                vreal pre = vload(&tz[j * DX][n]) * xs[0];
+                for (int l = 1; l < DX; l++) pre += vload(&tz[j * DX + l][n]) * xs[l];
+                vreal a = VACT(pre);
+                if (store) {
+                    vstore(sts + j * CH + n, a);
+                    vstore(sts + (H + j) * CH + n, VDACT(pre, a));
+                }
+                vreal am = a * mk;
+                for (int k = 0; k < DY; k++) acc[k] += vload(&tz[W2_AT(k, j)][n]) * am;
             }
 #else
             vreal h = vload(&tz[0][n]) * xs[0];
@@ -877,6 +888,9 @@ static void v_force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real
 #if MFSYM_UNIT == 2
         vreal vv[DY];
         for (int k = 0; k < DY; k++) vv[k] = vload(&tz[DX + k][n]);
+#elif MFSYM_UNIT == 3
+        vreal w2[DY * H];
+        for (int i = 0; i < DY * H; i++) w2[i] = vload(&tz[H * DX + i][n]);
 #endif
         for (int64_t s = 0; s < S; s++) {
             const real* xs = xr + s * DX;
@@ -886,6 +900,17 @@ static void v_force_chunk(real tz[D][CH], int64_t cn, const real* xr, const real
             for (int k = 0; k < DY; k++) {
                 vreal w = vload(sts + k * CH + n) * cs[k];
                 for (int l = 0; l < DX; l++) gv[k * DX + l] += w * xs[l];
+            }
+#elif MFSYM_UNIT == 3
+            /* mlp_terms: g_W2[k, j] += a_j c_k, g_W1[j, l] += w_j x_l,
+               w_j = act'(pre_j) Σ_k W2[k, j] c_k */
+            for (int j = 0; j < H; j++) {
+                vreal a = vload(sts + j * CH + n), dd = vload(sts + (H + j) * CH + n);
+                vreal wc = w2[j] * cs[0];
+                for (int k = 1; k < DY; k++) wc += w2[k * H + j] * cs[k];
+                vreal w = dd * wc;
+                for (int k = 0; k < DY; k++) gv[W2_AT(k, j)] += a * cs[k];
+                for (int l = 0; l < DX; l++) gv[j * DX + l] += w * xs[l];
             }
 #else
             vreal a = vload(sts + n), dd = vload(sts + CH + n);
@@ -1018,7 +1043,7 @@ static void phase_b(const steps_ctx* c, int64_t k, int64_t r, int64_t ch, const 
     real g[D][CH] __attribute__((aligned(64)));
     const real* th = theta_src(c, k) + (r * N + n0) * D;
     const real* P = c->proj + r * D * D;
-    if (MFSYM_UNIT == 2) v_load_chunk(th, cn, P, c->proj_on[r], tz);  /* the v rows */
+    if (MFSYM_UNIT != 1) v_load_chunk(th, cn, P, c->proj_on[r], tz);  /* v or W2 rows */
     v_force_chunk(tz, cn, c->x + k * c->x_step + r * S * DX, cot, S, st, g);
     v_update_chunk(th, cn, g, c->xi + c->xi_row[r] * c->xi_stride + k * c->xi_step + n0 * D, P,
                  c->proj_on[r], c->noise_proj + r * D * D, c->noise_on[r], c->lr, c->wd,
@@ -1242,18 +1267,10 @@ int mfsym_steps(int64_t R, int64_t N, int64_t S, int64_t m, int64_t K, const rea
                              step0, work, partw, nt, 0, 0);
 }
 
-#endif /* MFSYM_UNIT != 3 */
-
 /* The outputs alone of a chunk, nothing stored (mfsym_output, and the ResNet's
-   output-only forward): the step kernel's vector code for the matrix and uv units,
-   mfsym_fused's for the mlp unit. */
-#if MFSYM_UNIT != 3
+   output-only forward): the step kernel's vector code. */
 #define ONLY_LOAD v_load_chunk
 #define ONLY_OUTPUT(tz, cn, x, S, part) v_output_store(tz, cn, x, S, part, 0, 0)
-#else
-#define ONLY_LOAD load_chunk
-#define ONLY_OUTPUT(tz, cn, x, S, part) output_chunk(tz, cn, x, S, part, 0)
-#endif
 
 /* An item (run, chunk) of mfsym_output. */
 static void output_item(void* ctx, int64_t w) {
