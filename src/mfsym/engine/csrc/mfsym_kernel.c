@@ -555,8 +555,7 @@ static int item_threads(int64_t R, int64_t N, int64_t S, int nt) {
 static void output_item(void* ctx, int64_t w);
 
 /* Φ_N of every run: out[r, s, :] = (1/N) Σ_n σ*(x_{r,s}, z_{r,n}), sums per chunk in
-   float64, added in chunk order (the step kernel's vector code for the matrix and uv
-   units). */
+   float64, added in chunk order (the step kernel's vector code). */
 int mfsym_output(int64_t R, int64_t N, int64_t S, const real* theta, const real* x,
                  const real* proj, const int8_t* proj_on, real* out, int nt) {
     int64_t nch = nchunks(N), W = R * nch;

@@ -1,6 +1,8 @@
 /* The mlp unit (MFSYM_UNIT 3) of the fused kernels: included by mfsym_kernel.c in place of
-   the matrix and uv units' definitions, so that its output, force and update go through
-   the same chunked one-pass code (mfsym_output, mfsym_force, mfsym_step, mfsym_fused).
+   the matrix and uv units' definitions, so that its force and update go through the same
+   chunked one-pass 8-lane code (mfsym_force, mfsym_step, mfsym_fused, and the mlp
+   ResNet's layers); the step kernel (mfsym_steps) and mfsym_output have its vector form,
+   in mfsym_kernel.c beside the other units'.
 
    σ*(x, z) = W2 act(W1 x), z = (vec W1, vec W2) row-major, W1 (H×DX) at z[j·DX + l],
    W2 (DY×H) at z[H·DX + k·H + j]; D = H·(DX + DY) with H = MFSYM_HIDDEN.
