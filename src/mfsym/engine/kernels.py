@@ -305,9 +305,8 @@ class DeepNativeKernel(NativeV1Kernel):
     through the L layers, the scheme's cotangent, the back-propagated δ_l, each layer's
     force and update; with a :meth:`gate`, ``mfsym_deep_steps_gated``, whose threads past
     the first join once the chunk drawn ahead is done) and :meth:`output` the C forward of
-    the (projected) model; the
-    per-particle pull-back (``output_and_pullback``, ``forward``/``force``/``update``) is
-    the eager reference.
+    the (projected) model; the per-particle pull-back (``output_and_pullback``,
+    ``forward``/``force``/``update``) is the eager reference.
     """
 
     name = "native"

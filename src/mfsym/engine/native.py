@@ -142,17 +142,15 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mfsym_floor.restype = None
     for fn in (lib.mfsym_output, lib.mfsym_force, lib.mfsym_step, lib.mfsym_fused):
         fn.restype = i32
-    if hasattr(lib, "mfsym_steps"):  # the step kernel (matrix and uv units)
-        _declare_steps(lib.mfsym_steps, lib.mfsym_steps_sizes)
-        lib.mfsym_steps_gated.argtypes = [*lib.mfsym_steps.argtypes, ptr, i32]
-        lib.mfsym_steps_gated.restype = i32
-        lib.mfsym_gate_open.argtypes = [ptr]
-        lib.mfsym_gate_open.restype = None
+    _declare_steps(lib.mfsym_steps, lib.mfsym_steps_sizes, lib.mfsym_steps_gated)
+    lib.mfsym_gate_open.argtypes = [ptr]
+    lib.mfsym_gate_open.restype = None
 
 
-def _declare_steps(fn, sizes) -> None:
-    """The arguments of ``mfsym_steps`` and ``mfsym_steps_sizes`` (and of the ResNet's
-    ``mfsym_deep_steps``, ``mfsym_deep_steps_sizes``)."""
+def _declare_steps(fn, sizes, gated) -> None:
+    """The arguments of ``mfsym_steps``, ``mfsym_steps_sizes`` and ``mfsym_steps_gated``
+    (and of the ResNet's ``mfsym_deep_steps``, ``mfsym_deep_steps_sizes``,
+    ``mfsym_deep_steps_gated``)."""
     i64, ptr, i32, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     fn.argtypes = [
         i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, f64, ptr, ptr, i64,
@@ -161,6 +159,8 @@ def _declare_steps(fn, sizes) -> None:
     fn.restype = i32
     sizes.argtypes = [i64, i64, i64, i32, ptr, ptr]
     sizes.restype = None
+    gated.argtypes = [*fn.argtypes, ptr, i32]  # the gate and the first thread id it holds
+    gated.restype = i32
 
 
 def _declare_deep(lib: ctypes.CDLL) -> None:
@@ -171,12 +171,8 @@ def _declare_deep(lib: ctypes.CDLL) -> None:
     for name in ("output", "fused", "sizes"):
         one, deep = getattr(lib, f"mfsym_{name}"), getattr(lib, f"mfsym_deep_{name}")
         deep.argtypes, deep.restype = one.argtypes, one.restype
-    _declare_steps(lib.mfsym_deep_steps, lib.mfsym_deep_steps_sizes)
-    lib.mfsym_deep_steps_gated.argtypes = [*lib.mfsym_deep_steps.argtypes, ctypes.c_void_p,
-                                           ctypes.c_int]
-    lib.mfsym_deep_steps_gated.restype = ctypes.c_int
-    lib.mfsym_gate_open.argtypes = [ctypes.c_void_p]
-    lib.mfsym_gate_open.restype = None
+    _declare_steps(lib.mfsym_deep_steps, lib.mfsym_deep_steps_sizes,
+                   lib.mfsym_deep_steps_gated)
 
 
 # ---------------------------------------------------------------------------------------
@@ -477,8 +473,6 @@ class NativeLibrary:
     def gate(self, first: int) -> Gate:
         """A gate for :meth:`steps`, open; the team threads with ids ≥ ``first`` (≥ 1: the
         caller's own thread, id 0, never waits) wait at it while it is closed."""
-        if not hasattr(self.lib, "mfsym_gate_open"):
-            raise NativeUnavailable("this library's step kernel has no gate")
         _positive("first", first, "the first thread id that waits")
         return Gate(self.lib, first)
 
