@@ -728,13 +728,15 @@ int mfsym_fused(int64_t R, int64_t N, int64_t S, int64_t m, const real* theta, c
    samples.  The exponential is m_exp's formula with 2ⁿ and n taken from one rounding by
    the shifter 1.5·2^23 (float) / 1.5·2^52 (double) instead of floor.
 
-   Threads.  Work items are (run, chunk) pairs of one phase (A: outputs, B: force and
-   update) or whole runs; threads claim items one at a time (whole runs from a shared
-   counter; (run, chunk) items from a range of their own first, the same in both phases,
-   then from the others' leftovers: see claim_next), so a thread the system deschedules
-   holds up at most the item it has, and nothing waits for it to arrive anywhere.  The thread that completes a phase's last item does the serial
-   part (per-run sums over chunks in chunk order, cotangent, loss) and opens the next
-   phase.  A thread with nothing to claim spins briefly, then sleeps on a condition
+   Threads.  Work items are (run, chunk) pairs of one phase or whole runs.  A phase's item
+   is step k − 1's part B (force and update) of the chunk, then step k's part A (its
+   outputs), so one phase boundary separates two steps.  Threads claim items one at a time
+   (whole runs from a shared counter; (run, chunk) items from a range of their own first,
+   the same in every phase, then from the others' leftovers: see claim_next), so a thread
+   the system deschedules holds up at most the item it has, and nothing waits for it to
+   arrive anywhere.  The thread that completes a phase's last item does the serial part
+   (per-run sums over chunks in chunk order, cotangent, loss) and opens the next phase.
+   A thread with nothing to claim spins briefly, then sleeps on a condition
    variable.  Each run's numbers do not depend on which thread did what, nor on how many
    threads or runs there are. */
 #ifndef MFSYM_VBYTES
@@ -1075,6 +1077,16 @@ static void run_space(const steps_ctx* c, int64_t slot, real** st, real** o, rea
     *part = c->partw + slot * c->wdb;
 }
 
+/* Item (r, ch) of phase p ≤ K: step p − 1's part B (phase_b, p ≥ 1), then step p's part
+   A (phase_a, p < K).  Part A of step p reads chunk ch's particles alone, which part B of
+   step p − 1 wrote just before on this thread, so one wait per step separates the steps
+   (the sums of run_sums) instead of two; the partial sums keep their chunks and order. */
+static void phase_item(const steps_ctx* c, int64_t p, int64_t r, int64_t ch, real* st,
+                      double* part, const real* cot) {
+    if (p > 0) phase_b(c, p - 1, r, ch, st, cot);
+    if (p < c->K) phase_a(c, p, r, ch, st, part);
+}
+
 static void whole_runs(steps_ctx* c, int id) {
     for (;;) {
         int64_t r = __atomic_fetch_add(&c->ticket, 1, __ATOMIC_SEQ_CST);
@@ -1082,12 +1094,10 @@ static void whole_runs(steps_ctx* c, int id) {
         real *st, *o, *cot;
         double* part;
         run_space(c, id, &st, &o, &cot, &part);
-        for (int64_t k = 0; k < c->K; k++) {
+        for (int64_t k = 0; k <= c->K; k++) {
             for (int64_t ch = 0; ch < c->nch; ch++)
-                phase_a(c, k, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY);
-            run_sums(c, k, r, part, o, cot);
-            for (int64_t ch = 0; ch < c->nch; ch++)
-                phase_b(c, k, r, ch, st + ch * c->S * NQ * CH, cot);
+                phase_item(c, k, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY, cot);
+            if (k < c->K) run_sums(c, k, r, part, o, cot);
         }
     }
 }
@@ -1126,8 +1136,8 @@ static void open_phase(steps_ctx* c, int64_t p) {
 /* The next item of phase p that this thread claims, from position *at of its scan (-1:
    every item is claimed).  The scan starts at the thread's home range (the id-th of nt
    equal ranges of the W items) and wraps around, so on a quiet machine each thread takes
-   the same chunks in phase A and phase B of every step: the pull-back data phase A stores
-   for a chunk and the particles phase B writes stay in that core's cache.  A thread that
+   the same chunks in every phase: the pull-back data part A stores for a chunk and the
+   particles part B writes stay in that core's cache.  A thread that
    is descheduled or joins late leaves its home items to the others, who claim them
    after their own. */
 static int64_t claim_next(steps_ctx* c, int id, int64_t p, int64_t W, int64_t* at) {
@@ -1142,9 +1152,10 @@ static int64_t claim_next(steps_ctx* c, int id, int64_t p, int64_t W, int64_t* a
     return -1;
 }
 
-/* Phases 2k (A) and 2k+1 (B) of steps k < K, each of W = R·nch items (run-major). */
+/* Phases p = 0 … K (phase_item), each of W = R·nch items (run-major); the last item done
+   of phase p < K takes the sums of step p for every run, then opens phase p + 1. */
 static void phased(steps_ctx* c, int id) {
-    int64_t W = c->R * c->nch, P = 2 * c->K, seen = -1, at = 0;
+    int64_t W = c->R * c->nch, P = c->K + 1, seen = -1, at = 0;
     for (;;) {
         int64_t p = __atomic_load_n(&c->phase, __ATOMIC_SEQ_CST);
         if (p >= P) return;
@@ -1154,19 +1165,16 @@ static void phased(steps_ctx* c, int id) {
             wait_past(c, p);
             continue;
         }
-        int64_t r = i / c->nch, ch = i % c->nch, k = p / 2;
+        int64_t r = i / c->nch, ch = i % c->nch;
         real *st, *o, *cot;
         double* part;
         run_space(c, r, &st, &o, &cot, &part);
-        if (p % 2 == 0)
-            phase_a(c, k, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY);
-        else
-            phase_b(c, k, r, ch, st + ch * c->S * NQ * CH, cot);
+        phase_item(c, p, r, ch, st + ch * c->S * NQ * CH, part + ch * c->S * DY, cot);
         if (__atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST) == (p + 1) * W) {
-            if (p % 2 == 0)
+            if (p < c->K)
                 for (int64_t rr = 0; rr < c->R; rr++) {
                     run_space(c, rr, &st, &o, &cot, &part);
-                    run_sums(c, k, rr, part, o, cot);
+                    run_sums(c, p, rr, part, o, cot);
                 }
             open_phase(c, p + 1);
         }
