@@ -16,6 +16,7 @@ from conftest import make_setting
 
 from mfsym.core.groups import c2_swap
 from mfsym.core.teachers import paper_teachers
+from mfsym.engine import chunk_feed
 from mfsym.engine.blocks import Block
 from mfsym.engine.training import RunSpec, TrainConfig, _Engine, train_stack
 
@@ -59,6 +60,36 @@ def test_drawing_ahead_trains_the_same_bits(paper, runs, backend, dtype, chunk):
     ahead = train(paper, runs, cfg, draw_ahead=True)
     in_turn = train(paper, runs, cfg, draw_ahead=False)
     same(ahead, in_turn)
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["ahead", "in turn"])
+@pytest.mark.parametrize(("backend", "dtype"), [("native", "float32"), ("eager", "float64")])
+def test_several_chunks_per_kernel_call_train_the_bits_of_one(paper, tmp_path, ahead,
+                                                               backend, dtype):
+    """1, 3 and 8 chunks of 8 steps per call (drawn one after the other into one buffer):
+    the same bits, over 180 steps that end in a short chunk, divergence checks every 24
+    steps and checkpoints every 40 (where a call must end), for a stack with both blocks
+    (one view and the orbit's two)."""
+    cfg = TrainConfig(T=180 / 16, n_eval=64, n_snapshots=5, rng_chunk=8, check_every=24,
+                      checkpoint_every=40, backend=backend, dtype=dtype)
+    results, calls = {}, {}
+    original = Block.steps
+
+    def count(self, prepared, j0, j1, xi_all, step0, gate=None):
+        calls[chunks] += 1
+        return original(self, prepared, j0, j1, xi_all, step0, gate)
+
+    for chunks in (1, 3, 8):
+        calls[chunks] = 0
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(chunk_feed, "MAX_CHUNKS", chunks)
+            m.setattr(Block, "steps", count)
+            results[chunks] = train(paper, MIXED, cfg, draw_ahead=ahead,
+                                    checkpoint_path=tmp_path / f"c{chunks}.ckpt.npz")
+    for chunks in (3, 8):
+        same(results[chunks], results[1])
+    # the calls end at checks, snapshots and checkpoints; 8 steps per call make more
+    assert calls[1] > calls[3] > calls[8]
 
 
 class Interrupt(Exception):
@@ -109,9 +140,11 @@ def test_an_error_while_drawing_ahead_reaches_the_caller_and_no_thread_is_left(p
     cfg = TrainConfig(T=200 / 16, n_eval=32, rng_chunk=8)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_Engine, "teacher_targets", failing)
+        m.setattr(chunk_feed, "MAX_CHUNKS", 2)
         with pytest.raises(MemoryError, match="training needs more memory"):
             train(paper, MIXED[:1], cfg, draw_ahead=True)
-    assert calls == [True, False, False]  # the first chunk in turn, the next ones ahead
+    # the first two chunks (one call) in turn, the next ones ahead
+    assert calls == [True, True, False]
     assert threading.active_count() == before
 
 

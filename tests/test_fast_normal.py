@@ -341,3 +341,20 @@ def test_a_strided_block_is_drawn_by_torch():
     torch.randn(want.shape, generator=theirs, out=want)
     assert _bits_equal(got.contiguous(), want.contiguous())
     assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+@pytest.mark.parametrize("n", [10, 1000])  # ξ below and above the native generator's size
+def test_chunks_drawn_into_one_buffer_are_the_chunks_drawn_one_by_one(n):
+    """next_chunk(24, chunk=8) lays three chunks of 8 steps end to end: each seed's x, g
+    and ξ equal those of three calls of 8 steps (drawn x, g, ξ per chunk, not per call)."""
+    cfg, group, cpu = TrainConfig(), _group(), torch.device("cpu")
+    one = Streams([1, 2], n, cfg, group, cpu, torch.float32)
+    by_chunk = Streams([1, 2], n, cfg, group, cpu, torch.float32)
+    whole = [t.clone() for t in one.next_chunk(24, 0, chunk=8)]
+    parts = [[t.clone() for t in by_chunk.next_chunk(8, 1)] for _ in range(3)]
+    for i, t in enumerate(whole):
+        assert torch.equal(t, torch.cat([p[i] for p in parts], dim=1))
+    plain = Streams([1, 2], n, cfg, group, cpu, torch.float32).next_chunk(24)
+    assert not torch.equal(plain[2], whole[2])  # one chunk of 24 steps draws other numbers
+    with pytest.raises(ValueError, match="chunk = 5 steps must divide size = 24"):
+        one.next_chunk(24, 0, chunk=5)

@@ -18,6 +18,7 @@ from mfsym.core.groups import c2_swap, symmetric_group
 from mfsym.core.schemes import SCHEMES
 from mfsym.core.teachers import paper_teachers, random_teacher
 from mfsym.engine import checkpoint as ckpt
+from mfsym.engine import chunk_feed
 from mfsym.engine.blocks import Block
 from mfsym.engine.divergence import TrainingDiverged
 from mfsym.engine.run_inputs import evaluation_inputs, initial_particles, stream_seed
@@ -576,12 +577,13 @@ def test_an_initial_cloud_for_a_seed_no_run_uses_is_refused():
 # ---------------------------------------------------------------------------------------
 # progress reporting
 # ---------------------------------------------------------------------------------------
-def test_progress_lines_report_rate_and_eta(caplog):
+def test_progress_lines_report_rate_and_eta(caplog, monkeypatch):
     setting, teachers = c2_paper()
     cfg = TrainConfig(T=4.0, rng_chunk=4, log_every_s=1e-9, n_eval=32)
+    monkeypatch.setattr(chunk_feed, "MAX_CHUNKS", 2)  # a tiny run: 2 chunks per call
     with caplog.at_level(logging.INFO, logger="mfsym.engine.training"):
         train(setting, teachers, [RunSpec("WI", "vanilla", 0)], 10, "WI", cfg, label="probe")
     lines = [r.getMessage() for r in caplog.records if "probe step" in r.getMessage()]
-    assert len(lines) == 10  # one per chunk of 4 steps, 40 steps
+    assert len(lines) == 5  # one per 2 chunks of 4 steps, 40 steps
     assert "step 40/40 (100.0%)" in lines[-1]
     assert all("steps/s" in ln and "ETA" in ln and "ns per particle-sample" in ln for ln in lines)

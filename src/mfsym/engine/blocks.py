@@ -123,15 +123,22 @@ class Streams:
         self._buffers = [None, None]  # two sets: see next_chunk
         self._pool = None
 
-    def _draw(self, i: int, size: int, buffers) -> None:
+    def _draw(self, i: int, lo: int, hi: int, buffers) -> None:
+        """Seed ``i``'s chunk of steps ``lo … hi − 1`` of the buffers: x, g, then ξ."""
         gen, (xb, gb, xib) = self.gens[i], buffers
         if self.x_train is not None:
-            xb[i, :size].copy_(self.x_train.expand(size, -1, -1))
+            xb[i, lo:hi].copy_(self.x_train.expand(hi - lo, -1, -1))
         else:
-            self._normal(gen, xb[i, :size])
-            xb[i, :size].mul_(self.cfg.input_std)
-        self.elements.draw(gen, gb[i, :size])
-        self._normal(gen, xib[i, :size])
+            self._normal(gen, xb[i, lo:hi])
+            xb[i, lo:hi].mul_(self.cfg.input_std)
+        self.elements.draw(gen, gb[i, lo:hi])
+        self._normal(gen, xib[i, lo:hi])
+
+    def _draw_chunks(self, i: int, size: int, chunk: int, buffers) -> None:
+        """Seed ``i``'s chunks of ``chunk`` steps, one after the other, filling steps
+        ``0 … size − 1``."""
+        for lo in range(0, size, chunk):
+            self._draw(i, lo, lo + chunk, buffers)
 
     def _normal(self, gen, out) -> None:
         """Standard normal numbers into ``out``, drawn in ``draw_dtype`` and rounded to the
@@ -164,21 +171,29 @@ class Streams:
             )
         return self._buffers[k]
 
-    def next_chunk(self, size: int, slot: int = 0):
+    def next_chunk(self, size: int, slot: int = 0, chunk: int | None = None):
         """``x (n_seeds, k, B, dx)``, ``g (n_seeds, k, B[, p])``, ``ξ (n_seeds, k, N, D)``,
         drawn into buffer set ``slot`` (0 or 1: a caller that draws the next chunk while
-        it still uses this one alternates them)."""
+        it still uses this one alternates them).
+
+        With ``chunk`` (a divisor of ``size``), the k = ``size`` steps are ``size / chunk``
+        chunks of ``chunk`` steps drawn one after the other, each in the order above: the
+        numbers of as many calls with ``size = chunk``, laid end to end."""
+        chunk = size if chunk is None else chunk
+        if chunk < 1 or size % chunk:
+            raise ValueError(f"chunk = {chunk} steps must divide size = {size}")
         buffers = self._slot(slot, size)
         S = len(self.gens)
         threads = min(S, torch.get_num_threads())
-        big = size * self.n * self.dz >= self.PARALLEL_MIN
+        big = chunk * self.n * self.dz >= self.PARALLEL_MIN
         if threads > 1 and self.device.type == "cpu" and big:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=threads)
-            list(self._pool.map(lambda i: self._draw(i, size, buffers), range(S)))
+            list(self._pool.map(lambda i: self._draw_chunks(i, size, chunk, buffers),
+                                range(S)))
         else:
             for i in range(S):  # one draw per seed and chunk, not per step or run
-                self._draw(i, size, buffers)
+                self._draw_chunks(i, size, chunk, buffers)
         return tuple(b[:, :size] for b in buffers)
 
     def close(self) -> None:

@@ -4,6 +4,13 @@ A chunk is ``rng_chunk`` steps of the streams' draws (inputs, DA group draws, no
 :class:`~mfsym.engine.blocks.Streams`), the teacher targets of every (teacher, stream)
 pair on those inputs, and each block's views and targets (:meth:`Block.prepare`).
 
+Chunks per call.  The loop hands the kernel up to :attr:`ChunkFeed.chunks` consecutive
+chunks at once (:func:`chunks_per_call`): a small training (one run at N = 1000 draws
+and trains a chunk in under a millisecond) would otherwise spend a fifth of its time in
+the Python around each kernel call.  The chunks are drawn one after the other into
+one buffer, and each chunk's targets and views are computed on their own, with the
+shapes of a chunk drawn alone, so the numbers are those of one chunk per call.
+
 Drawing ahead.  While the kernel trains one chunk, a thread of its own draws the next
 chunk from the same generators in the same order into the other buffer set, and computes
 its targets and views; the numbers are those drawn in turn.  Meanwhile the kernel's last
@@ -19,6 +26,30 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+#: A kernel call holds more chunks only while it has fewer particle-sample updates than
+#: this, and while its noise ξ stays within CALL_NOISE_BYTES (a level-2 cache or two: the
+#: kernel reads the noise the draws wrote just before; beyond that it comes from memory).
+CALL_UPDATES = 1 << 23
+CALL_NOISE_BYTES = 2 << 20
+#: At most this many chunks per call.
+MAX_CHUNKS = 8
+
+
+def chunks_per_call(updates_per_step: int, noise_bytes_per_step: int, rng_chunk: int,
+                    device: torch.device) -> int:
+    """Chunks of ``rng_chunk`` steps the loop draws and trains per kernel call.
+
+    On a CPU, as many as keep a call under ``CALL_UPDATES`` particle-sample updates
+    (``updates_per_step`` = runs · N · samples) and its noise under ``CALL_NOISE_BYTES``
+    (``noise_bytes_per_step`` = streams · N · D · bytes per number), from 1 to
+    ``MAX_CHUNKS``; elsewhere 1.  One float32 run at N = 1000 (D = 4, B = 20, chunks of
+    32 steps) takes 4 chunks per call; one at N = 5000, or a stack of 12 runs, one."""
+    if device.type != "cpu":
+        return 1
+    by_updates = CALL_UPDATES // max(1, int(updates_per_step) * int(rng_chunk))
+    by_bytes = CALL_NOISE_BYTES // max(1, int(noise_bytes_per_step) * int(rng_chunk))
+    return int(max(1, min(MAX_CHUNKS, by_updates, by_bytes)))
 
 
 def plans_ahead(draw_ahead: bool | None, device: torch.device, kernel) -> bool:
@@ -52,8 +83,8 @@ class ChunkFeed:
     ``gate``: the kernel's gate that the loop passes to each call (None when nothing is
     drawn ahead or the kernel has no thread to hold back)."""
 
-    def __init__(self, eng, ahead: bool):
-        self.eng, self.ahead = eng, ahead
+    def __init__(self, eng, ahead: bool, chunks: int = 1):
+        self.eng, self.ahead, self.chunks = eng, ahead, chunks
         threads = max(1, torch.get_num_threads())
         # the kernel's last thread joins when the chunk drawn ahead is done
         self.gate = (eng.kernel.gate(threads - 1)
@@ -61,14 +92,28 @@ class ChunkFeed:
         self._pending = None  # (future of the next chunk, streams' state before it)
         self._pool = None
 
+    @property
+    def steps(self) -> int:
+        """Steps of one draw: ``chunks`` chunks of ``rng_chunk`` steps."""
+        return self.chunks * self.eng.cfg.rng_chunk
+
     def draw(self, size: int, slot: int):
-        """The next chunk (``rng_chunk`` steps, into buffer set ``slot``), its teacher
-        targets and each block's views and targets for its first ``size`` steps:
-        ``(ξ (n_seeds, k, N, D), [prepared of each block])``."""
-        eng = self.eng
-        x_all, g_all, xi_all = eng.streams.next_chunk(eng.cfg.rng_chunk, slot)
-        y_all = eng.teacher_targets(x_all)
-        return xi_all, [b.prepare(x_all, g_all, y_all, size) for b in eng.blocks]
+        """The next ⌈size / rng_chunk⌉ chunks (whole chunks of ``rng_chunk`` steps, into
+        buffer set ``slot``), their teacher targets and each block's views and targets
+        for their first ``size`` steps: ``(ξ (n_seeds, k, N, D), [prepared of each
+        block])``, with the views and targets of the chunks concatenated."""
+        eng, chunk = self.eng, self.eng.cfg.rng_chunk
+        n = -(-size // chunk)
+        x_all, g_all, xi_all = eng.streams.next_chunk(n * chunk, slot, chunk)
+        parts = []
+        for lo in range(0, size, chunk):
+            x, g = x_all[:, lo:lo + chunk], g_all[:, lo:lo + chunk]
+            y = eng.teacher_targets(x)
+            parts.append([b.prepare(x, g, y, min(chunk, size - lo)) for b in eng.blocks])
+        if n == 1:
+            return xi_all, parts[0]
+        return xi_all, [tuple(torch.cat([p[i][j] for p in parts]) for j in range(2))
+                        for i in range(len(eng.blocks))]
 
     def next(self, size: int, slot: int):
         """The chunk prepared ahead if there is one, else the next chunk drawn now."""

@@ -72,7 +72,7 @@ from ..records.threads import limit_threads
 from . import checkpoint as ckpt
 from . import kernels
 from .blocks import Block, Streams, group_elements
-from .chunk_feed import ChunkFeed, plans_ahead
+from .chunk_feed import ChunkFeed, chunks_per_call, plans_ahead
 from .device import resolve_device, resolve_dtype
 from .divergence import TrainingDiverged, diverged_runs, divergence_report
 from .fast_normal import check_normal_draws
@@ -193,7 +193,12 @@ class _Engine:
             Block(idx, [runs[i] for i in idx], seed_index, self)
             for _, idx in sorted(families.items())
         ]
-        self.feed = ChunkFeed(self, plans_ahead(draw_ahead, self.device, self.kernel))
+        self.feed = ChunkFeed(
+            self, plans_ahead(draw_ahead, self.device, self.kernel),
+            chunks_per_call(len(runs) * n_particles * self.batch,
+                            len(keys) * n_particles * group.dim_z * self.p_e.element_size(),
+                            cfg.rng_chunk, self.device),
+        )
 
     def _init_teachers(self, seed_index):
         """Teacher clouds and the (teacher, stream) pairs whose targets a chunk needs;
@@ -376,6 +381,12 @@ class _Engine:
         ck_every = 0
         if cfg.checkpoint_every and checkpoint_path is not None:
             ck_every = max(chunk, (cfg.checkpoint_every + chunk - 1) // chunk * chunk)
+
+        def block(at: int) -> int:
+            """Steps of the draw starting at step ``at``: the feed's chunks, up to the end
+            and the next checkpoint."""
+            size = min(self.feed.steps, total - at)
+            return min(size, ck_every - at % ck_every) if ck_every else size
         updates = len(self.runs) * n * (
             cfg.batch_size if self.x_train is None else self.x_train.shape[0]
         )
@@ -383,11 +394,11 @@ class _Engine:
         last_log, step0 = t0, step
         slot = 0
         while step < total:
-            size = min(chunk, total - step)
+            size = block(step)
             xi_all, prepared = self.feed.next(size, slot)
             slot = 1 - slot
             if self.feed.ahead and step + size < total:
-                self.feed.prepare_ahead(min(chunk, total - step - size), slot)
+                self.feed.prepare_ahead(block(step + size), slot)
             j = 0
             while j < size:
                 while k_next < len(snaps) and snaps[k_next] == step:
