@@ -387,6 +387,7 @@ class _Engine:
             and the next checkpoint."""
             size = min(self.feed.steps, total - at)
             return min(size, ck_every - at % ck_every) if ck_every else size
+
         updates = len(self.runs) * n * (
             cfg.batch_size if self.x_train is None else self.x_train.shape[0]
         )
