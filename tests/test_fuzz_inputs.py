@@ -358,11 +358,19 @@ def mutated_state(draw, genuine):
         if action == "drop" and key:
             del arrays[key]
         elif action == "reshape" and key:
-            shape = draw(st.lists(st.integers(0, 5), max_size=3))
+            # never the genuine shape: zeros there are an edit of the values, which no
+            # reader can tell from genuine ones (a loss sum of 0 is a possible state)
+            genuine_shape = genuine[0][key].shape if key in genuine[0] else None
+            shape = draw(st.lists(st.integers(0, 5), max_size=3).filter(
+                lambda sh, g=genuine_shape: tuple(sh) != g))
             arrays[key] = np.zeros(shape, dtype=arrays[key].dtype)
         elif action == "retype" and key:
+            # never back to the genuine dtype: float64 → float32 → float64 is an edit of
+            # the values (their last bits), which no reader can tell from genuine ones
+            genuine_dtype = genuine[0][key].dtype if key in genuine[0] else None
             with np.errstate(invalid="ignore"):  # NaN to an integer type is the point
-                arrays[key] = arrays[key].astype(draw(DTYPES))
+                arrays[key] = arrays[key].astype(
+                    draw(DTYPES.filter(lambda d, g=genuine_dtype: np.dtype(d) != g)))
         elif action == "counters":
             arrays["counters"] = np.array(
                 draw(st.lists(st.integers(-2**40, 2**40), min_size=0, max_size=4)),

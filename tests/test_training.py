@@ -509,6 +509,10 @@ def _plant_nan(a):
     a["b0_dist"][0, 0] = np.nan
 
 
+def _mark_bad(a):
+    a["b0_first_bad"] = np.array([-1, 3], dtype=np.int64)
+
+
 def _counters(values):
     def change(a):
         a["counters"] = np.array(values, dtype=np.int64)
@@ -519,11 +523,12 @@ def _counters(values):
     (_drop_theta, "its arrays are"),
     (_reshape_theta, "'b0_theta' is float32[2, 12, 3], not float32[2, 12, 4]"),
     (_retype_risk, "'b0_risk' is float32"), (_plant_nan, "'b0_dist' holds non-finite"),
+    (_mark_bad, "'b0_first_bad' marks a run as gone bad at step 3"),
     (_counters([-16, 0, 0]), "impossible for a run of 120 steps"),
     (_counters([240, 6, 120]), "impossible"), (_counters([64, 1, 0]), "impossible"),
     (_counters([120, 6, 120]), "impossible"),
-], ids=["missing-key", "wrong-shape", "wrong-dtype", "non-finite", "negative-step", "past-the-end",
-        "snapshots-behind", "end-past-its-last-snapshot"])
+], ids=["missing-key", "wrong-shape", "wrong-dtype", "non-finite", "marked-bad",
+        "negative-step", "past-the-end", "snapshots-behind", "end-past-its-last-snapshot"])
 def test_a_checkpoint_that_cannot_be_this_run_starts_afresh_with_a_warning(
     monkeypatch, tmp_path, caplog, uninterrupted, change, named
 ):

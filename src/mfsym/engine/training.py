@@ -296,9 +296,10 @@ class _Engine:
         A checkpoint is written inside the loop, at a step 0 < s < N·T, or when the loop
         ends (s = N·T), after the snapshots at steps < s were recorded: so its counters must be
         ``(s, #{snapshots < s}, last snapshot step < s, or 0)``, its keys, shapes and
-        dtypes those of this engine's own state (:meth:`_save`), and its numbers finite
-        (a state is checked for divergence before it is saved). Finite values cannot be
-        told from genuine ones: the checksums vouch for those."""
+        dtypes those of this engine's own state (:meth:`_save`), its numbers finite and no
+        run marked as gone bad (a state is checked for divergence before it is saved).
+        Other finite values cannot be told from genuine ones: the checksums vouch for
+        those."""
         want = {"counters": np.zeros(3, dtype=np.int64), "streams": self.streams.get_state()}
         for bi, b in enumerate(self.blocks):
             want.update(b.state(f"b{bi}_"))
@@ -311,6 +312,10 @@ class _Engine:
                         f"{ref.dtype}{list(ref.shape)}")
             if np.issubdtype(got.dtype, np.inexact) and not np.isfinite(got).all():
                 return f"array {key!r} holds non-finite values (a state is saved only finite)"
+            if key.endswith("_first_bad") and (got != -1).any():
+                return (f"array {key!r} marks a run as gone bad at step "
+                        f"{int(got[got != -1][0])} (a state is saved only while every run "
+                        f"is finite: all −1)")
         step, k_next, prev_snap = (int(v) for v in state["counters"])
         total = self.cfg.total_steps(self.n)
         k_want = int(np.searchsorted(self.snap_steps, step, side="left"))
