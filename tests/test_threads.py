@@ -49,9 +49,12 @@ def test_limit_threads_sets_torch_openmp_and_blas_pools(n):
     assert set(got["env"].values()) == {str(n)}, got["env"]
 
 
-@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2", 257, 2768])
 def test_limit_threads_refuses_what_is_not_a_thread_count(bad):
-    with pytest.raises(ValueError, match=f"threads must be a whole number ≥ 1, got {bad!r}"):
+    """Above 256 too: torch's OpenMP runtime ends the process (exit status 1, a line on
+    stderr) when it cannot start the threads asked for, as under an address-space limit."""
+    with pytest.raises(ValueError, match=f"threads must be a whole number from 1 to 256, "
+                                         f"got {bad!r}"):
         limit_threads(bad)
 
 

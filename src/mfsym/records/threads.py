@@ -27,11 +27,18 @@ ENV_VARS = (
 )
 
 
+#: The most threads a job may ask for: the native kernels' team holds at most this many,
+#: and OpenMP runtimes end the whole process when they cannot start a thread asked for.
+MAX_THREADS = 256
+
+
 def limit_threads(n: int) -> int:
     """Make every thread pool of this process (and of its children) use ``n`` threads;
-    returns n.  ``n`` must be a whole number ≥ 1."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"threads must be a whole number ≥ 1, got {n!r}")
+    returns n.  ``n`` must be a whole number from 1 to :data:`MAX_THREADS`."""
+    if (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+            or n > MAX_THREADS):
+        raise ValueError(f"threads must be a whole number from 1 to {MAX_THREADS}, "
+                         f"got {n!r}")
     n = int(n)
     for var in ENV_VARS:
         os.environ[var] = str(n)
