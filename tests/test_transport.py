@@ -146,6 +146,10 @@ def test_rmd_to_symmetrized_vanishes_exactly_on_wi_clouds():
         (np.zeros(3), r"a must be a non-empty cloud of shape \(n, D\)"),
         (np.zeros((0, 2)), r"a must be a non-empty cloud"),
         (np.array([[np.nan, 0.0]]), "a contains non-finite"),
+        # finite, but (2·1e300)² overflows: the solver would see infinite costs
+        (np.full((2, 2), -1e300), r"a has a coordinate of size 1e\+300: squared distances "
+                                  r"between such points overflow float64 \(allowed: below "
+                                  r"4.74e\+153\)"),
     ],
 )
 def test_bad_clouds_are_named(bad, msg):

@@ -30,6 +30,12 @@ def _atoms(name: str, arr) -> np.ndarray:
         raise ValueError(f"{name} must be a non-empty cloud of shape (n, D), got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains non-finite coordinates")
+    # every cost is a squared distance ‖x − y‖² ≤ 4·D·max|coordinate|², finite in float64
+    limit = float(np.sqrt(np.finfo(np.float64).max / (4.0 * max(a.shape[1], 1))))
+    largest = float(np.abs(a).max()) if a.size else 0.0
+    if largest >= limit:
+        raise ValueError(f"{name} has a coordinate of size {largest:.3g}: squared distances "
+                         f"between such points overflow float64 (allowed: below {limit:.3g})")
     return a
 
 
