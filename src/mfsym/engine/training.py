@@ -196,7 +196,7 @@ class _Engine:
         self.feed = ChunkFeed(
             self, plans_ahead(draw_ahead, self.device, self.kernel),
             chunks_per_call(len(runs) * n_particles * self.batch,
-                            len(keys) * n_particles * group.dim_z * self.p_e.element_size(),
+                            len(keys) * n_particles * group.dim_z * self.dtype.itemsize,
                             cfg.rng_chunk, self.device),
         )
 
@@ -393,9 +393,7 @@ class _Engine:
             size = min(self.feed.steps, total - at)
             return min(size, ck_every - at % ck_every) if ck_every else size
 
-        updates = len(self.runs) * n * (
-            cfg.batch_size if self.x_train is None else self.x_train.shape[0]
-        )
+        updates = len(self.runs) * n * self.batch
         t0 = time.monotonic()
         last_log, step0 = t0, step
         slot = 0
