@@ -124,6 +124,24 @@ def test_initial_cloud_of_the_wrong_size_is_refused():
         train(init_particles={0: cloud(7)})
 
 
+def test_an_initial_cloud_past_the_bound_is_refused_before_it_is_drawn(monkeypatch):
+    """N·D above MAX_CLOUD_NUMBERS is refused with N, D and the largest N named; at the
+    bound the cloud is drawn. With the true bound, N = 141 202 589 (a 4.2 GiB cloud, which
+    once ended in numpy's MemoryError) is refused, also through train_stack."""
+    from mfsym.engine import run_inputs
+
+    with pytest.raises(ValueError, match=r"N = 141202589 particles of dimension 4 .*"
+                                         r"at most 33554432 \(N ≤ 8388608 here\)"):
+        initial_particles(SETTING.group, 141202589, 0, "SI")
+    with pytest.raises(ValueError, match=r"N = 141202589 particles"):
+        train(n=141202589)
+    monkeypatch.setattr(run_inputs, "MAX_CLOUD_NUMBERS", 40)
+    assert initial_particles(SETTING.group, 10, 0, "SI").shape == (10, 4)
+    with pytest.raises(ValueError, match=r"N = 11 particles of dimension 4 make a cloud of "
+                                         r"44 numbers.*at most 40 \(N ≤ 10 here\)"):
+        initial_particles(SETTING.group, 11, 0, "WI")
+
+
 @pytest.mark.parametrize("where", ["init_particles", "teacher", "x_train", "x_eval"])
 def test_non_finite_inputs_are_input_errors_not_divergence(where):
     kw, teachers = {}, TEACHERS

@@ -36,6 +36,11 @@ class RunSpec:
 #: streams of its own (the second run that claim 1's floor compares with).
 BASELINE_STREAM = "baseline"
 
+#: The most numbers N·D an initial cloud may hold: 2²⁵, 256 MiB in float64 (N = 8·10⁶
+#: particles of dimension 4). Training costs N²·T·B updates per run, so no run this engine
+#: can finish comes near it; a larger N is refused by name before anything is allocated.
+MAX_CLOUD_NUMBERS = 1 << 25
+
 
 def count_arg(value, name: str) -> int:
     """A positive integer given as any integral type (Python or NumPy), as ``int``."""
@@ -67,6 +72,11 @@ def initial_particles(
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
     n_particles = count_arg(n_particles, "N")
+    if n_particles * group.dim_z > MAX_CLOUD_NUMBERS:
+        raise ValueError(
+            f"N = {n_particles} particles of dimension {group.dim_z} make a cloud of "
+            f"{n_particles * group.dim_z} numbers; an initial cloud holds at most "
+            f"{MAX_CLOUD_NUMBERS} (N ≤ {MAX_CLOUD_NUMBERS // group.dim_z} here)")
     rng = np.random.default_rng(_seed_sequence(seed, n_particles, 1))
     theta = init_std * rng.standard_normal((n_particles, group.dim_z))
     return group.project(theta) if init == "SI" else theta
