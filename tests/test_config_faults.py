@@ -88,6 +88,7 @@ BAD = [
     ("inits", ["XI"], "inits[0]", "SI, WI"),
     ("n_particles", [10, 0], "n_particles[1]", "≥ 1"),
     ("n_particles", "many", "n_particles", "expected array"),
+    ("n_particles", [10, 10**8], "n_particles[1]", "at most 33554432 (N ≤ 8388608 here)"),
     ("seeds", [-1], "seeds[0]", "≥ 0"),
     ("seeds_per_job", 0, "seeds_per_job", "≥ 1"),
     ("data.teacher_source", "book", "data.teacher_source", "auto, paper, random"),

@@ -62,6 +62,16 @@ def _seed_sequence(*key: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(k) for k in key])
 
 
+def cloud_size_problem(n_particles: int, dim: int) -> str | None:
+    """Why a cloud of ``n_particles`` particles in R^dim is too large (N·dim numbers above
+    :data:`MAX_CLOUD_NUMBERS`), or None when it is not."""
+    if n_particles * dim <= MAX_CLOUD_NUMBERS:
+        return None
+    return (f"N = {n_particles} particles of dimension {dim} make a cloud of "
+            f"{n_particles * dim} numbers; an initial cloud holds at most "
+            f"{MAX_CLOUD_NUMBERS} (N ≤ {MAX_CLOUD_NUMBERS // dim} here)")
+
+
 def initial_particles(
     group: FiniteGroup, n_particles: int, seed: int, init: str, init_std: float = 0.25
 ) -> np.ndarray:
@@ -72,11 +82,9 @@ def initial_particles(
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; allowed: {list(INITS)}")
     n_particles = count_arg(n_particles, "N")
-    if n_particles * group.dim_z > MAX_CLOUD_NUMBERS:
-        raise ValueError(
-            f"N = {n_particles} particles of dimension {group.dim_z} make a cloud of "
-            f"{n_particles * group.dim_z} numbers; an initial cloud holds at most "
-            f"{MAX_CLOUD_NUMBERS} (N ≤ {MAX_CLOUD_NUMBERS // group.dim_z} here)")
+    problem = cloud_size_problem(n_particles, group.dim_z)
+    if problem:
+        raise ValueError(problem)
     rng = np.random.default_rng(_seed_sequence(seed, n_particles, 1))
     theta = init_std * rng.standard_normal((n_particles, group.dim_z))
     return group.project(theta) if init == "SI" else theta

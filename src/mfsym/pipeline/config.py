@@ -40,6 +40,7 @@ from ..core.groups import (
 from ..core.schemes import parse_pair
 from ..core.teachers import Teacher, paper_teachers, random_teacher
 from ..core.units import Unit, make_unit
+from ..engine.run_inputs import cloud_size_problem
 from ..engine.train_config import TrainConfig
 from .output_folders import path_problems
 
@@ -399,6 +400,8 @@ def check_semantics(config: Mapping) -> None:
     problems += _check_pairs(config)
     problems += _check_particle_figure(config)
     problems += _check_horizon(config)
+    problems += [f"n_particles[{i}] = {n}: {problem}" for i, n in enumerate(config["n_particles"])
+                 if (problem := cloud_size_problem(int(n), group.dim_z))]
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
