@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from mfsym.records.threads import ENV_VARS, limit_threads
+from mfsym.records.threads import ENV_VARS, MAX_THREADS, limit_threads
 
 #: What a job reports of its pools: torch's, every library threadpoolctl finds, the env.
 REPORT = textwrap.dedent("""
@@ -99,3 +101,13 @@ def test_a_snakemake_job_uses_the_threads_of_its_rule(tmp_path):
         assert got["torch"] == n, got
         assert set(got["pools"].values()) == {n}, (name, got["pools"])
         assert f"threads: {n} (torch, OpenMP, BLAS)" in (tmp_path / f"{name}.log").read_text()
+
+
+def test_the_thread_bound_is_the_native_team_size():
+    """MAX_THREADS is the C kernels' TEAM_MAX: a count the team cannot hold is refused
+    before it reaches the kernel, and no count the team can hold is refused."""
+    src = (Path(__file__).resolve().parents[1] / "src" / "mfsym" / "engine" / "csrc"
+           / "mfsym_kernel.c").read_text()
+    team_max = re.search(r"^#define TEAM_MAX (\d+)$", src, re.MULTILINE)
+    assert team_max is not None
+    assert int(team_max.group(1)) == MAX_THREADS
