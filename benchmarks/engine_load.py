@@ -2,10 +2,11 @@
 
 Oversubscription.  The same training (``train_stack``, float32, vanilla) is timed quiet,
 then beside one competing busy process per core (a pure-Python loop each), for each
-backend; the slowdown is busy / quiet.  With T threads of ours and h busy processes on c
-cores (T ≤ c) the scheduler's fair share leaves this run at most c·T/(T + h) cores, so no
-engine can do better than a slowdown of (T + h)/c, which is printed beside it (2.00 for
-2 threads and 2 busy processes on 2 cores).
+backend, in rounds; the slowdown is the median over rounds of busy / quiet.  With T
+threads of ours and h busy processes on c cores (T ≤ c) the scheduler's fair share leaves
+this run at most c·T/(T + h) cores, so no engine can do better than a slowdown of
+(T + h)/c, which is printed beside it (2.00 for 2 threads and 2 busy processes on 2
+cores).
 
 One run against a stack.  ns per particle-sample update of one run at N = 1000 and 5000
 and of a stack of 12 runs at N = 5000, per backend, through ``train_stack``; one run with
@@ -28,7 +29,7 @@ import statistics
 import time
 
 import torch
-from bench_engine import CpuShare, cell, engine_runs, loop_config, summarize
+from bench_engine import CpuShare, engine_runs, loop_config, summarize
 
 from mfsym.engine.blocks import Streams
 from mfsym.engine.fast_normal import NORMAL_DRAWS
@@ -93,24 +94,39 @@ def cores() -> int:
 
 
 def oversubscription(backends, cases, threads, repeat, group, unit, teachers, B,
-                     budget=2e8):
-    """Print quiet and busy ns per update and the slowdown, per backend and (R, N); each
-    measurement runs about ``budget`` updates (256 to 4096 steps)."""
+                     budget=1e9, max_steps=65536):
+    """Print quiet and busy ns per update and the slowdown, per backend and (R, N).
+
+    The run is timed in rounds: each round times it quiet, then beside one busy process
+    per core, and the slowdown printed is the median over the rounds of that round's
+    busy / quiet, with its range.  A machine whose speed drifts from minute to minute
+    moves both sides of a round's ratio together, where all quiet measurements first and
+    all busy ones after would carry the drift into the ratio.  Each measurement trains
+    about ``budget`` particle-sample updates (256 to ``max_steps`` steps): about a second
+    quiet, hundreds of the scheduler's time slices, so that one slice more or less does
+    not decide a figure."""
     c = cores()
     bound = (threads + c) / c if threads <= c else float("nan")
     print(f"\noversubscription: {threads} thread(s) beside {c} busy process(es) on {c} "
-          f"core(s); fair-share bound on the slowdown {bound:.2f}×")
+          f"core(s), {repeat} rounds of quiet then busy; fair-share bound on the slowdown "
+          f"{bound:.2f}×")
     for R, N in cases:
-        steps = int(min(4096, max(256, budget // (R * N * B))))
+        steps = int(min(max_steps, max(256, budget // (R * N * B))))
+        per_ns = 1e9 / (R * N * B)
         for backend in backends:
             kw = {"backend": backend, "dtype": "float32", "device": "cpu"}
             runs = engine_runs("vanilla", R)
-            quiet = loop_time(runs, N, steps, group, unit, teachers, repeat, threads, **kw)
-            with BusyCores(c):
-                busy = loop_time(runs, N, steps, group, unit, teachers, repeat, threads, **kw)
-            print(f"  stack {R:>3}, N = {N:>5}, {backend:>10}: quiet "
-                  f"{cell(quiet, R * N * B)}, busy {cell(busy, R * N * B)} ns per update; "
-                  f"slowdown {busy.median / quiet.median:.2f}×", flush=True)
+            quiet, busy = [], []
+            for _ in range(repeat):
+                quiet.append(loop_time(runs, N, steps, group, unit, teachers, 1, threads,
+                                       **kw).median * per_ns)
+                with BusyCores(c):
+                    busy.append(loop_time(runs, N, steps, group, unit, teachers, 1, threads,
+                                          **kw).median * per_ns)
+            ratios = [b / q for b, q in zip(busy, quiet, strict=True)]
+            print(f"  stack {R:>3}, N = {N:>5}, {backend:>10}: quiet {_figure(quiet)}, busy "
+                  f"{_figure(busy)} ns per update; slowdown {statistics.median(ratios):.2f}× "
+                  f"({min(ratios):.2f}–{max(ratios):.2f} over the rounds)", flush=True)
 
 
 def one_run_against_a_stack(backends, threads, repeat, group, unit, teachers, B,

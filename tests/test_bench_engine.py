@@ -68,3 +68,51 @@ def test_the_floor_section_prints_the_floor_and_both_kernels_ratios(bench, capsy
         assert row, out
         ratio = float(row.group(1)) / float(floor.group(1))
         assert float(row.group(2)) == pytest.approx(ratio, rel=0.02)
+
+
+def test_the_load_section_takes_the_median_of_each_rounds_ratio(bench, monkeypatch, capsys):
+    """Rounds of quiet-then-busy: the slowdown printed is the median over the rounds of
+    busy / quiet, not the ratio of the two medians (4/3 here), and each round's busy
+    figure is taken with the busy processes running and its quiet one without."""
+    engine_load = pytest.importorskip("engine_load")
+    quiet, busy, running = iter([1.0, 3.0, 4.0]), iter([4.0, 3.0, 8.0]), []
+
+    class FakeBusy:
+        def __init__(self, n):
+            self.n = n
+
+        def __enter__(self):
+            running.append(self.n)
+
+        def __exit__(self, *exc):
+            running.pop()
+
+    def fake_loop_time(runs, N, steps, *args, **kw):
+        seconds = next(busy) if running else next(quiet)
+        return bench.summarize([seconds * len(runs) * N * 20 / 1e9])
+
+    monkeypatch.setattr(engine_load, "BusyCores", FakeBusy)
+    monkeypatch.setattr(engine_load, "loop_time", fake_loop_time)
+    monkeypatch.setattr(engine_load, "cores", lambda: 2)
+    engine_load.oversubscription(["native"], ((1, 40),), 2, 3, None, None, None, 20)
+    out = capsys.readouterr().out
+    assert "fair-share bound on the slowdown 2.00×" in out, out
+    row = re.search(r"quiet ([0-9.]+) \(±\d+%\), busy ([0-9.]+) \(±\d+%\) ns per update; "
+                    r"slowdown ([0-9.]+)× \(([0-9.]+)–([0-9.]+) over the rounds\)", out)
+    assert row, out
+    assert [float(v) for v in row.groups()] == [3.0, 4.0, 2.0, 1.0, 4.0]
+
+
+def test_the_load_section_runs_beside_real_busy_processes(bench, capsys):
+    engine_load = pytest.importorskip("engine_load")
+    from mfsym.core.groups import c2_swap
+    from mfsym.core.teachers import paper_teachers
+    from mfsym.core.units import make_unit
+
+    unit = make_unit("matrix", 2, 2, "sigmoid")
+    group = unit.group(c2_swap())
+    engine_load.oversubscription(["native"], ((1, 40),), 1, 1, group, unit,
+                                 paper_teachers(group), 20, budget=1, max_steps=256)
+    out = capsys.readouterr().out
+    row = re.search(r"busy ([0-9.]+) .* slowdown ([0-9.]+)×", out)
+    assert row and float(row.group(1)) > 0 and float(row.group(2)) > 0, out
