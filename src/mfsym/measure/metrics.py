@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 import xarray as xr
 
 from ..core.groups import FiniteGroup
@@ -43,13 +42,12 @@ from ..core.schemes import parse_pair, resolve_scheme
 from ..core.units import Unit
 from ..records.results import variable
 from .assignment import mean_nn_sq
+from .equivariance import group_average, network
 from .transport import rmd, rmd_solve, rmd_to_projected
 
 RUN_DIMS = ("teacher", "scheme", "seed")
 CARRIED_ATTRS = ("init", "N", "backend", "dtype", "device")
 OPTIONAL_ATTRS = ("coupling", "baseline")
-#: Evaluation inputs per chunk of a model evaluation (bounds the (S, N, dy) intermediate).
-EVAL_CHUNK = 256
 
 
 #: A solved problem's potentials are offered to another of its (teacher, seed) when both
@@ -103,21 +101,12 @@ def scheme_model(unit: Unit, group: FiniteGroup, scheme: str, cloud, x) -> np.nd
     EA: Φ_N with the projected particles P_E θ_i.
     """
     base, _ = resolve_scheme(scheme, "random")
-    theta = torch.as_tensor(np.asarray(cloud, dtype=np.float64))
+    theta = np.asarray(cloud, dtype=np.float64)
     if base == "EA":
-        theta = theta @ torch.tensor(group.reynolds()).T
-    xs = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    gx, gy = torch.tensor(group.x), torch.tensor(group.y)
-    out = []
-    for start in range(0, xs.shape[0], EVAL_CHUNK):
-        xc = xs[start : start + EVAL_CHUNK]
-        if base == "FA":  # g⁻¹ = gᵀ (orthogonal representations)
-            views = torch.einsum("gij,sj->gsi", gx, xc)
-            outs = unit.output(theta, views)
-            out.append(torch.einsum("gji,gsj->si", gy, outs) / group.order)
-        else:
-            out.append(unit.output(theta, xc))
-    return torch.cat(out).numpy()
+        theta = theta @ group.reynolds().T
+    if base == "FA":  # g⁻¹ = gᵀ (orthogonal representations)
+        return group_average(unit, theta, x, group.x, group.y)
+    return network(unit, theta, x)
 
 
 def l2_distance(f: np.ndarray, g: np.ndarray) -> float:
