@@ -382,3 +382,25 @@ def test_broken_configfile_is_refused_before_any_job(workflow_copy, tmp_path):
 def test_shipped_configurations_pass_every_check():
     for name in ("config.yaml", "config/paper.yaml"):
         check_all(yaml.safe_load((ROOT / name).read_text()), SCHEMA, ROOT)
+
+
+def test_the_shipped_size_overrides_merge_onto_the_paper_configuration():
+    """``config/paper-3.4h-sizes.yaml`` on top of ``config/paper.yaml`` (Snakemake merges
+    configuration files key by key) changes only the sizes it names and passes every
+    check; the README's command names it."""
+    from snakemake.utils import update_config
+
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    merged = copy.deepcopy(paper)
+    update_config(merged, yaml.safe_load((ROOT / "config" / "paper-3.4h-sizes.yaml").read_text()))
+    check_all(merged, SCHEMA, ROOT)
+    assert merged["deep"]["mlp"]["n_particles"] == [10, 50, 100, 500]
+    assert merged["deep"]["resnet"]["particles_per_layer"] == [5, 10, 50, 100]
+    assert merged["saddle"]["n_particles"] == [20, 50]
+    for key in ("mlp", "resnet"):
+        for name, value in paper["deep"][key].items():
+            if name not in ("n_particles", "particles_per_layer"):
+                assert merged["deep"][key][name] == value, (key, name)
+    assert merged["training"] == paper["training"] and merged["n_particles"] == paper["n_particles"]
+    readme = (ROOT / "README.md").read_text()
+    assert "snakemake --configfile config/paper.yaml config/paper-3.4h-sizes.yaml" in readme
