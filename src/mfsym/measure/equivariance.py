@@ -18,7 +18,7 @@ All in float64 on the CPU.  ``Φ`` is evaluated by the engine's native forward
 thread count) wherever it builds for the unit, else by the unit's own torch forward; the
 two agree to float64 rounding.  A group average over the 512-point reference subgroup of
 the FA_K study evaluates N·512·S units per cloud: 2.5–2.8 s per cloud of 500 particles at
-S = 1024 through torch, 0.5 s natively (two threads).
+S = 1024 through torch, 0.27 s natively (two threads).
 """
 
 from __future__ import annotations
@@ -55,27 +55,28 @@ def _native_forward(unit):
 
 
 #: Float64 numbers per call of the native forward's per-chunk partial sums (one per chunk
-#: of at least 16 particles, input and output coordinate: 64 MiB), and of the torch
-#: forward's (input, particle, output coordinate) intermediates (8 MiB).
+#: of particles, input and output coordinate: 64 MiB), and of the torch forward's (input,
+#: particle, output coordinate) intermediates (8 MiB).
 NATIVE_NUMBERS_MAX = 1 << 23
 TORCH_NUMBERS_MAX = 1 << 20
+#: The fewest particles in a chunk of the native kernels (``CH`` of mfsym_kernel.c).
+NATIVE_CHUNK_MIN = 16
 
 
 def network(unit, cloud, x) -> np.ndarray:
     """``Φ(x)`` of the cloud ``(N, D)`` at inputs ``(S, dx)``: ``(S, dy)``, in blocks of
     inputs that bound the memory of one evaluation."""
     theta, xs = _t(cloud), _t(x)
-    kernel = _native_forward(unit)
-    if xs.shape[0] == 0:
-        return unit.output(theta, xs).numpy()
+    kernel = _native_forward(unit) if xs.shape[0] else None
     if kernel is None:
         block = max(1, TORCH_NUMBERS_MAX // (theta.shape[0] * unit.dy))
         out = [unit.output(theta, xs[i:i + block]) for i in range(0, xs.shape[0], block)]
     else:
-        block = max(1, NATIVE_NUMBERS_MAX // (-(-theta.shape[0] // 16) * unit.dy))
+        chunks = -(-theta.shape[0] // NATIVE_CHUNK_MIN)
+        block = max(1, NATIVE_NUMBERS_MAX // (chunks * unit.dy))
         out = [kernel.output_and_pullback(theta[None], xs[None, i:i + block])[0][0]
                for i in range(0, xs.shape[0], block)]
-    return torch.cat(out).numpy()
+    return torch.cat(out).numpy() if out else unit.output(theta, xs).numpy()
 
 
 def relative_distance(a, b) -> float:
