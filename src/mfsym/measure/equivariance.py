@@ -67,16 +67,21 @@ def network(unit, cloud, x) -> np.ndarray:
     """``Φ(x)`` of the cloud ``(N, D)`` at inputs ``(S, dx)``: ``(S, dy)``, in blocks of
     inputs that bound the memory of one evaluation."""
     theta, xs = _t(cloud), _t(x)
-    kernel = _native_forward(unit) if xs.shape[0] else None
+    if xs.shape[0] == 0:
+        return np.zeros((0, unit.dy))
+    kernel = _native_forward(unit)
     if kernel is None:
-        block = max(1, TORCH_NUMBERS_MAX // (theta.shape[0] * unit.dy))
-        out = [unit.output(theta, xs[i:i + block]) for i in range(0, xs.shape[0], block)]
+        block = TORCH_NUMBERS_MAX // (theta.shape[0] * unit.dy)
+
+        def forward(xb):
+            return unit.output(theta, xb)
     else:
-        chunks = -(-theta.shape[0] // NATIVE_CHUNK_MIN)
-        block = max(1, NATIVE_NUMBERS_MAX // (chunks * unit.dy))
-        out = [kernel.output_and_pullback(theta[None], xs[None, i:i + block])[0][0]
-               for i in range(0, xs.shape[0], block)]
-    return torch.cat(out).numpy() if out else unit.output(theta, xs).numpy()
+        block = NATIVE_NUMBERS_MAX // (-(-theta.shape[0] // NATIVE_CHUNK_MIN) * unit.dy)
+
+        def forward(xb):
+            return kernel.output_and_pullback(theta[None], xb[None])[0][0]
+    block = max(1, block)
+    return torch.cat([forward(xs[i:i + block]) for i in range(0, xs.shape[0], block)]).numpy()
 
 
 def relative_distance(a, b) -> float:
